@@ -1,0 +1,124 @@
+"""Timing, tables and JSON records shared by the benchmark scripts.
+
+CPU timings use torch.utils.benchmark (blocked_autorange, p20/p50/p80 of
+the measured blocks); GPU timings use triton.testing.do_bench. Every script
+prints one table with one row per (case, contender) and can write the same
+rows as JSON together with the machine, torch and cwarp versions.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.utils.benchmark as tbench
+
+
+@dataclasses.dataclass
+class Timing:
+    p50_ms: float
+    p20_ms: float
+    p80_ms: float
+
+
+@dataclasses.dataclass
+class Row:
+    case: str                    # e.g. "fwd B=64 3x112x112 K=4"
+    contender: str               # e.g. "cwarp cpp", "reference (eager)"
+    dtype: str
+    timing: Optional[Timing]     # None when the contender could not run (see note)
+    items: int                   # images (or rows) processed per call
+    note: str = ""
+    peak_mem_mb: Optional[float] = None
+    speedup: Optional[float] = None  # baseline p50 / this p50, filled by add_speedups
+
+    @property
+    def items_per_s(self) -> Optional[float]:
+        return None if self.timing is None else self.items / (self.timing.p50_ms / 1e3)
+
+
+def time_cpu(fn: Callable[[], object], min_run_time: float = 1.0) -> Timing:
+    fn()  # warm-up: first-call allocations, lazy init, compilation
+    m = tbench.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
+    times = sorted(m.times)
+
+    def q(f):
+        return times[min(len(times) - 1, int(f * len(times)))] * 1e3
+
+    return Timing(p50_ms=m.median * 1e3, p20_ms=q(0.2), p80_ms=q(0.8))
+
+
+def time_gpu(fn: Callable[[], object], rep_ms: int = 200) -> Timing:
+    import triton.testing
+
+    p50, p20, p80 = triton.testing.do_bench(fn, quantiles=[0.5, 0.2, 0.8], rep=rep_ms)
+    return Timing(p50_ms=p50, p20_ms=p20, p80_ms=p80)
+
+
+def time_fn(fn: Callable[[], object], device: torch.device, min_run_time: float = 1.0) -> Timing:
+    return time_gpu(fn) if torch.device(device).type == "cuda" else time_cpu(fn, min_run_time)
+
+
+def add_speedups(rows: List[Row], baseline: str) -> None:
+    """Fill Row.speedup = baseline's p50 / row's p50 within each (case, dtype)."""
+    base: Dict[tuple, float] = {}
+    for r in rows:
+        if r.contender == baseline and r.timing is not None:
+            base[(r.case, r.dtype)] = r.timing.p50_ms
+    for r in rows:
+        b = base.get((r.case, r.dtype))
+        if b is not None and r.timing is not None:
+            r.speedup = b / r.timing.p50_ms
+
+
+def format_table(rows: List[Row], unit: str = "images/s") -> str:
+    head = ["case", "contender", "dtype", "p50 ms", "p20 ms", "p80 ms", unit, "speedup", "peak MB", "note"]
+    body = []
+    for r in rows:
+        t = r.timing
+        body.append([
+            r.case, r.contender, r.dtype,
+            f"{t.p50_ms:.3f}" if t else "-", f"{t.p20_ms:.3f}" if t else "-", f"{t.p80_ms:.3f}" if t else "-",
+            f"{r.items_per_s:,.0f}" if t else "-",
+            f"{r.speedup:.2f}x" if r.speedup is not None else "-",
+            f"{r.peak_mem_mb:.1f}" if r.peak_mem_mb is not None else "-",
+            r.note,
+        ])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
+
+
+def environment() -> dict:
+    import cwarp
+
+    info = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "cwarp": cwarp.__version__,
+        "cwarp_backends": cwarp.backends(),
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def write_json(path: str, rows: List[Row], extra: Optional[dict] = None) -> None:
+    record = {"environment": environment(), "rows": []}
+    if extra:
+        record.update(extra)
+    for r in rows:
+        d = dataclasses.asdict(r)
+        d["items_per_s"] = r.items_per_s
+        record["rows"].append(d)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(record, f, indent=2)

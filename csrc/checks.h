@@ -1,0 +1,85 @@
+// Input validation for the cwarp ops: one check_*_inputs() per op, shared by
+// the CPU and CUDA implementations, so that every backend rejects bad input
+// with the same message. The messages name the op, the argument, what was
+// expected and what was given; cwarp/ops.py mirrors them in the fake kernels.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <string>
+
+#include "warp_math.h"
+
+namespace cwarp {
+
+inline WarpKind parse_kind(const char* op, c10::string_view kind) {
+  if (kind == "translate") return WarpKind::Translate;
+  if (kind == "gaussian") return WarpKind::Gaussian;
+  TORCH_CHECK_VALUE(false, op, "(): unknown kind '", std::string(kind),
+                    "'; expected 'translate' or 'gaussian'");
+}
+
+inline Padding parse_padding(const char* op, c10::string_view mode) {
+  if (mode == "zeros") return Padding::Zeros;
+  if (mode == "border") return Padding::Border;
+  if (mode == "reflection") return Padding::Reflection;
+  TORCH_CHECK_VALUE(false, op, "(): unknown padding_mode '", std::string(mode),
+                    "'; expected 'zeros', 'border' or 'reflection'");
+}
+
+inline bool is_float_type(c10::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+// image (B, C, H, W) floating; params (B, K, 5) floating; theta (B, 2, 3)
+// floating or undefined; all on one device.
+inline void check_local_warp_inputs(const char* op, const at::Tensor& image, const at::Tensor& params,
+                                    const c10::optional<at::Tensor>& theta) {
+  TORCH_CHECK_VALUE(image.dim() == 4, op, "(): expected image of shape (B, C, H, W), got ",
+                    image.sizes());
+  TORCH_CHECK_TYPE(is_float_type(image.scalar_type()), op,
+                   "(): expected image of a floating dtype (float16, bfloat16, float32, float64), got ",
+                   image.scalar_type());
+  TORCH_CHECK_VALUE(image.size(2) > 0 && image.size(3) > 0, op,
+                    "(): expected image with non-empty spatial dims, got ", image.sizes());
+  TORCH_CHECK_VALUE(params.dim() == 3 && params.size(2) == 5 && params.size(0) == image.size(0), op,
+                    "(): expected params of shape (B, K, 5) with B = ", image.size(0), ", got ",
+                    params.sizes());
+  TORCH_CHECK_TYPE(is_float_type(params.scalar_type()), op,
+                   "(): expected params of a floating dtype, got ", params.scalar_type());
+  TORCH_CHECK(params.device() == image.device(), op,
+              "(): expected params on the image's device ", image.device(), ", got ", params.device());
+  if (theta.has_value() && theta->defined()) {
+    const at::Tensor& t = *theta;
+    TORCH_CHECK_VALUE(t.dim() == 3 && t.size(0) == image.size(0) && t.size(1) == 2 && t.size(2) == 3,
+                      op, "(): expected theta of shape (B, 2, 3) with B = ", image.size(0), ", got ",
+                      t.sizes());
+    TORCH_CHECK_TYPE(is_float_type(t.scalar_type()), op,
+                     "(): expected theta of a floating dtype, got ", t.scalar_type());
+    TORCH_CHECK(t.device() == image.device(), op,
+                "(): expected theta on the image's device ", image.device(), ", got ", t.device());
+  }
+}
+
+inline void check_out_size(const char* op, int64_t out_h, int64_t out_w) {
+  TORCH_CHECK_VALUE(out_h > 0 && out_w > 0, op, "(): expected out_size of two positive ints, got (",
+                    out_h, ", ", out_w, ")");
+}
+
+inline void check_local_warp_backward_inputs(const char* op, const at::Tensor& grad_out,
+                                             const at::Tensor& image, const at::Tensor& params,
+                                             const c10::optional<at::Tensor>& theta) {
+  check_local_warp_inputs(op, image, params, theta);
+  TORCH_CHECK_VALUE(grad_out.dim() == 4 && grad_out.size(0) == image.size(0) &&
+                        grad_out.size(1) == image.size(1),
+                    op, "(): expected grad_out of shape (B, C, Ho, Wo) with B, C = ", image.size(0),
+                    ", ", image.size(1), ", got ", grad_out.sizes());
+  TORCH_CHECK(grad_out.device() == image.device(), op, "(): expected grad_out on the image's device ",
+              image.device(), ", got ", grad_out.device());
+  TORCH_CHECK_TYPE(grad_out.scalar_type() == image.scalar_type(), op,
+                   "(): expected grad_out of the image's dtype ", image.scalar_type(), ", got ",
+                   grad_out.scalar_type());
+}
+
+}  // namespace cwarp

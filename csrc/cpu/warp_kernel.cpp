@@ -1,0 +1,458 @@
+// cwarp::local_warp on the CPU: forward and backward.
+//
+// Work is done one output row at a time. For a row, the warp field is
+// computed into small per-thread buffers with loops over the row's pixels
+// (the loops the compiler vectorizes), then the image is gathered (forward) or
+// scattered into (backward) using the corner offsets and weights of that row.
+// No grid tensor is ever built: beyond its output, the forward allocates
+// O(threads x Wo) scratch.
+//
+// Speed without -march=native: the row kernels are compiled for AVX-512,
+// AVX2 and baseline x86-64 (CWARP_CPU_MULTIVERSION) and the loader picks one.
+//
+// Determinism: the backward runs one image per task, so each thread owns its
+// slice of every gradient and sums in a fixed order. No atomics; the result
+// does not depend on the number of threads.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "../checks.h"
+#include "../cwarp.h"
+#include "../warp_math.h"
+
+namespace cwarp {
+namespace cpu {
+
+struct WarpConfig {
+  int64_t C, H, W, Ho, Wo, K;
+  WarpKind kind;
+  Padding padding;
+  bool align_corners;
+};
+
+// Element strides of a tensor indexed (B, C, H, W).
+struct Strides {
+  int64_t b, c, h, w;
+  explicit Strides(const at::Tensor& t) : b(t.stride(0)), c(t.stride(1)), h(t.stride(2)), w(t.stride(3)) {}
+};
+
+template <typename scalar_t>
+struct ForwardArgs {
+  const scalar_t* in;
+  scalar_t* out;
+  const at::opmath_type<scalar_t>* params;  // (B, K, 5), contiguous
+  const at::opmath_type<scalar_t>* theta;   // (B, 6), contiguous, or null
+  WarpConfig cfg;
+  Strides in_s, out_s;
+};
+
+template <typename scalar_t>
+struct BackwardArgs {
+  const scalar_t* grad_out;
+  const scalar_t* in;
+  at::opmath_type<scalar_t>* grad_in;  // same strides as `in`, or null
+  const at::opmath_type<scalar_t>* params;
+  const at::opmath_type<scalar_t>* theta;
+  double* grad_params;  // (B, K, 5) accumulators, or null
+  double* grad_theta;   // (B, 6) accumulators, or null
+  WarpConfig cfg;
+  Strides go_s, in_s;
+};
+
+// Per-thread buffers for one output row.
+template <typename T, typename index_t>
+struct RowScratch {
+  std::vector<T> px, qx, qy, ix, iy, gmx, gmy, w00, w01, w10, w11, gsx, gsy;
+  std::vector<index_t> o00, o01, o10, o11;
+  explicit RowScratch(int64_t n)
+      : px(n), qx(n), qy(n), ix(n), iy(n), gmx(n), gmy(n), w00(n), w01(n), w10(n), w11(n), gsx(n),
+        gsy(n), o00(n), o01(n), o10(n), o11(n) {}
+};
+
+template <typename T>
+inline Affine<T> load_affine(const T* theta, int64_t b) {
+  if (theta == nullptr) return identity_affine<T>();
+  const T* t = theta + 6 * b;
+  return Affine<T>{t[0], t[1], t[2], t[3], t[4], t[5]};
+}
+
+// Columns [*j0, *j1) of an output row at height py that can fall inside the
+// disc of a translate warp. Outside the disc translate_weight is exactly 0, so
+// skipping those pixels changes no bit of the result; the range is padded by
+// two pixels against rounding. Returns false when the row misses the disc:
+// then r2 - |p - c|^2 <= r2 - ey2 <= 0 for every pixel (rounding is
+// monotonic). Non-finite parameters take the whole row, so the NaN they make
+// lands where the reference puts it.
+template <typename T>
+C10_ALWAYS_INLINE bool disc_columns(const T* w5, T py, int64_t wo, bool align_corners, int64_t* j0,
+                                    int64_t* j1) {
+  *j0 = 0;
+  *j1 = wo;
+  bool finite = true;
+  for (int i = 0; i < 5; ++i) finite = finite && std::isfinite(w5[i]);
+  if (!finite || wo <= 1) return true;
+  const T ey = py - w5[1];
+  const T h2 = w5[2] * w5[2] - ey * ey;
+  if (!(h2 > T(0))) return false;
+  const T half = std::sqrt(h2);
+  // Inverse of base_coord: position -> fractional column.
+  const T scale = align_corners ? T(wo - 1) / T(2) : T(wo) / T(2);
+  const T shift = align_corners ? T(0) : T(-0.5);
+  const T lo = (w5[0] - half + T(1)) * scale + shift - T(2);
+  const T hi = (w5[0] + half + T(1)) * scale + shift + T(3);
+  // Clamp in floating point before casting: a finite 1e30 must not overflow.
+  *j0 = static_cast<int64_t>(std::floor(std::min(std::max(lo, T(0)), T(wo))));
+  *j1 = static_cast<int64_t>(std::ceil(std::min(std::max(hi, T(0)), T(wo))));
+  return *j0 < *j1;
+}
+
+// q = p - sum_k w_k(p) d_k for the row at height py.
+template <typename T, typename index_t>
+C10_ALWAYS_INLINE void warp_row(const WarpConfig& cfg, const T* prm, T py, RowScratch<T, index_t>& s) {
+  const int64_t wo = cfg.Wo;
+  T* __restrict qx = s.qx.data();
+  T* __restrict qy = s.qy.data();
+  const T* __restrict px = s.px.data();
+  for (int64_t j = 0; j < wo; ++j) {
+    qx[j] = px[j];
+    qy[j] = py;
+  }
+  for (int64_t k = 0; k < cfg.K; ++k) {
+    const T* w5 = prm + 5 * k;
+    const T cx = w5[0], cy = w5[1], r = w5[2], dx = w5[3], dy = w5[4];
+    const T r2 = r * r, m2 = dx * dx + dy * dy;
+    const T ey = py - cy, ey2 = ey * ey;
+    if (cfg.kind == WarpKind::Translate) {
+      int64_t j0, j1;
+      if (!disc_columns(w5, py, wo, cfg.align_corners, &j0, &j1)) continue;
+      for (int64_t j = j0; j < j1; ++j) {
+        const T ex = px[j] - cx;
+        const T w = translate_weight(ex * ex + ey2, r2, m2);
+        qx[j] -= w * dx;
+        qy[j] -= w * dy;
+      }
+    } else {
+      for (int64_t j = 0; j < wo; ++j) {
+        const T ex = px[j] - cx;
+        const T w = gaussian_weight(ex * ex + ey2, r2);
+        qx[j] -= w * dx;
+        qy[j] -= w * dy;
+      }
+    }
+  }
+}
+
+// Source coordinates, their derivatives, and the four corners' offsets and
+// weights for a row whose q is in the scratch. Offset -1 marks a corner
+// outside the image: it contributes nothing, as in grid_sample.
+template <typename T, typename index_t>
+C10_ALWAYS_INLINE void corners_row(const WarpConfig& cfg, const Affine<T>& A, index_t sh, index_t sw,
+                                   RowScratch<T, index_t>& s) {
+  const int64_t wo = cfg.Wo;
+  const T* __restrict qx = s.qx.data();
+  const T* __restrict qy = s.qy.data();
+  for (int64_t j = 0; j < wo; ++j) {
+    T sx, sy, gx, gy;
+    apply_affine(A, qx[j], qy[j], &sx, &sy);
+    const T ix = source_index(sx, cfg.W, cfg.padding, cfg.align_corners, &gx);
+    const T iy = source_index(sy, cfg.H, cfg.padding, cfg.align_corners, &gy);
+    s.ix[j] = ix;
+    s.iy[j] = iy;
+    s.gmx[j] = gx;
+    s.gmy[j] = gy;
+    const Bilinear<index_t, T> b = bilinear<index_t>(ix, iy, cfg.W, cfg.H);
+    s.w00[j] = b.wx0 * b.wy0;
+    s.w01[j] = b.wx1 * b.wy0;
+    s.w10[j] = b.wx0 * b.wy1;
+    s.w11[j] = b.wx1 * b.wy1;
+    const index_t base = b.y0 * sh + b.x0 * sw;
+    s.o00[j] = (b.vx0 && b.vy0) ? base : index_t(-1);
+    s.o01[j] = (b.vx1 && b.vy0) ? base + sw : index_t(-1);
+    s.o10[j] = (b.vx0 && b.vy1) ? base + sh : index_t(-1);
+    s.o11[j] = (b.vx1 && b.vy1) ? base + sh + sw : index_t(-1);
+  }
+}
+
+template <typename T, typename scalar_t, typename index_t>
+C10_ALWAYS_INLINE T corner(const scalar_t* src, index_t o) {
+  return o >= 0 ? static_cast<T>(src[o]) : T(0);
+}
+
+template <typename T, typename index_t>
+void fill_px(const WarpConfig& cfg, RowScratch<T, index_t>& s) {
+  for (int64_t j = 0; j < cfg.Wo; ++j) s.px[j] = base_coord<T>(j, cfg.Wo, cfg.align_corners);
+}
+
+// ----------------------------------------------------------------------------
+// Forward
+// ----------------------------------------------------------------------------
+
+template <typename scalar_t, typename index_t>
+CWARP_CPU_MULTIVERSION void forward_rows(const ForwardArgs<scalar_t>& a, int64_t row_begin, int64_t row_end) {
+  using T = at::opmath_type<scalar_t>;
+  const WarpConfig& cfg = a.cfg;
+  RowScratch<T, index_t> s(cfg.Wo);
+  fill_px(cfg, s);
+  const index_t sc = static_cast<index_t>(a.in_s.c);
+  const bool pixel_major = a.in_s.c == 1 && cfg.C > 1;  // channels_last: C values of a pixel adjacent
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    const int64_t b = row / cfg.Ho, i = row % cfg.Ho;
+    warp_row(cfg, a.params + b * cfg.K * 5, base_coord<T>(i, cfg.Ho, cfg.align_corners), s);
+    corners_row(cfg, load_affine(a.theta, b), static_cast<index_t>(a.in_s.h), static_cast<index_t>(a.in_s.w), s);
+    const scalar_t* in_b = a.in + b * a.in_s.b;
+    scalar_t* out_row = a.out + b * a.out_s.b + i * a.out_s.h;
+    const T* __restrict w00 = s.w00.data();
+    const T* __restrict w01 = s.w01.data();
+    const T* __restrict w10 = s.w10.data();
+    const T* __restrict w11 = s.w11.data();
+    const index_t* __restrict o00 = s.o00.data();
+    const index_t* __restrict o01 = s.o01.data();
+    const index_t* __restrict o10 = s.o10.data();
+    const index_t* __restrict o11 = s.o11.data();
+    if (pixel_major) {
+      for (int64_t j = 0; j < cfg.Wo; ++j) {
+        scalar_t* dst = out_row + j * a.out_s.w;
+        for (int64_t c = 0; c < cfg.C; ++c) {
+          const scalar_t* src = in_b + c * sc;
+          const T v = corner<T>(src, o00[j]) * w00[j] + corner<T>(src, o01[j]) * w01[j] +
+                      corner<T>(src, o10[j]) * w10[j] + corner<T>(src, o11[j]) * w11[j];
+          dst[c * a.out_s.c] = static_cast<scalar_t>(v);
+        }
+      }
+    } else {
+      const int64_t ow = a.out_s.w;
+      for (int64_t c = 0; c < cfg.C; ++c) {
+        const scalar_t* __restrict src = in_b + c * sc;
+        scalar_t* __restrict dst = out_row + c * a.out_s.c;
+        for (int64_t j = 0; j < cfg.Wo; ++j) {
+          const T v = corner<T>(src, o00[j]) * w00[j] + corner<T>(src, o01[j]) * w01[j] +
+                      corner<T>(src, o10[j]) * w10[j] + corner<T>(src, o11[j]) * w11[j];
+          dst[j * ow] = static_cast<scalar_t>(v);
+        }
+      }
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------
+// Backward: one image per call.
+// ----------------------------------------------------------------------------
+
+template <typename scalar_t, typename index_t>
+CWARP_CPU_MULTIVERSION void backward_image(const BackwardArgs<scalar_t>& a, int64_t b) {
+  using T = at::opmath_type<scalar_t>;
+  const WarpConfig& cfg = a.cfg;
+  const bool need_coord = a.grad_params != nullptr || a.grad_theta != nullptr;
+  RowScratch<T, index_t> s(cfg.Wo);
+  fill_px(cfg, s);
+  const T* prm = a.params + b * cfg.K * 5;
+  const Affine<T> A = load_affine(a.theta, b);
+  const index_t sc = static_cast<index_t>(a.in_s.c);
+  const scalar_t* in_b = a.in + b * a.in_s.b;
+  T* gin_b = a.grad_in ? a.grad_in + b * a.in_s.b : nullptr;
+  const scalar_t* go_b = a.grad_out + b * a.go_s.b;
+  double* gprm = a.grad_params ? a.grad_params + b * cfg.K * 5 : nullptr;
+  double* gth = a.grad_theta ? a.grad_theta + b * 6 : nullptr;
+
+  for (int64_t i = 0; i < cfg.Ho; ++i) {
+    const T py = base_coord<T>(i, cfg.Ho, cfg.align_corners);
+    warp_row(cfg, prm, py, s);
+    corners_row(cfg, A, static_cast<index_t>(a.in_s.h), static_cast<index_t>(a.in_s.w), s);
+    const scalar_t* go_row = go_b + i * a.go_s.h;
+    for (int64_t j = 0; j < cfg.Wo; ++j) {
+      const index_t o00 = s.o00[j], o01 = s.o01[j], o10 = s.o10[j], o11 = s.o11[j];
+      T d_ix = T(0), d_iy = T(0);
+      const Bilinear<index_t, T> bl = bilinear<index_t>(s.ix[j], s.iy[j], cfg.W, cfg.H);
+      for (int64_t c = 0; c < cfg.C; ++c) {
+        const T g = static_cast<T>(go_row[c * a.go_s.c + j * a.go_s.w]);
+        if (gin_b != nullptr) {
+          T* dst = gin_b + c * sc;
+          if (o00 >= 0) dst[o00] += s.w00[j] * g;
+          if (o01 >= 0) dst[o01] += s.w01[j] * g;
+          if (o10 >= 0) dst[o10] += s.w10[j] * g;
+          if (o11 >= 0) dst[o11] += s.w11[j] * g;
+        }
+        if (need_coord) {
+          const scalar_t* src = in_b + c * sc;
+          T gx, gy;
+          bilinear_coord_grad(bl, corner<T>(src, o00), corner<T>(src, o01), corner<T>(src, o10),
+                              corner<T>(src, o11), &gx, &gy);
+          d_ix += g * gx;
+          d_iy += g * gy;
+        }
+      }
+      s.gsx[j] = d_ix * s.gmx[j];
+      s.gsy[j] = d_iy * s.gmy[j];
+    }
+    if (!need_coord) continue;
+
+    if (gth != nullptr) {
+      T acc[6] = {T(0), T(0), T(0), T(0), T(0), T(0)};
+      for (int64_t j = 0; j < cfg.Wo; ++j) {
+        acc[0] += s.gsx[j] * s.qx[j];
+        acc[1] += s.gsx[j] * s.qy[j];
+        acc[2] += s.gsx[j];
+        acc[3] += s.gsy[j] * s.qx[j];
+        acc[4] += s.gsy[j] * s.qy[j];
+        acc[5] += s.gsy[j];
+      }
+      for (int t = 0; t < 6; ++t) gth[t] += static_cast<double>(acc[t]);
+    }
+    if (gprm != nullptr) {
+      // dL/dq = A^T dL/ds, kept in gsx / gsy.
+      for (int64_t j = 0; j < cfg.Wo; ++j) {
+        const T gx = s.gsx[j], gy = s.gsy[j];
+        s.gsx[j] = A.a * gx + A.d * gy;
+        s.gsy[j] = A.b * gx + A.e * gy;
+      }
+      for (int64_t k = 0; k < cfg.K; ++k) {
+        const T* w5 = prm + 5 * k;
+        int64_t j0 = 0, j1 = cfg.Wo;
+        if (cfg.kind == WarpKind::Translate && !disc_columns(w5, py, cfg.Wo, cfg.align_corners, &j0, &j1))
+          continue;
+        T acc[5] = {T(0), T(0), T(0), T(0), T(0)};
+        const T ey = py - w5[1];
+        for (int64_t j = j0; j < j1; ++j) {
+          warp_param_grad(cfg.kind, s.px[j] - w5[0], ey, w5[2], w5[3], w5[4], s.gsx[j], s.gsy[j], acc);
+        }
+        for (int t = 0; t < 5; ++t) gprm[5 * k + t] += static_cast<double>(acc[t]);
+      }
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------
+// Host side
+// ----------------------------------------------------------------------------
+
+constexpr const char* kFwd = "cwarp::local_warp";
+constexpr const char* kBwd = "cwarp::local_warp_backward";
+
+// Largest element offset inside one image; decides 32- or 64-bit offsets.
+inline bool fits_int32(const at::Tensor& t) {
+  int64_t max_off = 0;
+  for (int d = 1; d < 4; ++d) max_off += (t.size(d) - 1) * t.stride(d);
+  // Corner offsets are formed as y0 * sh + x0 * sw with |x0|, |y0| <= 101 out
+  // of range before the validity mask applies: leave room for that.
+  const int64_t slack = 128 * (t.stride(2) + t.stride(3));
+  return max_off + slack < std::numeric_limits<int32_t>::max();
+}
+
+template <typename T>
+at::Tensor as_opmath(const at::Tensor& t) {
+  return t.to(c10::CppTypeToScalarType<T>::value).contiguous();
+}
+
+WarpConfig make_config(const at::Tensor& image, int64_t K, int64_t out_h, int64_t out_w, WarpKind kind,
+                       Padding padding, bool align_corners) {
+  return WarpConfig{image.size(1), image.size(2), image.size(3), out_h, out_w, K, kind, padding, align_corners};
+}
+
+at::Tensor local_warp_cpu(const at::Tensor& image, const at::Tensor& params, const c10::optional<at::Tensor>& theta,
+                          int64_t out_h, int64_t out_w, c10::string_view kind, c10::string_view padding_mode,
+                          bool align_corners) {
+  check_local_warp_inputs(kFwd, image, params, theta);
+  check_out_size(kFwd, out_h, out_w);
+  const WarpKind k = parse_kind(kFwd, kind);
+  const Padding pad = parse_padding(kFwd, padding_mode);
+  const int64_t B = image.size(0), C = image.size(1);
+  at::Tensor out = at::empty({B, C, out_h, out_w}, image.options().memory_format(image.suggest_memory_format()));
+  if (out.numel() == 0) return out;
+  const bool has_theta = theta.has_value() && theta->defined();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "cwarp_local_warp_cpu", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const at::Tensor prm = as_opmath<T>(params);
+    const at::Tensor th = has_theta ? as_opmath<T>(theta->reshape({B, 6})) : at::Tensor();
+    ForwardArgs<scalar_t> args{image.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
+                               prm.const_data_ptr<T>(), has_theta ? th.const_data_ptr<T>() : nullptr,
+                               make_config(image, params.size(1), out_h, out_w, k, pad, align_corners),
+                               Strides(image), Strides(out)};
+    // About 32k output values per task keeps the scheduling cost negligible.
+    const int64_t grain = std::max<int64_t>(1, 32768 / (out_w * C));
+    const bool i32 = fits_int32(image);
+    at::parallel_for(0, B * out_h, grain, [&](int64_t begin, int64_t end) {
+      if (i32) {
+        forward_rows<scalar_t, int32_t>(args, begin, end);
+      } else {
+        forward_rows<scalar_t, int64_t>(args, begin, end);
+      }
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> local_warp_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& image_in, const at::Tensor& params,
+    const c10::optional<at::Tensor>& theta, c10::string_view kind, c10::string_view padding_mode,
+    bool align_corners, std::array<bool, 3> output_mask) {
+  check_local_warp_backward_inputs(kBwd, grad_out, image_in, params, theta);
+  const WarpKind k = parse_kind(kBwd, kind);
+  const Padding pad = parse_padding(kBwd, padding_mode);
+  const bool has_theta = theta.has_value() && theta->defined();
+  const int64_t B = image_in.size(0), K = params.size(1);
+  const int64_t out_h = grad_out.size(2), out_w = grad_out.size(3);
+
+  // The image gradient shares the image's strides, so one offset addresses
+  // both: make the image dense in its own memory format first.
+  const at::Tensor image = image_in.contiguous(image_in.suggest_memory_format());
+  const at::ScalarType opmath = at::toOpMathType(image.scalar_type());
+  at::Tensor grad_image_acc;
+  if (output_mask[0]) grad_image_acc = at::zeros_like(image, image.options().dtype(opmath));
+  at::Tensor grad_params_acc, grad_theta_acc;
+  if (output_mask[1]) grad_params_acc = at::zeros({B, K, 5}, params.options().dtype(at::kDouble));
+  const bool want_theta = output_mask[2] && has_theta;
+  if (want_theta) grad_theta_acc = at::zeros({B, 6}, params.options().dtype(at::kDouble));
+
+  if (B > 0 && image.size(1) > 0 && (output_mask[0] || output_mask[1] || want_theta)) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "cwarp_local_warp_backward_cpu", [&] {
+      using T = at::opmath_type<scalar_t>;
+      const at::Tensor prm = as_opmath<T>(params);
+      const at::Tensor th = has_theta ? as_opmath<T>(theta->reshape({B, 6})) : at::Tensor();
+      BackwardArgs<scalar_t> args{
+          grad_out.const_data_ptr<scalar_t>(),
+          image.const_data_ptr<scalar_t>(),
+          output_mask[0] ? grad_image_acc.mutable_data_ptr<T>() : nullptr,
+          prm.const_data_ptr<T>(),
+          has_theta ? th.const_data_ptr<T>() : nullptr,
+          output_mask[1] ? grad_params_acc.mutable_data_ptr<double>() : nullptr,
+          want_theta ? grad_theta_acc.mutable_data_ptr<double>() : nullptr,
+          make_config(image, K, out_h, out_w, k, pad, align_corners),
+          Strides(grad_out),
+          Strides(image)};
+      const bool i32 = fits_int32(image);
+      at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          if (i32) {
+            backward_image<scalar_t, int32_t>(args, b);
+          } else {
+            backward_image<scalar_t, int64_t>(args, b);
+          }
+        }
+      });
+    });
+  }
+
+  at::Tensor grad_image = output_mask[0] ? grad_image_acc.to(image.scalar_type()) : at::empty({0}, image.options());
+  at::Tensor grad_params = output_mask[1] ? grad_params_acc.to(params.scalar_type()) : at::empty({0}, params.options());
+  at::Tensor grad_theta = want_theta ? grad_theta_acc.to(theta->scalar_type()).view({B, 2, 3})
+                                     : at::empty({0}, params.options());
+  return {grad_image, grad_params, grad_theta};
+}
+
+}  // namespace cpu
+
+TORCH_LIBRARY_IMPL(cwarp, CPU, m) {
+  m.impl("local_warp", &cpu::local_warp_cpu);
+  m.impl("local_warp_backward", &cpu::local_warp_backward_cpu);
+}
+
+}  // namespace cwarp

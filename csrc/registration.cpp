@@ -1,0 +1,39 @@
+// The cwarp operator library: every schema, in one place, and the Python
+// module that loading cwarp._C needs. Backends register their kernels with
+// TORCH_LIBRARY_IMPL next to the kernels (csrc/cpu, csrc/cuda); fake kernels
+// and autograd are registered in cwarp/ops.py.
+#include <Python.h>
+#include <torch/library.h>
+
+// `import cwarp._C` loads this shared library, which runs the static
+// registrations below. The module has one attribute of its own: whether the
+// CUDA kernels were compiled in.
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT, "_C", "cwarp's compiled kernels (torch.ops.cwarp)", -1, nullptr,
+  };
+  PyObject* m = PyModule_Create(&module_def);
+  if (m == nullptr) return nullptr;
+#ifdef CWARP_WITH_CUDA
+  const long with_cuda = 1;
+#else
+  const long with_cuda = 0;
+#endif
+  if (PyModule_AddObject(m, "WITH_CUDA", PyBool_FromLong(with_cuda)) != 0) {
+    Py_DECREF(m);
+    return nullptr;
+  }
+  return m;
+}
+
+TORCH_LIBRARY(cwarp, m) {
+  // out = bilinear sample of image at theta @ (p - sum_k w_k(p) d_k); see SPEC.md §2.
+  m.def(
+      "local_warp(Tensor image, Tensor params, Tensor? theta, int out_h, int out_w, str kind, "
+      "str padding_mode, bool align_corners) -> Tensor");
+  // Gradients for (image, params, theta) where output_mask asks; the others
+  // come back empty (numel 0), as does theta's when theta is None.
+  m.def(
+      "local_warp_backward(Tensor grad_out, Tensor image, Tensor params, Tensor? theta, str kind, "
+      "str padding_mode, bool align_corners, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+}

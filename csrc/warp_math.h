@@ -1,0 +1,270 @@
+// The math of cwarp::local_warp, written once.
+//
+// Every function here is a C10_HOST_DEVICE inline function of plain scalars,
+// so the CPU kernel (csrc/cpu/warp_kernel.cpp) and the CUDA kernel
+// (csrc/cuda/warp_kernel.cu) include this header unchanged and the Triton
+// kernel (cwarp/triton/warp.py) mirrors it function by function, by name.
+// The oracle is cwarp/reference.py: the warp field built with PyTorch ops,
+// then F.grid_sample. Where the formulas below follow ATen's grid sampler
+// (unnormalize, clip, reflect, the int-range guard) they do so on purpose,
+// so that the fused kernels sample exactly like grid_sample.
+//
+// `T` is the compute ("opmath") type: float for float/half/bfloat16 inputs,
+// double for double inputs.
+#pragma once
+
+#include <c10/macros/Macros.h>
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define CWARP_FLOOR ::floor
+#define CWARP_FMOD ::fmod
+#define CWARP_EXP ::exp
+#else
+#define CWARP_FLOOR std::floor
+#define CWARP_FMOD std::fmod
+#define CWARP_EXP std::exp
+#endif
+
+namespace cwarp {
+
+enum class WarpKind : int { Translate = 0, Gaussian = 1 };
+enum class Padding : int { Zeros = 0, Border = 1, Reflection = 2 };
+
+// ---------------------------------------------------------------------------
+// Output pixel -> normalized position p (the base grid of F.affine_grid).
+// ---------------------------------------------------------------------------
+
+// Position of pixel `i` of an axis of `size` pixels. Mirrors ATen's
+// linspace_from_neg_one: a size-1 axis sits at 0 for both conventions.
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T base_coord(int64_t i, int64_t size, bool align_corners) {
+  if (size <= 1) return T(0);
+  if (align_corners) return T(-1) + T(2) * T(i) / T(size - 1);
+  return (T(2) * T(i) + T(1)) / T(size) - T(1);
+}
+
+// ---------------------------------------------------------------------------
+// Local warp weights. One warp: centre c, radius r, displacement d.
+// rho2 = |p - c|^2, r2 = r^2, m2 = |d|^2.
+// ---------------------------------------------------------------------------
+
+// Gustafsson's local translation: ((r2 - rho2) / (r2 - rho2 + m2))^2 inside
+// the disc, 0 outside. Written without branches so loops over pixels vectorize.
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T translate_weight(T rho2, T r2, T m2) {
+  const T u = r2 - rho2;
+  const T t = u / (u + m2);
+  return u > T(0) ? t * t : T(0);
+}
+
+// d w / d u (u = r2 - rho2) and d w / d m2 of translate_weight, inside the disc.
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void translate_weight_grad(T rho2, T r2, T m2, T* dw_du, T* dw_dm2) {
+  const T u = r2 - rho2;
+  const T v = u + m2;
+  const T t = u / v;
+  const T two_t_over_v2 = T(2) * t / (v * v);
+  const bool inside = u > T(0);
+  *dw_du = inside ? two_t_over_v2 * m2 : T(0);
+  *dw_dm2 = inside ? -two_t_over_v2 * u : T(0);
+}
+
+// Gaussian falloff exp(-rho2 / (2 r2)).
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T gaussian_weight(T rho2, T r2) {
+  return CWARP_EXP(-rho2 / (T(2) * r2));
+}
+
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T warp_weight(WarpKind kind, T rho2, T r2, T m2) {
+  return kind == WarpKind::Translate ? translate_weight(rho2, r2, m2) : gaussian_weight(rho2, r2);
+}
+
+// Adjoint of one warp's contribution q -= w * d. Given g = dL/dq at p, adds
+// dL/d(cx, cy, r, dx, dy) of this warp into grad[0..4].
+// ex, ey = p - c.
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void warp_param_grad(
+    WarpKind kind, T ex, T ey, T r, T dx, T dy, T gx, T gy, T* grad) {
+  const T rho2 = ex * ex + ey * ey;
+  const T r2 = r * r;
+  const T m2 = dx * dx + dy * dy;
+  // dL/dw = -<g, d>
+  const T gw = -(gx * dx + gy * dy);
+  T w, dw_drho2, dw_dr2, dw_dm2;
+  if (kind == WarpKind::Translate) {
+    T dw_du;
+    translate_weight_grad(rho2, r2, m2, &dw_du, &dw_dm2);
+    w = translate_weight(rho2, r2, m2);
+    dw_drho2 = -dw_du;
+    dw_dr2 = dw_du;
+  } else {
+    w = gaussian_weight(rho2, r2);
+    const T inv_2r2 = T(1) / (T(2) * r2);
+    dw_drho2 = -w * inv_2r2;
+    dw_dr2 = w * rho2 * inv_2r2 / r2;
+    dw_dm2 = T(0);
+  }
+  // rho2 = |p - c|^2  =>  d rho2 / d c = -2 (p - c);  r2 = r^2;  m2 = |d|^2.
+  const T g_rho2 = gw * dw_drho2;
+  grad[0] += T(-2) * g_rho2 * ex;
+  grad[1] += T(-2) * g_rho2 * ey;
+  grad[2] += T(2) * gw * dw_dr2 * r;
+  grad[3] += T(2) * gw * dw_dm2 * dx - w * gx;
+  grad[4] += T(2) * gw * dw_dm2 * dy - w * gy;
+}
+
+// ---------------------------------------------------------------------------
+// Sampling: normalized coordinate -> pixel coordinate, padding, corners.
+// Same formulas as ATen's GridSampler so that results match grid_sample.
+// ---------------------------------------------------------------------------
+
+// [-1, 1] -> pixel index space; *scale receives d(pixel)/d(normalized).
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T unnormalize(T coord, int64_t size, bool align_corners, T* scale) {
+  if (align_corners) {
+    *scale = T(size - 1) / T(2);
+    return ((coord + T(1)) / T(2)) * T(size - 1);
+  }
+  *scale = T(size) / T(2);
+  return ((coord + T(1)) * T(size) - T(1)) / T(2);
+}
+
+// Clamp to [0, size - 1]; *grad receives d(out)/d(in). NaN stays NaN (it is
+// caught by safe_coord below).
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T clip_coord(T in, int64_t size, T* grad) {
+  const T hi = T(size - 1);
+  if (in <= T(0)) {
+    *grad = T(0);
+    return T(0);
+  }
+  if (in >= hi) {
+    *grad = T(0);
+    return hi;
+  }
+  *grad = (in == in) ? T(1) : T(0);
+  return in;
+}
+
+// Reflect `in` into [twice_low / 2, twice_high / 2]; *grad receives the sign.
+// Non-finite input is returned unchanged for safe_coord to catch: fmod of an
+// infinity is NaN, and its parity is meaningless.
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T reflect_coord(T in, int64_t twice_low, int64_t twice_high, T* grad) {
+  if (twice_low == twice_high) {
+    *grad = T(0);
+    return T(0);
+  }
+  const T lo = T(twice_low) / T(2);
+  const T span = T(twice_high - twice_low) / T(2);
+  T x = in - lo;
+  T sign = T(1);
+  if (x < T(0)) {
+    sign = T(-1);
+    x = -x;
+  }
+  const T extra = CWARP_FMOD(x, span);
+  const T flips = CWARP_FLOOR(x / span);
+  // Parity from the float itself: casting a huge float to int would overflow.
+  const bool even = CWARP_FMOD(flips, T(2)) == T(0);
+  *grad = even ? sign : -sign;
+  return even ? extra + lo : span - extra + lo;
+}
+
+// ATen's safe_downgrade_to_int_range: NaN, infinities and values beyond the
+// int range become -100, a position whose four corners are all outside the
+// image, so they sample zeros, get zero gradient, and never reach a float ->
+// int cast that would be undefined.
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T safe_coord(T x) {
+  const T limit = T(2147483646.0);
+  return (x > -limit && x < limit) ? x : T(-100);
+}
+
+// Normalized coordinate -> padded pixel coordinate, with d(out)/d(in).
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T source_index(
+    T coord, int64_t size, Padding padding, bool align_corners, T* grad) {
+  T scale;
+  T x = unnormalize(coord, size, align_corners, &scale);
+  T g = T(1);
+  if (padding == Padding::Border) {
+    x = clip_coord(x, size, &g);
+  } else if (padding == Padding::Reflection) {
+    T g_reflect, g_clip;
+    x = align_corners ? reflect_coord(x, int64_t(0), 2 * (size - 1), &g_reflect)
+                      : reflect_coord(x, int64_t(-1), 2 * size - 1, &g_reflect);
+    x = clip_coord(x, size, &g_clip);
+    g = g_reflect * g_clip;
+  }
+  const T safe = safe_coord(x);
+  *grad = safe == x ? g * scale : T(0);
+  return safe;
+}
+
+// The four bilinear corners of a padded coordinate (ix, iy): x0 = floor(ix),
+// weights as ATen writes them ((x1 - ix) rather than 1 - fx), and whether
+// each corner lies inside the image. `ix`, `iy` have passed safe_coord, so
+// floor(ix) fits in 32 bits and the casts are defined. Validity is decided on
+// the floats, which keeps the CPU loops free of 64-bit conversions.
+template <typename index_t, typename T>
+struct Bilinear {
+  index_t x0, y0;
+  T wx0, wx1, wy0, wy1;  // weight of column x0 / x0 + 1, row y0 / y0 + 1
+  bool vx0, vx1, vy0, vy1;
+};
+
+template <typename index_t, typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE Bilinear<index_t, T> bilinear(T ix, T iy, int64_t w, int64_t h) {
+  Bilinear<index_t, T> b;
+  const T fx0 = CWARP_FLOOR(ix);
+  const T fy0 = CWARP_FLOOR(iy);
+  b.x0 = static_cast<index_t>(fx0);
+  b.y0 = static_cast<index_t>(fy0);
+  b.wx0 = fx0 + T(1) - ix;
+  b.wx1 = ix - fx0;
+  b.wy0 = fy0 + T(1) - iy;
+  b.wy1 = iy - fy0;
+  const T fw = T(w), fh = T(h);
+  b.vx0 = fx0 >= T(0) && fx0 < fw;
+  b.vx1 = fx0 >= T(-1) && fx0 + T(1) < fw;
+  b.vy0 = fy0 >= T(0) && fy0 < fh;
+  b.vy1 = fy0 >= T(-1) && fy0 + T(1) < fh;
+  return b;
+}
+
+// d(bilinear sample)/d(ix, iy) for corner values v00 (x0, y0), v01 (x0 + 1,
+// y0), v10 (x0, y0 + 1), v11 (x0 + 1, y0 + 1); invalid corners pass 0.
+template <typename index_t, typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void bilinear_coord_grad(
+    const Bilinear<index_t, T>& b, T v00, T v01, T v10, T v11, T* d_ix, T* d_iy) {
+  *d_ix = (v01 - v00) * b.wy0 + (v11 - v10) * b.wy1;
+  *d_iy = (v10 - v00) * b.wx0 + (v11 - v01) * b.wx1;
+}
+
+// ---------------------------------------------------------------------------
+// The full map: output position p -> warped position q -> source s.
+// ---------------------------------------------------------------------------
+
+// theta as six scalars: s = [a b c; d e f] q.
+template <typename T>
+struct Affine {
+  T a, b, c, d, e, f;
+};
+
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE Affine<T> identity_affine() {
+  return Affine<T>{T(1), T(0), T(0), T(0), T(1), T(0)};
+}
+
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void apply_affine(const Affine<T>& A, T qx, T qy, T* sx, T* sy) {
+  *sx = A.a * qx + A.b * qy + A.c;
+  *sy = A.d * qx + A.e * qy + A.f;
+}
+
+}  // namespace cwarp
