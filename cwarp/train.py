@@ -590,3 +590,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def compact_arch() -> str:
+    """The CPU-friendly backbone of cwarp.models.ARCHS (the first that is not a torchvision ResNet)."""
+    from cwarp.models import ARCHS
+
+    for a in ARCHS:
+        if not a.startswith("resnet"):
+            return a
+    return "resnet18"

@@ -1,0 +1,66 @@
+"""Atomic checkpoint writes, validated loads and config conflict detection."""
+import os
+
+import pytest
+import torch
+
+from cwarp import checkpoint as C
+
+
+def _state(v=1.0):
+    cfg = {"arch": "resnet18", "image_size": 64, "in_channels": 3, "format": "synthetic", "lr": 0.1}
+    return {"config": cfg, "backbone": {"w": torch.full((2,), v)}}
+
+
+def test_save_then_load_roundtrip(tmp_path):
+    p = tmp_path / "checkpoint.pt"
+    C.save_checkpoint(str(p), _state(3.0))
+    s = C.load_checkpoint(str(p))
+    assert torch.equal(s["backbone"]["w"], torch.full((2,), 3.0))
+    assert C.load_checkpoint(str(tmp_path))["config"]["lr"] == 0.1   # a run folder works too
+    assert os.listdir(tmp_path) == ["checkpoint.pt"]                  # no temporary left over
+
+
+def test_failed_write_keeps_old_checkpoint(tmp_path, monkeypatch):
+    p = tmp_path / "checkpoint.pt"
+    C.save_checkpoint(str(p), _state(1.0))
+
+    def crash(obj, f, *a, **k):
+        f.write(b"partial garbage")
+        raise KeyboardInterrupt          # Ctrl-C in the middle of torch.save
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        C.save_checkpoint(str(p), _state(2.0))
+    monkeypatch.undo()
+    assert torch.equal(C.load_checkpoint(str(p))["backbone"]["w"], torch.full((2,), 1.0))
+    assert os.listdir(tmp_path) == ["checkpoint.pt"]
+
+
+def test_save_requires_contract_keys(tmp_path):
+    with pytest.raises(ValueError, match="required keys"):
+        C.save_checkpoint(str(tmp_path / "c.pt"), {"config": {}})
+
+
+def test_load_errors_are_clear(tmp_path):
+    with pytest.raises(C.CheckpointError, match="no checkpoint at"):
+        C.load_checkpoint(str(tmp_path / "missing.pt"))
+    bad = tmp_path / "garbage.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(C.CheckpointError, match="cannot read checkpoint"):
+        C.load_checkpoint(str(bad))
+    lst = tmp_path / "list.pt"
+    torch.save([1, 2], lst)
+    with pytest.raises(C.CheckpointError, match="not a cwarp checkpoint"):
+        C.load_checkpoint(str(lst))
+    nocfg = tmp_path / "nocfg.pt"
+    torch.save({"config": {"arch": "resnet18"}, "backbone": {}}, nocfg)
+    with pytest.raises(C.CheckpointError, match="config lacks"):
+        C.load_checkpoint(str(nocfg))
+
+
+def test_config_conflicts():
+    saved = {"lr": 0.1, "warp_magnitude": [0.05, 0.15], "epochs": 10}
+    req = {"lr": 0.2, "warp_magnitude": (0.05, 0.15), "epochs": 10}
+    assert C.config_conflicts(saved, req, ["lr", "warp_magnitude", "epochs"]) == {"lr": (0.1, 0.2)}
+    assert C.config_conflicts(saved, req, ["epochs"]) == {}
