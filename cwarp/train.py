@@ -220,6 +220,17 @@ def _set_rng_state(state: Dict[str, Any], aug_gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def build_augment(cfg: Dict[str, Any], num_negatives: Optional[int] = None):
+    """The ContraWarpAugment of a run's config (SPEC.md §4)."""
+    import cwarp
+
+    return cwarp.ContraWarpAugment(
+        size=cfg["image_size"], crop_scale=tuple(cfg["crop_scale"]),
+        num_negatives=cfg["num_negatives"] if num_negatives is None else num_negatives,
+        warps_per_negative=cfg["warps_per_negative"], warp_radius=tuple(cfg["warp_radius"]),
+        warp_magnitude=tuple(cfg["warp_magnitude"]))
+
+
 class Trainer:
     """Everything one process needs for training; ``train()`` drives it.
 
@@ -254,10 +265,9 @@ class Trainer:
                                          weight_decay=cfg["weight_decay"], momentum=cfg["momentum"])
         self.schedule = WarmupCosine(self.optimizer, self.total_steps,
                                      round(cfg["warmup_epochs"] * steps_per_epoch), cfg["final_lr_ratio"])
-        self.augment = cwarp.ContraWarpAugment(
-            out_size=cfg["image_size"], num_negatives=cfg["num_negatives"],
-            warps_per_negative=cfg["warps_per_negative"], warp_magnitude=tuple(cfg["warp_magnitude"]),
-            warp_radius=tuple(cfg["warp_radius"]), scale=tuple(cfg["crop_scale"])).to(device)
+        self.augment = build_augment(cfg).to(device)
+        # The probe normalizes its inputs with the checkpoint config's mean/std.
+        cfg["mean"], cfg["std"] = list(self.augment.mean), list(self.augment.std)
         # Augmentation randomness: one explicit CPU generator per rank (the
         # sampler draws on the generator's device, so runs agree across devices).
         self.aug_gen = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + 7919 * info.rank + 1)
