@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The demo's budget, sized for 2 CPU cores and 15 minutes in all. Both methods
 # get exactly these settings; only --method differs. See cwarp.train.DEFAULTS
 # and the README section "Why these defaults" for the recipe itself.
-DEMO_RECIPE: Dict[str, object] = dict(image_size=48, num_train=3000, epochs=6, batch_size=128, probe_test=1400)
+DEMO_RECIPE: Dict[str, object] = dict(image_size=48, num_train=2000, epochs=4, batch_size=128, probe_test=1400)
 
 
 def demo_config(method: str, out: str, *, seed: int = 0, arch: Optional[str] = None,
@@ -78,7 +78,8 @@ def pretrain(argv: Sequence[str]) -> Dict[str, object]:
 
 
 def probe_all(runs: Dict[str, str], *, arch: str, image_size: int, num_train: int, num_test: int,
-              seed: int = 0, data_seed: int = 0, device: str = "cpu") -> Dict[str, dict]:
+              seed: int = 0, data_seed: int = 0, device: str = "cpu",
+              baselines: bool = True) -> Dict[str, dict]:
     """Linear probe (and kNN, mAP@R) of each checkpoint, random init and raw pixels.
 
     runs: {name: checkpoint path}. The probe's train split is the pretraining
@@ -110,6 +111,8 @@ def probe_all(runs: Dict[str, str], *, arch: str, image_size: int, num_train: in
         bb = build_backbone(c["arch"], c["in_channels"], c["image_size"])
         bb.load_state_dict(state["backbone"])
         results[name] = evaluate_features(*feats(bb, c), n_cls, seed=seed)
+    if not baselines:
+        return results
     torch.manual_seed(seed)
     bb = build_backbone(arch, train_ds.channels, image_size)
     results["random_init"] = evaluate_features(*feats(bb, c), n_cls, seed=seed)
@@ -212,12 +215,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--skip-benchmark", action="store_true")
     p.add_argument("--epochs", type=int, default=None, help="override the demo's budget (both methods)")
     p.add_argument("--num-train", type=int, default=None)
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--probe-test", type=int, default=None, help="test faces for the probes")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     os.makedirs(args.out, exist_ok=True)
     if not args.skip_benchmark:
         run_benchmark()
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("num_train", args.num_train)) if v is not None}
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("num_train", args.num_train),
+                                   ("image_size", args.image_size), ("probe_test", args.probe_test)) if v is not None}
     recipe = dict(DEMO_RECIPE, **overrides)
     run_dirs, timings = {}, {}
     for method in ("contrawarp", "byol"):
@@ -228,7 +234,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             os.remove(os.path.join(d, "log.jsonl"))
         print(f"[demo] pretraining {method} ({recipe['epochs']} epochs on {recipe['num_train']} synthetic faces)",
               flush=True)
-        res = pretrain(demo_config(method, d, seed=args.seed, overrides=overrides))
+        res = pretrain(demo_config(method, d, seed=args.seed, overrides=overrides) + ["--progress", "false"])
         run_dirs[method], timings[f"pretrain_{method}_s"] = d, res["seconds"]
     print("[demo] probing", flush=True)
     t1 = time.perf_counter()

@@ -1,0 +1,33 @@
+"""pytest-benchmark cases for one cwarp-train step (tiny shapes; the floor is
+measured by benchmarks/train_throughput.py, not here)."""
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    from cwarp import distributed as D
+    from cwarp import train as T
+    from cwarp.data import SyntheticFaces
+
+    cfg, _ = T.config_from_args(["--out", "unused", "--arch", T.compact_arch(), "--image-size", "16",
+                                 "--batch-size", "8", "--hidden-dim", "64", "--proj-dim", "32"])
+    trainer = T.Trainer(T.validate_config(cfg), D.DistInfo(), torch.device("cpu"), 3, steps_per_epoch=1000)
+    images, _, landmarks = SyntheticFaces(8, image_size=16, seed=0).tensors()
+    return trainer, images, landmarks
+
+
+@pytest.mark.parametrize("mode", ["on_the_fly", "prerendered"])
+def test_bench_train_step(benchmark, setup, mode):
+    trainer, images, landmarks = setup
+    views = trainer.make_views(images, landmarks)
+    if mode == "on_the_fly":
+        loss = benchmark(lambda: trainer.train_step(*trainer.make_views(images, landmarks)))
+    else:
+        loss = benchmark(lambda: trainer.train_step(*views))
+    assert torch.isfinite(loss)
