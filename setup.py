@@ -9,6 +9,9 @@ Environment switches:
                          machines like the build machine).
   CWARP_DEBUG=1          -O0 -g, for debuggers and sanitizers.
   MAX_JOBS               parallel compile jobs (ninja).
+  CWARP_SKIP_EXT=1       install the Python package without compiling (the
+                         Makefile's editable install uses it, then builds the
+                         extension in place with ninja, incrementally).
 """
 from __future__ import annotations
 
@@ -97,7 +100,7 @@ def _extension():
 
 
 setup(
-    ext_modules=[_extension()],
+    ext_modules=[] if _flag("CWARP_SKIP_EXT") else [_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     options={"bdist_wheel": {"py_limited_api": "cp39"}},
 )

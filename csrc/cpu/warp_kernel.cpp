@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../checks.h"
@@ -150,40 +151,68 @@ C10_ALWAYS_INLINE void warp_row(const WarpConfig& cfg, const T* prm, T py, RowSc
   }
 }
 
-// Source coordinates, their derivatives, and the four corners' offsets and
-// weights for a row whose q is in the scratch. Offset -1 marks a corner
-// outside the image: it contributes nothing, as in grid_sample.
-template <typename T, typename index_t>
-C10_ALWAYS_INLINE void corners_row(const WarpConfig& cfg, const Affine<T>& A, index_t sh, index_t sw,
-                                   RowScratch<T, index_t>& s) {
-  const int64_t wo = cfg.Wo;
+// Source coordinates and their derivatives for a row whose q is in the
+// scratch. The padding mode is a template argument so that the selects of
+// the chosen mode are all that is left in the loop, which then vectorizes.
+template <Padding P, typename T, typename index_t>
+C10_ALWAYS_INLINE void source_row(const WarpConfig& cfg, const Affine<T>& A_, RowScratch<T, index_t>& s) {
+  const Affine<T> A = A_;  // a local copy: no aliasing with the row buffers
+  const int64_t wo = cfg.Wo, W = cfg.W, H = cfg.H;
+  const bool ac = cfg.align_corners;
   const T* __restrict qx = s.qx.data();
   const T* __restrict qy = s.qy.data();
+  T* __restrict ix = s.ix.data();
+  T* __restrict iy = s.iy.data();
+  T* __restrict gmx = s.gmx.data();
+  T* __restrict gmy = s.gmy.data();
   for (int64_t j = 0; j < wo; ++j) {
     T sx, sy, gx, gy;
     apply_affine(A, qx[j], qy[j], &sx, &sy);
-    const T ix = source_index(sx, cfg.W, cfg.padding, cfg.align_corners, &gx);
-    const T iy = source_index(sy, cfg.H, cfg.padding, cfg.align_corners, &gy);
-    s.ix[j] = ix;
-    s.iy[j] = iy;
-    s.gmx[j] = gx;
-    s.gmy[j] = gy;
-    const Bilinear<index_t, T> b = bilinear<index_t>(ix, iy, cfg.W, cfg.H);
-    s.w00[j] = b.wx0 * b.wy0;
-    s.w01[j] = b.wx1 * b.wy0;
-    s.w10[j] = b.wx0 * b.wy1;
-    s.w11[j] = b.wx1 * b.wy1;
-    const index_t base = b.y0 * sh + b.x0 * sw;
-    s.o00[j] = (b.vx0 && b.vy0) ? base : index_t(-1);
-    s.o01[j] = (b.vx1 && b.vy0) ? base + sw : index_t(-1);
-    s.o10[j] = (b.vx0 && b.vy1) ? base + sh : index_t(-1);
-    s.o11[j] = (b.vx1 && b.vy1) ? base + sh + sw : index_t(-1);
+    ix[j] = source_index(sx, W, P, ac, &gx);
+    iy[j] = source_index(sy, H, P, ac, &gy);
+    gmx[j] = gx;
+    gmy[j] = gy;
   }
 }
 
+// The four corners' offsets and weights of each pixel of the row. Offset -1
+// marks a corner outside the image: it contributes nothing, as in grid_sample.
+// (A separate loop from source_row: GCC 12 vectorizes each, not their fusion.)
+template <typename T, typename index_t>
+C10_ALWAYS_INLINE void corners_row(const WarpConfig& cfg, index_t sh, index_t sw, RowScratch<T, index_t>& s) {
+  const int64_t wo = cfg.Wo, W = cfg.W, H = cfg.H;
+  const T* __restrict ix = s.ix.data();
+  const T* __restrict iy = s.iy.data();
+  T* __restrict w00 = s.w00.data();
+  T* __restrict w01 = s.w01.data();
+  T* __restrict w10 = s.w10.data();
+  T* __restrict w11 = s.w11.data();
+  index_t* __restrict o00 = s.o00.data();
+  index_t* __restrict o01 = s.o01.data();
+  index_t* __restrict o10 = s.o10.data();
+  index_t* __restrict o11 = s.o11.data();
+  for (int64_t j = 0; j < wo; ++j) {
+    const Bilinear<index_t, T> b = bilinear<index_t>(ix[j], iy[j], W, H);
+    w00[j] = b.wx0 * b.wy0;
+    w01[j] = b.wx1 * b.wy0;
+    w10[j] = b.wx0 * b.wy1;
+    w11[j] = b.wx1 * b.wy1;
+    const index_t base = b.y0 * sh + b.x0 * sw;
+    o00[j] = (b.vx0 & b.vy0) ? base : index_t(-1);
+    o01[j] = (b.vx1 & b.vy0) ? base + sw : index_t(-1);
+    o10[j] = (b.vx0 & b.vy1) ? base + sh : index_t(-1);
+    o11[j] = (b.vx1 & b.vy1) ? base + sh + sw : index_t(-1);
+  }
+}
+
+// Value of a corner, 0 outside the image. The load goes to a valid address
+// either way and the select discards it, so there is no branch, and a NaN in
+// the image never leaks into a pixel whose corner lies outside (as
+// multiplying by a zero weight would let it).
 template <typename T, typename scalar_t, typename index_t>
 C10_ALWAYS_INLINE T corner(const scalar_t* src, index_t o) {
-  return o >= 0 ? static_cast<T>(src[o]) : T(0);
+  const T v = static_cast<T>(src[o >= 0 ? o : index_t(0)]);
+  return o >= 0 ? v : T(0);
 }
 
 template <typename T, typename index_t>
@@ -195,7 +224,7 @@ void fill_px(const WarpConfig& cfg, RowScratch<T, index_t>& s) {
 // Forward
 // ----------------------------------------------------------------------------
 
-template <typename scalar_t, typename index_t>
+template <typename scalar_t, typename index_t, Padding P>
 CWARP_CPU_MULTIVERSION void forward_rows(const ForwardArgs<scalar_t>& a, int64_t row_begin, int64_t row_end) {
   using T = at::opmath_type<scalar_t>;
   const WarpConfig& cfg = a.cfg;
@@ -206,7 +235,8 @@ CWARP_CPU_MULTIVERSION void forward_rows(const ForwardArgs<scalar_t>& a, int64_t
   for (int64_t row = row_begin; row < row_end; ++row) {
     const int64_t b = row / cfg.Ho, i = row % cfg.Ho;
     warp_row(cfg, a.params + b * cfg.K * 5, base_coord<T>(i, cfg.Ho, cfg.align_corners), s);
-    corners_row(cfg, load_affine(a.theta, b), static_cast<index_t>(a.in_s.h), static_cast<index_t>(a.in_s.w), s);
+    source_row<P>(cfg, load_affine(a.theta, b), s);
+    corners_row(cfg, static_cast<index_t>(a.in_s.h), static_cast<index_t>(a.in_s.w), s);
     const scalar_t* in_b = a.in + b * a.in_s.b;
     scalar_t* out_row = a.out + b * a.out_s.b + i * a.out_s.h;
     const T* __restrict w00 = s.w00.data();
@@ -246,7 +276,7 @@ CWARP_CPU_MULTIVERSION void forward_rows(const ForwardArgs<scalar_t>& a, int64_t
 // Backward: one image per call.
 // ----------------------------------------------------------------------------
 
-template <typename scalar_t, typename index_t>
+template <typename scalar_t, typename index_t, Padding P>
 CWARP_CPU_MULTIVERSION void backward_image(const BackwardArgs<scalar_t>& a, int64_t b) {
   using T = at::opmath_type<scalar_t>;
   const WarpConfig& cfg = a.cfg;
@@ -265,7 +295,8 @@ CWARP_CPU_MULTIVERSION void backward_image(const BackwardArgs<scalar_t>& a, int6
   for (int64_t i = 0; i < cfg.Ho; ++i) {
     const T py = base_coord<T>(i, cfg.Ho, cfg.align_corners);
     warp_row(cfg, prm, py, s);
-    corners_row(cfg, A, static_cast<index_t>(a.in_s.h), static_cast<index_t>(a.in_s.w), s);
+    source_row<P>(cfg, A, s);
+    corners_row(cfg, static_cast<index_t>(a.in_s.h), static_cast<index_t>(a.in_s.w), s);
     const scalar_t* go_row = go_b + i * a.go_s.h;
     for (int64_t j = 0; j < cfg.Wo; ++j) {
       const index_t o00 = s.o00[j], o01 = s.o01[j], o10 = s.o10[j], o11 = s.o11[j];
@@ -346,6 +377,27 @@ inline bool fits_int32(const at::Tensor& t) {
   return max_off + slack < std::numeric_limits<int32_t>::max();
 }
 
+// Calls f(index_t{}, std::integral_constant<Padding, P>{}) for the runtime
+// choices: the kernels are compiled for each (offset width, padding mode).
+template <typename F>
+void with_sampling_types(bool i32, Padding pad, F&& f) {
+  auto with_pad = [&](auto index_tag) {
+    switch (pad) {
+      case Padding::Zeros:
+        return f(index_tag, std::integral_constant<Padding, Padding::Zeros>{});
+      case Padding::Border:
+        return f(index_tag, std::integral_constant<Padding, Padding::Border>{});
+      case Padding::Reflection:
+        return f(index_tag, std::integral_constant<Padding, Padding::Reflection>{});
+    }
+  };
+  if (i32) {
+    with_pad(int32_t{});
+  } else {
+    with_pad(int64_t{});
+  }
+}
+
 template <typename T>
 at::Tensor as_opmath(const at::Tensor& t) {
   return t.to(c10::CppTypeToScalarType<T>::value).contiguous();
@@ -380,11 +432,9 @@ at::Tensor local_warp_cpu(const at::Tensor& image, const at::Tensor& params, con
     const int64_t grain = std::max<int64_t>(1, 32768 / (out_w * C));
     const bool i32 = fits_int32(image);
     at::parallel_for(0, B * out_h, grain, [&](int64_t begin, int64_t end) {
-      if (i32) {
-        forward_rows<scalar_t, int32_t>(args, begin, end);
-      } else {
-        forward_rows<scalar_t, int64_t>(args, begin, end);
-      }
+      with_sampling_types(i32, pad, [&](auto index_tag, auto pad_tag) {
+        forward_rows<scalar_t, decltype(index_tag), decltype(pad_tag)::value>(args, begin, end);
+      });
     });
   });
   return out;
@@ -431,11 +481,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> local_warp_backward_cpu(
       const bool i32 = fits_int32(image);
       at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b) {
-          if (i32) {
-            backward_image<scalar_t, int32_t>(args, b);
-          } else {
-            backward_image<scalar_t, int64_t>(args, b);
-          }
+          with_sampling_types(i32, pad, [&](auto index_tag, auto pad_tag) {
+            backward_image<scalar_t, decltype(index_tag), decltype(pad_tag)::value>(args, b);
+          });
         }
       });
     });
