@@ -133,8 +133,12 @@ def run_case(B: int, D: int, N: int, in_batch: bool, dtype: torch.dtype, device:
     inputs = [t.requires_grad_() for t in (p, z, zn) if t is not None]
     case_base = f"B={B} D={D} N={N}" + (" in_batch" if in_batch else "")
     rows = []
-    for name, fn, note in contenders(device, in_batch, N, tau, compile_ref):
-        for mode in modes:
+    for mode in modes:
+        # Fresh contenders (and a fresh torch.compile) per mode: grad mode is
+        # part of Dynamo's guards, and sharing one compiled function across
+        # modes and shapes runs into its recompile limit (then eager runs).
+        torch._dynamo.reset()
+        for name, fn, note in contenders(device, in_batch, N, tau, compile_ref):
             case = f"{mode} {case_base}"
             if fn is None:
                 rows.append(Row(case, name, str(dtype).replace("torch.", ""), None, B, note=note))
