@@ -7,6 +7,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
 #include <string>
 
 #include "warp_math.h"
@@ -80,6 +81,34 @@ inline void check_local_warp_backward_inputs(const char* op, const at::Tensor& g
   TORCH_CHECK_TYPE(grad_out.scalar_type() == image.scalar_type(), op,
                    "(): expected grad_out of the image's dtype ", image.scalar_type(), ", got ",
                    grad_out.scalar_type());
+}
+
+// p (B, D); z_pos (B, D); z_neg (B, N, D) or undefined; one floating dtype,
+// one device; tau > 0 and finite.
+inline void check_contrastive_inputs(const char* op, const at::Tensor& p, const at::Tensor& z_pos,
+                                     const c10::optional<at::Tensor>& z_neg, double tau) {
+  TORCH_CHECK_VALUE(p.dim() == 2, op, "(): expected p of shape (B, D), got ", p.sizes());
+  TORCH_CHECK_TYPE(is_float_type(p.scalar_type()), op,
+                   "(): expected p of a floating dtype (float16, bfloat16, float32, float64), got ",
+                   p.scalar_type());
+  TORCH_CHECK_VALUE(z_pos.dim() == 2 && z_pos.size(0) == p.size(0) && z_pos.size(1) == p.size(1), op,
+                    "(): expected z_pos of shape (B, D) = ", p.sizes(), ", got ", z_pos.sizes());
+  TORCH_CHECK_TYPE(z_pos.scalar_type() == p.scalar_type(), op, "(): expected z_pos of p's dtype ",
+                   p.scalar_type(), ", got ", z_pos.scalar_type());
+  TORCH_CHECK(z_pos.device() == p.device(), op, "(): expected z_pos on p's device ", p.device(), ", got ",
+              z_pos.device());
+  if (z_neg.has_value() && z_neg->defined()) {
+    const at::Tensor& n = *z_neg;
+    TORCH_CHECK_VALUE(n.dim() == 3, op, "(): expected z_neg of rank 3, shape (B, N, D), got ", n.sizes());
+    TORCH_CHECK_VALUE(n.size(0) == p.size(0) && n.size(2) == p.size(1), op,
+                      "(): expected z_neg of shape (B, N, D) with B, D = ", p.size(0), ", ", p.size(1),
+                      ", got ", n.sizes());
+    TORCH_CHECK_TYPE(n.scalar_type() == p.scalar_type(), op, "(): expected z_neg of p's dtype ",
+                     p.scalar_type(), ", got ", n.scalar_type());
+    TORCH_CHECK(n.device() == p.device(), op, "(): expected z_neg on p's device ", p.device(), ", got ",
+                n.device());
+  }
+  TORCH_CHECK_VALUE(std::isfinite(tau) && tau > 0, op, "(): expected tau > 0 and finite, got ", tau);
 }
 
 }  // namespace cwarp
