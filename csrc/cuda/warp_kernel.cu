@@ -95,7 +95,14 @@ template <typename index_t, typename T>
 struct Sample {
   T qx, qy, gmx, gmy;
   Bilinear<index_t, T> bl;
-  index_t o00, o01, o10, o11;  // -1 marks a corner outside the image
+  // Offsets of the corners x0/y0, x0+1/y0, x0/y0+1, x0+1/y0+1 (-1 marks a
+  // corner outside the image), formed from one base offset when used: fewer
+  // live registers than four offsets, which matters with 64-bit indices.
+  index_t base, sw, sh;
+  __device__ __forceinline__ index_t o00() const { return (bl.vx0 && bl.vy0) ? base : index_t(-1); }
+  __device__ __forceinline__ index_t o01() const { return (bl.vx1 && bl.vy0) ? base + sw : index_t(-1); }
+  __device__ __forceinline__ index_t o10() const { return (bl.vx0 && bl.vy1) ? base + sh : index_t(-1); }
+  __device__ __forceinline__ index_t o11() const { return (bl.vx1 && bl.vy1) ? base + sh + sw : index_t(-1); }
 };
 
 template <typename index_t, typename T>
@@ -110,11 +117,9 @@ __device__ __forceinline__ Sample<index_t, T> sample_point(const WarpConfig& cfg
   const T ix = source_index(sx, cfg.W, cfg.padding, cfg.align_corners, &s.gmx);
   const T iy = source_index(sy, cfg.H, cfg.padding, cfg.align_corners, &s.gmy);
   s.bl = bilinear<index_t>(ix, iy, cfg.W, cfg.H);
-  const index_t base = s.bl.y0 * sh + s.bl.x0 * sw;
-  s.o00 = (s.bl.vx0 && s.bl.vy0) ? base : index_t(-1);
-  s.o01 = (s.bl.vx1 && s.bl.vy0) ? base + sw : index_t(-1);
-  s.o10 = (s.bl.vx0 && s.bl.vy1) ? base + sh : index_t(-1);
-  s.o11 = (s.bl.vx1 && s.bl.vy1) ? base + sh + sw : index_t(-1);
+  s.base = s.bl.y0 * sh + s.bl.x0 * sw;
+  s.sw = sw;
+  s.sh = sh;
   return s;
 }
 
@@ -145,8 +150,8 @@ __global__ void __launch_bounds__(kThreads) local_warp_forward_kernel(
     const scalar_t* src = in + b * in_s.b;
     scalar_t* dst = out + b * out_s.b + i * out_s.h + j * out_s.w;
     for (int64_t c = 0; c < cfg.C; ++c) {
-      const T v = corner<T>(src, s.o00) * w00 + corner<T>(src, s.o01) * w01 + corner<T>(src, s.o10) * w10 +
-                  corner<T>(src, s.o11) * w11;
+      const T v = corner<T>(src, s.o00()) * w00 + corner<T>(src, s.o01()) * w01 + corner<T>(src, s.o10()) * w10 +
+                  corner<T>(src, s.o11()) * w11;
       *dst = static_cast<scalar_t>(v);
       src += in_s.c;
       dst += out_s.c;
@@ -217,8 +222,11 @@ struct ParamSink {
   }
 };
 
+// Min one block per SM in the launch bounds: left to its default occupancy
+// target, ptxas capped the 64-bit-index variants at 64 / 128 registers and
+// spilled (scripts/check_cuda_kernels.py fails on any local memory).
 template <typename scalar_t, typename index_t>
-__global__ void __launch_bounds__(kThreads) local_warp_backward_kernel(
+__global__ void __launch_bounds__(kThreads, 1) local_warp_backward_kernel(
     const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ in,
     const at::opmath_type<scalar_t>* __restrict__ params, const at::opmath_type<scalar_t>* __restrict__ theta,
     ImageGradSink<at::opmath_type<scalar_t>> gimg, ParamSink gprm, ParamSink gth, WarpConfig cfg,
@@ -253,15 +261,15 @@ __global__ void __launch_bounds__(kThreads) local_warp_backward_kernel(
         const T g = static_cast<T>(*go);
         const int64_t cbase = gbase + c * static_cast<int64_t>(in_s.c);
         if (gimg.active()) {
-          gimg.add(cbase, s.o00, w00 * g, sc);
-          gimg.add(cbase, s.o01, w01 * g, sc);
-          gimg.add(cbase, s.o10, w10 * g, sc);
-          gimg.add(cbase, s.o11, w11 * g, sc);
+          gimg.add(cbase, s.o00(), w00 * g, sc);
+          gimg.add(cbase, s.o01(), w01 * g, sc);
+          gimg.add(cbase, s.o10(), w10 * g, sc);
+          gimg.add(cbase, s.o11(), w11 * g, sc);
         }
         if (need_coord) {
           T gx, gy;
-          bilinear_coord_grad(s.bl, corner<T>(src, s.o00), corner<T>(src, s.o01), corner<T>(src, s.o10),
-                              corner<T>(src, s.o11), &gx, &gy);
+          bilinear_coord_grad(s.bl, corner<T>(src, s.o00()), corner<T>(src, s.o01()), corner<T>(src, s.o10()),
+                              corner<T>(src, s.o11()), &gx, &gy);
           d_ix += g * gx;
           d_iy += g * gy;
         }
