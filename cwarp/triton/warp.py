@@ -101,9 +101,11 @@ def _pixels(pid, Ho, Wo, BLOCK: tl.constexpr, INDEX64: tl.constexpr):
     """This program's image b (int64), its pixels' rows / columns and mask."""
     n_prog = tl.cdiv(Ho * Wo, BLOCK)
     b = pid // n_prog
-    pix = (pid % n_prog) * BLOCK + tl.arange(0, BLOCK)
+    # 32-bit pixel math unless the sizes need 64 (64-bit division is slow on GPUs).
     if INDEX64:
-        pix = pix.to(tl.int64)
+        pix = (pid % n_prog) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    else:
+        pix = (pid % n_prog).to(tl.int32) * BLOCK + tl.arange(0, BLOCK)
     live = pix < Ho * Wo
     return b, pix // Wo, pix % Wo, live
 
