@@ -14,6 +14,7 @@ looked up in $CUOBJDUMP, beside triton's bundled ptxas
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import shutil
@@ -37,12 +38,11 @@ _RES = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 
 def find_cuobjdump(explicit: Optional[str] = None) -> Optional[str]:
     candidates = [explicit, os.environ.get("CUOBJDUMP")]
-    try:
-        import triton
-
-        candidates.append(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump"))
-    except ImportError:
-        pass
+    # Located without importing triton: importing it would fix its settings
+    # (TRITON_INTERPRET) before a test module could choose them.
+    spec = importlib.util.find_spec("triton")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidates.append(os.path.join(location, "backends", "nvidia", "bin", "cuobjdump"))
     for home in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
         if home:
             candidates.append(os.path.join(home, "bin", "cuobjdump"))
@@ -54,6 +54,11 @@ def find_cuobjdump(explicit: Optional[str] = None) -> Optional[str]:
 
 
 def default_so() -> str:
+    # The extension of this source tree: run as a script, sys.path[0] is
+    # scripts/, and an installed cwarp would be found instead.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
     import cwarp._C
 
     return cwarp._C.__file__
@@ -61,7 +66,12 @@ def default_so() -> str:
 
 def resource_usage(cuobjdump: str, so: str) -> Dict[int, Dict[str, Dict[str, int]]]:
     """{arch: {mangled kernel name: {"REG", "STACK", "SHARED", "LOCAL"}}} of the SASS in `so`."""
-    text = subprocess.run([cuobjdump, "-res-usage", so], check=True, capture_output=True, text=True).stdout
+    proc = subprocess.run([cuobjdump, "-res-usage", so], capture_output=True, text=True)
+    if proc.returncode != 0 and (not proc.stderr.strip() or "does not contain device code" in proc.stderr):
+        return {}  # no device code at all (a build without CUDA): every arch is reported missing
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cuobjdump} -res-usage {so} failed ({proc.returncode}): {proc.stderr.strip()}")
+    text = proc.stdout
     usage: Dict[int, Dict[str, Dict[str, int]]] = {}
     arch, func = None, None
     for line in text.splitlines():

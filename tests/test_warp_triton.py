@@ -2,11 +2,12 @@
 
 Without a GPU the kernels run on CPU tensors under the Triton interpreter,
 which is how CI tests them; with a GPU they run compiled, on CUDA tensors.
-@triton.jit picks the interpreter when cwarp.triton.warp is imported, so
-TRITON_INTERPRET must be set before that import: this module sets it (only
-when no GPU is visible) before importing anything from cwarp.triton. Pytest
-imports every test module at collection, before any test runs, so every
-later import of the Triton kernels sees it too.
+@triton.jit picks the interpreter when a function is decorated, and
+triton.language's own helpers are decorated when triton is first imported,
+so TRITON_INTERPRET must be set before the process first imports triton:
+this module sets it (only when no GPU is visible) before importing triton.
+That holds when no test module collected earlier imports triton at import
+time; a conftest.py that sets it first makes it hold for any order.
 
 The interpreter runs each Triton program in numpy, so the shapes are tiny
 (1-2 images, 5x7 outputs) and gradcheck runs in fast mode.
@@ -27,7 +28,9 @@ from cwarp import reference  # noqa: E402
 from cwarp import warp as cwarp_warp  # noqa: E402
 from cwarp.triton import warp as tw  # noqa: E402
 
-if tw.INTERPRETED:
+if tw._HALF_INTERPRETED:
+    DEVICE = None
+elif tw.INTERPRETED:
     DEVICE = "cpu"
 elif torch.cuda.is_available():
     DEVICE = "cuda"
@@ -36,8 +39,8 @@ else:
 
 pytestmark = [
     pytest.mark.triton,
-    pytest.mark.skipif(DEVICE is None, reason="cwarp.triton.warp was imported without TRITON_INTERPRET=1 "
-                                              "and there is no GPU: the Triton kernels cannot run"),
+    pytest.mark.skipif(DEVICE is None, reason="no GPU, and triton was imported before TRITON_INTERPRET=1 "
+                                              "was set (set it in conftest.py): the Triton kernels cannot run"),
 ]
 
 KINDS = ("translate", "gaussian")

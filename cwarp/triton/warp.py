@@ -16,9 +16,13 @@ side (torch.sum), so those gradients are always deterministic; the image
 gradient uses float atomics, or 64-bit fixed-point integer atomics (order
 independent, hence deterministic) when torch.are_deterministic_algorithms_enabled().
 
-The interpreter (TRITON_INTERPRET=1) is chosen by @triton.jit when this
-module is imported, so the variable must be set before the first import of
-cwarp.triton.warp; on CPU tensors the kernels only run interpreted.
+The interpreter (TRITON_INTERPRET=1) is chosen by @triton.jit when a function
+is decorated: for triton.language's own helpers (tl.cdiv, the combine
+functions of tl.sum) that is when triton is first imported. So the variable
+must be set before triton is first imported in the process; on CPU tensors
+the kernels only run interpreted, and a half-interpreted setup (variable set
+after `import triton`) is refused with a clear error instead of failing
+inside a kernel.
 """
 from __future__ import annotations
 
@@ -38,6 +42,17 @@ __all__ = ["local_warp", "local_warp_forward", "local_warp_backward", "INTERPRET
 # Whether the kernels below were built as interpreted functions (decided by
 # @triton.jit at import time from TRITON_INTERPRET).
 INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
+
+
+def _is_interpreted(fn) -> bool:
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(fn, InterpretedFunction)
+
+
+# TRITON_INTERPRET=1 set after triton itself was imported: our kernels are
+# interpreted but tl.cdiv / tl.sum's helpers are not, and cannot run.
+_HALF_INTERPRETED: bool = INTERPRETED and not _is_interpreted(tl.cdiv)
 
 _FWD_OP = "cwarp::local_warp_triton"
 _BWD_OP = "cwarp::local_warp_backward_triton"
@@ -276,6 +291,11 @@ def _empty_like_format(ref: torch.Tensor, shape, dtype=None) -> torch.Tensor:
 
 
 def _require_runnable(op: str, device: torch.device) -> None:
+    if _HALF_INTERPRETED:
+        raise RuntimeError(
+            f"{op}(): TRITON_INTERPRET=1 was set after triton was imported, so only part of Triton runs "
+            "interpreted; set it before the first `import triton` of the process (e.g. in the "
+            "environment or at the top of conftest.py)")
     if device.type == "cpu" and not INTERPRETED:
         raise RuntimeError(
             f"{op}(): the Triton backend runs CPU tensors only under the Triton interpreter; set "
