@@ -17,12 +17,39 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import sys
 
 from setuptools import setup
 
 import torch
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+
+def _find_cuda_home() -> None:
+    """Point CUDA_HOME at a real toolkit before cpp_extension looks for one.
+
+    cpp_extension guesses CUDA_HOME from `which nvcc`; a wrapper script such
+    as /usr/local/bin/nvcc (exec .../cuda-13.0/bin/nvcc) makes that guess
+    /usr/local, where libcudart is not, and the link fails. Prefer the first
+    candidate that holds both nvcc and libcudart.
+    """
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"):
+        return
+    candidates = []
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    candidates += ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
+    for root in candidates:
+        has_nvcc = os.path.exists(os.path.join(root, "bin", "nvcc"))
+        has_cudart = any(glob.glob(os.path.join(root, lib, "libcudart.so*")) for lib in ("lib64", "lib"))
+        if has_nvcc and has_cudart:
+            os.environ["CUDA_HOME"] = root
+            return
+
+
+_find_cuda_home()
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
