@@ -36,4 +36,12 @@ TORCH_LIBRARY(cwarp, m) {
   m.def(
       "local_warp_backward(Tensor grad_out, Tensor image, Tensor params, Tensor? theta, str kind, "
       "str padding_mode, bool align_corners, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // Every view of a batch in one pass (SPEC.md §4): per output pixel of view v
+  // of image b, the local warps warps[b, v] then the affine theta[b, v] (as in
+  // local_warp), bilinear sampling of the uint8 / float32 source, the colour
+  // ops of color[b, v] = (brightness, contrast, saturation, hue, grayscale),
+  // then (x - mean) / std. Returns (B, V, C, size, size) of out_dtype.
+  m.def(
+      "augment_views(Tensor src, Tensor theta, Tensor warps, Tensor color, Tensor mean_gray, Tensor mean, "
+      "Tensor std, int size, str kind, str padding_mode, ScalarType out_dtype) -> Tensor");
 }
