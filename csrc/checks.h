@@ -85,11 +85,10 @@ inline void check_local_warp_backward_inputs(const char* op, const at::Tensor& g
 }  // namespace cwarp
 
 // cwarp::augment_views: src (B, C, H, W) uint8 or float32 with C in {1, 3};
-// theta (B, V, 2, 3), warps (B, V, K, 5), color (B, V, 5), mean_gray (B,)
-// and mean / std (C,), all float32 on src's device; size > 0.
+// theta (B, V, 2, 3), warps (B, V, K, 5), color (B, V, 5) and mean / std
+// (C,), all float32 on src's device; size > 0.
 inline void check_augment_views_inputs(const char* op, const at::Tensor& src, const at::Tensor& theta,
-                                       const at::Tensor& warps, const at::Tensor& color,
-                                       const at::Tensor& mean_gray, const at::Tensor& mean,
+                                       const at::Tensor& warps, const at::Tensor& color, const at::Tensor& mean,
                                        const at::Tensor& std, int64_t size, c10::ScalarType out_dtype) {
   TORCH_CHECK_VALUE(src.dim() == 4, op, "(): expected src of shape (B, C, H, W), got ", src.sizes());
   TORCH_CHECK_TYPE(src.scalar_type() == at::kByte || src.scalar_type() == at::kFloat, op,
@@ -109,14 +108,12 @@ inline void check_augment_views_inputs(const char* op, const at::Tensor& src, co
                     "(): expected warps of shape (B, V, K, 5) with B, V = ", B, ", ", V, ", got ", warps.sizes());
   TORCH_CHECK_VALUE(color.dim() == 3 && color.size(0) == B && color.size(1) == V && color.size(2) == 5, op,
                     "(): expected color of shape (B, V, 5) with B, V = ", B, ", ", V, ", got ", color.sizes());
-  TORCH_CHECK_VALUE(mean_gray.dim() == 1 && mean_gray.size(0) == B, op,
-                    "(): expected mean_gray of shape (B,) with B = ", B, ", got ", mean_gray.sizes());
   TORCH_CHECK_VALUE(mean.dim() == 1 && mean.size(0) == C && std.dim() == 1 && std.size(0) == C, op,
                     "(): expected mean and std of shape (C,) with C = ", C, ", got ", mean.sizes(), " and ",
                     std.sizes());
-  const at::Tensor* floats[] = {&theta, &warps, &color, &mean_gray, &mean, &std};
-  const char* names[] = {"theta", "warps", "color", "mean_gray", "mean", "std"};
-  for (int i = 0; i < 6; ++i) {
+  const at::Tensor* floats[] = {&theta, &warps, &color, &mean, &std};
+  const char* names[] = {"theta", "warps", "color", "mean", "std"};
+  for (int i = 0; i < 5; ++i) {
     TORCH_CHECK_TYPE(floats[i]->scalar_type() == at::kFloat, op, "(): expected ", names[i], " of dtype float32, got ",
                      floats[i]->scalar_type());
     TORCH_CHECK(floats[i]->device() == src.device(), op, "(): expected ", names[i], " on src's device ",

@@ -24,10 +24,8 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define CWARP_CFLOOR ::floorf
-#define CWARP_CFMOD ::fmodf
 #else
 #define CWARP_CFLOOR std::floor
-#define CWARP_CFMOD std::fmod
 #endif
 
 namespace cwarp {
@@ -80,7 +78,10 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void rgb_to_hsv(float r, float g, float b, flo
   const float div = eqc ? 1.f : range;
   const float rc = (maxc - r) / div, gc = (maxc - g) / div, bc = (maxc - b) / div;
   const float hh = maxc == r ? (bc - gc) : (maxc == g ? (rc + 2.f - bc) : (gc + 4.f - rc));
-  *h = CWARP_CFMOD(hh * (1.f / 6.f) + 1.f, 1.f);
+  // torchvision: fmod(hh / 6 + 1, 1). The argument lies in [5/6, 11/6], where
+  // x - floor(x) is exact (Sterbenz) and equals fmod, and it vectorizes.
+  const float x = hh * (1.f / 6.f) + 1.f;
+  *h = x - CWARP_CFLOOR(x);
   *v = maxc;
 }
 

@@ -40,8 +40,10 @@ TORCH_LIBRARY(cwarp, m) {
   // of image b, the local warps warps[b, v] then the affine theta[b, v] (as in
   // local_warp), bilinear sampling of the uint8 / float32 source, the colour
   // ops of color[b, v] = (brightness, contrast, saturation, hue, grayscale),
-  // then (x - mean) / std. Returns (B, V, C, size, size) of out_dtype.
+  // then (x - mean) / std. Contrast blends with the source's mean gray value
+  // (times the brightness factor), from a pre-pass inside the op.
+  // Returns (B, V, C, size, size) of out_dtype.
   m.def(
-      "augment_views(Tensor src, Tensor theta, Tensor warps, Tensor color, Tensor mean_gray, Tensor mean, "
-      "Tensor std, int size, str kind, str padding_mode, ScalarType out_dtype) -> Tensor");
+      "augment_views(Tensor src, Tensor theta, Tensor warps, Tensor color, Tensor mean, Tensor std, int size, "
+      "str kind, str padding_mode, ScalarType out_dtype) -> Tensor");
 }

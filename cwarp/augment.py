@@ -16,8 +16,8 @@ Differences from a torchvision pipeline, on purpose:
 - Contrast. torchvision blends with the mean gray value of the image it is
   given (already cropped, resized, brightness-adjusted). cwarp blends with
   ``clamp(brightness * mean_gray)``, where ``mean_gray`` is the mean gray of
-  the whole source image from one cheap pre-pass
-  (``augment_reference.source_mean_gray``). For an aligned face crop the two
+  the whole source image, from one cheap pre-pass inside the op (oracle:
+  ``augment_reference.source_mean_gray``). For an aligned face crop the two
   means are close; they differ most for crops that cut off a bright or dark
   border, and where brightness saturates.
 - Crop and rotation in one resampling. RandomResizedCrop followed by
@@ -346,12 +346,10 @@ class ContraWarpAugment(nn.Module):
             raise ValueError(f"{_OP}(): expected params.theta of shape (B, V, 2, 3) with B = {B}, "
                              f"got {list(theta.shape)}")
         mean, std = self._norm_stats(C, dev)
-        mean_gray = augment_reference.source_mean_gray(images)
-        args = (images, theta, warps, color, mean_gray, mean, std, self.size, self.kind, self.padding_mode,
-                self.out_dtype)
+        args = (images, theta, warps, color, mean, std, self.size, self.kind, self.padding_mode, self.out_dtype)
         backend = self._resolve_backend(dev)
         if backend == "torch":
-            augment_ops.check_augment_views_inputs(augment_ops.OP, *args[:8], self.out_dtype)
+            augment_ops.check_augment_views_inputs(augment_ops.OP, *args[:7], self.out_dtype)
             out = augment_reference.render(*args)
         elif backend == "triton":
             from cwarp.triton import augment as triton_augment  # imports triton only when asked for

@@ -19,7 +19,7 @@ SRC_DTYPES = (torch.uint8, torch.float32)
 OUT_DTYPES = (torch.float32, torch.bfloat16)
 
 
-def check_augment_views_inputs(op: str, src, theta, warps, color, mean_gray, mean, std, size, out_dtype) -> None:
+def check_augment_views_inputs(op: str, src, theta, warps, color, mean, std, size, out_dtype) -> None:
     torch._check_value(src.dim() == 4, lambda: f"{op}(): expected src of shape (B, C, H, W), got {list(src.shape)}")
     torch._check_type(src.dtype in SRC_DTYPES, lambda: f"{op}(): expected src of dtype uint8 or float32, got {src.dtype}")
     torch._check_value(src.shape[1] in (1, 3),
@@ -39,31 +39,27 @@ def check_augment_views_inputs(op: str, src, theta, warps, color, mean_gray, mea
     torch._check_value(color.dim() == 3 and color.shape[0] == B and color.shape[1] == V and color.shape[2] == 5,
                        lambda: f"{op}(): expected color of shape (B, V, 5) with B, V = {B}, {V}, "
                                f"got {list(color.shape)}")
-    torch._check_value(mean_gray.dim() == 1 and mean_gray.shape[0] == B,
-                       lambda: f"{op}(): expected mean_gray of shape (B,) with B = {B}, got {list(mean_gray.shape)}")
     torch._check_value(mean.dim() == 1 and mean.shape[0] == C and std.dim() == 1 and std.shape[0] == C,
                        lambda: f"{op}(): expected mean and std of shape (C,) with C = {C}, got "
                                f"{list(mean.shape)} and {list(std.shape)}")
-    for name, t in (("theta", theta), ("warps", warps), ("color", color), ("mean_gray", mean_gray),
-                    ("mean", mean), ("std", std)):
+    for name, t in (("theta", theta), ("warps", warps), ("color", color), ("mean", mean), ("std", std)):
         torch._check_type(t.dtype == torch.float32, lambda: f"{op}(): expected {name} of dtype float32, got {t.dtype}")
         torch._check(t.device == src.device,
                      lambda: f"{op}(): expected {name} on src's device {src.device}, got {t.device}")
 
 
-def _augment_views_fake(src, theta, warps, color, mean_gray, mean, std, size, kind, padding_mode, out_dtype):
-    check_augment_views_inputs(OP, src, theta, warps, color, mean_gray, mean, std, size, out_dtype)
+def _augment_views_fake(src, theta, warps, color, mean, std, size, kind, padding_mode, out_dtype):
+    check_augment_views_inputs(OP, src, theta, warps, color, mean, std, size, out_dtype)
     _checks.check_choice(OP, "kind", kind, _checks.KINDS)
     _checks.check_choice(OP, "padding_mode", padding_mode, _checks.PADDING_MODES)
     return src.new_empty((src.shape[0], theta.shape[1], src.shape[1], size, size), dtype=out_dtype)
 
 
-def augment_views_op(src, theta, warps, color, mean_gray, mean, std, size: int, kind: str, padding_mode: str,
+def augment_views_op(src, theta, warps, color, mean, std, size: int, kind: str, padding_mode: str,
                      out_dtype: torch.dtype) -> torch.Tensor:
     """torch.ops.cwarp.augment_views (C++ CPU / CUDA kernels)."""
     _extension.require("cwarp.ContraWarpAugment", src.device)
-    return torch.ops.cwarp.augment_views(src, theta, warps, color, mean_gray, mean, std, size, kind, padding_mode,
-                                         out_dtype)
+    return torch.ops.cwarp.augment_views(src, theta, warps, color, mean, std, size, kind, padding_mode, out_dtype)
 
 
 if _extension.available():

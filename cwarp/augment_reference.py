@@ -48,18 +48,19 @@ def source_mean_gray(src: torch.Tensor) -> torch.Tensor:
     """(B,) mean gray value in [0, 1] scale of each source image (uint8 or float).
 
     Gray is linear in the channels, so the mean gray is the luma-weighted sum
-    of the channel means: one reduction over the source, no float copy of it.
+    of the channel means. The kernels compute the same value in their
+    pre-pass (float / int32 row sums, double totals); this oracle in float64.
     """
     B, C, H, W = src.shape
-    means = src.sum(dim=(2, 3), dtype=torch.float32) / float(H * W)  # (B, C)
+    means = src.sum(dim=(2, 3), dtype=torch.float64) / float(H * W)  # (B, C)
     if C == 3:
-        w = torch.tensor(GRAY_WEIGHTS, dtype=torch.float32, device=src.device)
+        w = torch.tensor(GRAY_WEIGHTS, dtype=torch.float64, device=src.device)
         means = means @ w
     else:
         means = means[:, 0]
     if src.dtype == torch.uint8:
         means = means * (1.0 / 255.0)
-    return means.contiguous()
+    return means.float().contiguous()
 
 
 def _to_unit_float(src: torch.Tensor) -> torch.Tensor:
@@ -69,10 +70,11 @@ def _to_unit_float(src: torch.Tensor) -> torch.Tensor:
 
 
 def render(src: torch.Tensor, theta: torch.Tensor, warps: torch.Tensor, color: torch.Tensor,
-           mean_gray: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, size: int, kind: str = "translate",
+           mean: torch.Tensor, std: torch.Tensor, size: int, kind: str = "translate",
            padding_mode: str = "border", out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(B, V, C, size, size): what cwarp::augment_views computes, step by step."""
     B, C = src.shape[:2]
+    mean_gray = source_mean_gray(src)
     V = theta.shape[1]
     img = _to_unit_float(src)
     out = torch.empty(B, V, C, size, size, dtype=torch.float32, device=src.device)

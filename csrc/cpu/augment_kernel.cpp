@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../checks.h"
@@ -50,7 +51,7 @@ struct AugmentArgs {
   const float* theta;      // (B, V, 6)
   const float* warps;      // (B, V, K, 5)
   const float* color;      // (B, V, 5)
-  const float* mean_gray;  // (B,)
+  const float* mean_gray;  // (B,), from mean_gray_prepass
   float mean[3], std[3];
   int64_t sb, sc, sh, sw;  // source strides (elements)
   AugmentConfig cfg;
@@ -105,34 +106,55 @@ CWARP_CPU_MULTIVERSION void warp_row(const AugmentConfig& cfg, const float* prm,
   }
 }
 
-// Step 2. Offset -1 marks a corner outside the source (it reads as 0, as in
-// grid_sample's zeros padding; border / reflection never produce one).
-template <typename index_t>
+// Step 2. A corner outside the source gets weight 0 and offset 0 (a valid
+// address), so the gather below needs no branch: it reads as 0, as in
+// grid_sample. (A NaN / Inf stored at the source's first pixel would leak
+// through a zero weight; float input is expected in [0, 1].)
+// The padding mode is a template argument so that, once source_index is
+// inlined, its branches fold away and the loop runs branch-free in vector
+// registers; the row buffers go through local __restrict pointers so that
+// the compiler does not reload them after every store.
+template <Padding P, typename index_t>
 CWARP_CPU_MULTIVERSION void corners_row(const AugmentConfig& cfg, const Affine<float>& A, index_t sh, index_t sw,
                                         RowScratch<index_t>& s) {
   const float* __restrict qx = s.qx.data();
   const float* __restrict qy = s.qy.data();
-  for (int64_t j = 0; j < cfg.S; ++j) {
+  float* __restrict w00 = s.w00.data();
+  float* __restrict w01 = s.w01.data();
+  float* __restrict w10 = s.w10.data();
+  float* __restrict w11 = s.w11.data();
+  index_t* __restrict o00 = s.o00.data();
+  index_t* __restrict o01 = s.o01.data();
+  index_t* __restrict o10 = s.o10.data();
+  index_t* __restrict o11 = s.o11.data();
+  const int64_t W = cfg.W, H = cfg.H, n = cfg.S;
+  for (int64_t j = 0; j < n; ++j) {
     float sx, sy, gx, gy;
     apply_affine(A, qx[j], qy[j], &sx, &sy);
-    const float ix = source_index(sx, cfg.W, cfg.padding, false, &gx);
-    const float iy = source_index(sy, cfg.H, cfg.padding, false, &gy);
-    const Bilinear<index_t, float> b = bilinear<index_t>(ix, iy, cfg.W, cfg.H);
-    s.w00[j] = b.wx0 * b.wy0;
-    s.w01[j] = b.wx1 * b.wy0;
-    s.w10[j] = b.wx0 * b.wy1;
-    s.w11[j] = b.wx1 * b.wy1;
+    const float ix = source_index(sx, W, P, false, &gx);
+    const float iy = source_index(sy, H, P, false, &gy);
+    const Bilinear<index_t, float> b = bilinear<index_t>(ix, iy, W, H);
+    const bool v00 = b.vx0 && b.vy0, v01 = b.vx1 && b.vy0, v10 = b.vx0 && b.vy1, v11 = b.vx1 && b.vy1;
+    w00[j] = v00 ? b.wx0 * b.wy0 : 0.f;
+    w01[j] = v01 ? b.wx1 * b.wy0 : 0.f;
+    w10[j] = v10 ? b.wx0 * b.wy1 : 0.f;
+    w11[j] = v11 ? b.wx1 * b.wy1 : 0.f;
     const index_t base = b.y0 * sh + b.x0 * sw;
-    s.o00[j] = (b.vx0 && b.vy0) ? base : index_t(-1);
-    s.o01[j] = (b.vx1 && b.vy0) ? base + sw : index_t(-1);
-    s.o10[j] = (b.vx0 && b.vy1) ? base + sh : index_t(-1);
-    s.o11[j] = (b.vx1 && b.vy1) ? base + sh + sw : index_t(-1);
+    o00[j] = v00 ? base : index_t(0);
+    o01[j] = v01 ? base + sw : index_t(0);
+    o10[j] = v10 ? base + sh : index_t(0);
+    o11[j] = v11 ? base + sh + sw : index_t(0);
   }
 }
 
-template <typename src_t, typename index_t>
-C10_ALWAYS_INLINE float corner(const src_t* src, index_t o) {
-  return o >= 0 ? static_cast<float>(src[o]) : 0.f;
+template <typename index_t>
+void corners_row_any(const AugmentConfig& cfg, const Affine<float>& A, index_t sh, index_t sw,
+                     RowScratch<index_t>& s) {
+  switch (cfg.padding) {
+    case Padding::Zeros: return corners_row<Padding::Zeros>(cfg, A, sh, sw, s);
+    case Padding::Border: return corners_row<Padding::Border>(cfg, A, sh, sw, s);
+    case Padding::Reflection: return corners_row<Padding::Reflection>(cfg, A, sh, sw, s);
+  }
 }
 
 // Step 3. uint8 values become [0, 1] by one multiply after the bilinear sum
@@ -153,8 +175,8 @@ CWARP_CPU_MULTIVERSION void gather_row(const AugmentConfig& cfg, const src_t* sr
     const src_t* __restrict src = src_b + c * sc;
     float* __restrict dst = s.channel(c);
     for (int64_t j = 0; j < cfg.S; ++j) {
-      const float v = corner(src, o00[j]) * w00[j] + corner(src, o01[j]) * w01[j] + corner(src, o10[j]) * w10[j] +
-                      corner(src, o11[j]) * w11[j];
+      const float v = static_cast<float>(src[o00[j]]) * w00[j] + static_cast<float>(src[o01[j]]) * w01[j] +
+                      static_cast<float>(src[o10[j]]) * w10[j] + static_cast<float>(src[o11[j]]) * w11[j];
       dst[j] = clamp01(v * scale);
     }
   }
@@ -212,13 +234,48 @@ void render_rows(const AugmentArgs& a, int64_t begin, int64_t end) {
     const int64_t b = bv / cfg.V;
     const float* t = a.theta + 6 * bv;
     warp_row(cfg, a.warps + bv * cfg.K * 5, base_coord<float>(i, S, false), s);
-    corners_row(cfg, Affine<float>{t[0], t[1], t[2], t[3], t[4], t[5]}, static_cast<index_t>(a.sh),
+    corners_row_any(cfg, Affine<float>{t[0], t[1], t[2], t[3], t[4], t[5]}, static_cast<index_t>(a.sh),
                 static_cast<index_t>(a.sw), s);
     gather_row(cfg, static_cast<const src_t*>(a.src) + b * a.sb, a.sc, scale, s);
     color_row(S, cfg.C, a.color + 5 * bv, a.mean_gray[b], s.ch0.data(), s.ch1.data(), s.ch2.data());
     out_t* out_row = static_cast<out_t*>(a.out) + (bv * cfg.C * S + i) * S;
     for (int64_t c = 0; c < cfg.C; ++c) store_row(S, s.channel(c), a.mean[c], a.std[c], out_row + c * S * S);
   }
+}
+
+// The contrast pre-pass: mean gray value in [0, 1] of each whole source
+// image, as the luma-weighted sum of its channel means (gray is linear).
+// Rows are summed in int32 for uint8 (exact, and it vectorizes) or float,
+// images in double.
+template <typename src_t>
+CWARP_CPU_MULTIVERSION float source_mean_gray(const src_t* src_b, int64_t C, int64_t H, int64_t W, int64_t sc,
+                                              int64_t sh, int64_t sw) {
+  const float weights[3] = {kGrayR, kGrayG, kGrayB};
+  double total = 0.0;
+  for (int64_t c = 0; c < C; ++c) {
+    double acc = 0.0;
+    for (int64_t y = 0; y < H; ++y) {
+      const src_t* __restrict row = src_b + c * sc + y * sh;
+      using acc_t = typename std::conditional<std::is_same<src_t, uint8_t>::value, int32_t, float>::type;
+      acc_t r = 0;
+      for (int64_t x = 0; x < W; ++x) r += static_cast<acc_t>(row[x * sw]);
+      acc += static_cast<double>(r);
+    }
+    total += (C == 3 ? weights[c] : 1.0) * acc;
+  }
+  const double scale = std::is_same<src_t, uint8_t>::value ? 1.0 / 255.0 : 1.0;
+  return static_cast<float>(total * scale / static_cast<double>(H * W));
+}
+
+template <typename src_t>
+void mean_gray_prepass(const at::Tensor& src, float* out) {
+  const int64_t C = src.size(1), H = src.size(2), W = src.size(3);
+  const src_t* base = static_cast<const src_t*>(src.const_data_ptr());
+  at::parallel_for(0, src.size(0), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      out[b] = source_mean_gray(base + b * src.stride(0), C, H, W, src.stride(1), src.stride(2), src.stride(3));
+    }
+  });
 }
 
 // Whether every corner offset of one image fits in 32 bits; corners are
@@ -246,10 +303,10 @@ void launch(const AugmentArgs& a, bool i32) {
 }
 
 at::Tensor augment_views_cpu(const at::Tensor& src, const at::Tensor& theta, const at::Tensor& warps,
-                             const at::Tensor& color, const at::Tensor& mean_gray, const at::Tensor& mean,
-                             const at::Tensor& std, int64_t size, c10::string_view kind,
+                             const at::Tensor& color, const at::Tensor& mean, const at::Tensor& std,
+                             int64_t size, c10::string_view kind,
                              c10::string_view padding_mode, c10::ScalarType out_dtype) {
-  check_augment_views_inputs(kOp, src, theta, warps, color, mean_gray, mean, std, size, out_dtype);
+  check_augment_views_inputs(kOp, src, theta, warps, color, mean, std, size, out_dtype);
   const WarpKind k = parse_kind(kOp, kind);
   const Padding pad = parse_padding(kOp, padding_mode);
   const int64_t B = src.size(0), C = src.size(1), V = theta.size(1);
@@ -257,7 +314,11 @@ at::Tensor augment_views_cpu(const at::Tensor& src, const at::Tensor& theta, con
   if (out.numel() == 0) return out;
 
   const at::Tensor th = theta.contiguous(), wp = warps.contiguous(), col = color.contiguous();
-  const at::Tensor mg = mean_gray.contiguous(), mu = mean.contiguous(), sd = std.contiguous();
+  const at::Tensor mu = mean.contiguous(), sd = std.contiguous();
+  const bool u8 = src.scalar_type() == at::kByte;
+  at::Tensor mg = at::empty({B}, theta.options());
+  u8 ? mean_gray_prepass<uint8_t>(src, mg.mutable_data_ptr<float>())
+     : mean_gray_prepass<float>(src, mg.mutable_data_ptr<float>());
   AugmentArgs a{};
   a.src = src.const_data_ptr();
   a.out = out.mutable_data_ptr();
@@ -275,7 +336,6 @@ at::Tensor augment_views_cpu(const at::Tensor& src, const at::Tensor& theta, con
   a.sw = src.stride(3);
   a.cfg = AugmentConfig{B, V, C, src.size(2), src.size(3), size, warps.size(2), k, pad};
   const bool i32 = fits_int32(src);
-  const bool u8 = src.scalar_type() == at::kByte;
   if (out_dtype == at::kFloat) {
     u8 ? launch<uint8_t, float>(a, i32) : launch<float, float>(a, i32);
   } else {
