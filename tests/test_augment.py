@@ -291,13 +291,17 @@ def test_torch_compile_fullgraph():
 # ------------------------------------------------------------------- backends
 
 @pytest.mark.triton
-def test_triton_backend_matches_cpp_under_interpreter():
+@pytest.mark.parametrize("C, kind, dtype", [(3, "translate", torch.uint8), (1, "gaussian", torch.float32)])
+def test_triton_backend_matches_oracle(C, kind, dtype):
     pytest.importorskip("triton")
+    pytest.importorskip("cwarp.triton._common", reason="the Triton mirror of warp_math.h (cwarp/triton/_common.py) "
+                        "comes with the Triton local_warp backend; it is not in this tree")
     if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
         pytest.skip("Triton on CPU tensors needs TRITON_INTERPRET=1 (set before triton is imported)")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    x = images(B=2, H=10, W=12, device=device)
-    aug_t = ContraWarpAugment(size=6, num_negatives=1, backend="triton", jitter_p=1.0, grayscale_p=0.5)
+    x = images(B=2, C=C, H=10, W=12, dtype=dtype, device=device, channels_last=C == 3)
+    aug_t = ContraWarpAugment(size=6, num_negatives=1, backend="triton", jitter_p=1.0, grayscale_p=0.5, kind=kind,
+                              warp_magnitude=(0.2, 0.3))
     v = aug_t(x, generator=torch.Generator().manual_seed(0))
     expected = oracle(aug_t, x.cpu(), v.params.to("cpu"))
     assert_close_verbose(v.all.cpu(), expected, ATOL[torch.float32], "triton vs oracle")
