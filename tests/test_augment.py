@@ -312,3 +312,32 @@ def test_torch_backend_is_the_oracle():
     x = images(B=2)
     v = aug(x, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(v.all, oracle(aug, x, v.params))
+
+
+@needs_cpp
+@pytest.mark.parametrize("kind", ["translate", "gaussian"])
+def test_views_sharing_a_transform_with_hand_made_params(kind):
+    # The CPU kernel copies a view's row from an earlier view with the same
+    # theta and colour and no warps, rendering only the columns its own warps
+    # reach. Cover the cases: a covering view (0 for 2), a view that shares
+    # theta but has warps (1, which must not cover 3), a warp that is far
+    # away (its disc misses every row), and one that touches the border.
+    x = images(B=2, H=18, W=22)
+    aug = ContraWarpAugment(size=14, kind=kind, num_negatives=2, warps_per_negative=2)
+    g = torch.Generator().manual_seed(11)
+    base = aug.sample_params(x, generator=g)
+    theta = base.theta.clone()
+    color = base.color.clone()
+    theta[:, 2] = theta[:, 0]
+    color[:, 2] = color[:, 0]
+    theta[:, 3] = theta[:, 1]
+    color[:, 3] = color[:, 1]
+    warps = torch.zeros(2, 4, 2, 5)
+    warps[..., 2] = 1.0
+    warps[:, 1, 0] = torch.tensor([0.1, 0.2, 0.3, 0.1, -0.05])
+    warps[:, 2, 0] = torch.tensor([0.9, -0.95, 0.4, -0.12, 0.1])
+    warps[:, 2, 1] = torch.tensor([5.0, 5.0, 0.2, 0.1, 0.1])
+    warps[:, 3, 0] = torch.tensor([-0.3, 0.0, 0.25, 0.0, 0.15])
+    params = AugmentParams(theta, warps, color)
+    out = aug.render(x, params).all
+    assert_close_verbose(out, oracle(aug, x, params), ATOL[torch.float32], "shared transforms")

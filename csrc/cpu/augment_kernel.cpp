@@ -1,7 +1,7 @@
 // cwarp::augment_views on the CPU: every view of a batch in one pass.
 //
-// Output (B, V, C, S, S). A task is one output row of one view of one image
-// (b, v, i); at::parallel_for spreads the B * V * S rows over the threads.
+// Output (B, V, C, S, S). A task is output row i of every view of image b;
+// at::parallel_for spreads the B * S tasks over the threads.
 // For a row, the loops below run over its S pixels, each doing one job, so
 // the compiler can vectorize them:
 //   1. q = p - sum_k w_k(p) d_k          (warp_math.h weights)
@@ -72,11 +72,11 @@ struct RowScratch {
 // local warps (pos1, pos2) pad their rows. A translate warp whose disc the
 // row misses has w = 0 on the whole row (rho2 >= ey^2 >= r^2).
 template <typename index_t>
-CWARP_CPU_MULTIVERSION void warp_row(const AugmentConfig& cfg, const float* prm, float py, RowScratch<index_t>& s) {
-  const int64_t n = cfg.S;
-  float* __restrict qx = s.qx.data();
-  float* __restrict qy = s.qy.data();
-  const float* __restrict px = s.px.data();
+CWARP_CPU_MULTIVERSION void warp_row(const AugmentConfig& cfg, const float* prm, float py, int64_t j0, int64_t n,
+                                     RowScratch<index_t>& s) {
+  float* __restrict qx = s.qx.data() + j0;
+  float* __restrict qy = s.qy.data() + j0;
+  const float* __restrict px = s.px.data() + j0;
   for (int64_t j = 0; j < n; ++j) {
     qx[j] = px[j];
     qy[j] = py;
@@ -116,18 +116,18 @@ CWARP_CPU_MULTIVERSION void warp_row(const AugmentConfig& cfg, const float* prm,
 // the compiler does not reload them after every store.
 template <Padding P, typename index_t>
 CWARP_CPU_MULTIVERSION void corners_row(const AugmentConfig& cfg, const Affine<float>& A, index_t sh, index_t sw,
-                                        RowScratch<index_t>& s) {
-  const float* __restrict qx = s.qx.data();
-  const float* __restrict qy = s.qy.data();
-  float* __restrict w00 = s.w00.data();
-  float* __restrict w01 = s.w01.data();
-  float* __restrict w10 = s.w10.data();
-  float* __restrict w11 = s.w11.data();
-  index_t* __restrict o00 = s.o00.data();
-  index_t* __restrict o01 = s.o01.data();
-  index_t* __restrict o10 = s.o10.data();
-  index_t* __restrict o11 = s.o11.data();
-  const int64_t W = cfg.W, H = cfg.H, n = cfg.S;
+                                        int64_t j0, int64_t n, RowScratch<index_t>& s) {
+  const float* __restrict qx = s.qx.data() + j0;
+  const float* __restrict qy = s.qy.data() + j0;
+  float* __restrict w00 = s.w00.data() + j0;
+  float* __restrict w01 = s.w01.data() + j0;
+  float* __restrict w10 = s.w10.data() + j0;
+  float* __restrict w11 = s.w11.data() + j0;
+  index_t* __restrict o00 = s.o00.data() + j0;
+  index_t* __restrict o01 = s.o01.data() + j0;
+  index_t* __restrict o10 = s.o10.data() + j0;
+  index_t* __restrict o11 = s.o11.data() + j0;
+  const int64_t W = cfg.W, H = cfg.H;
   for (int64_t j = 0; j < n; ++j) {
     float sx, sy, gx, gy;
     apply_affine(A, qx[j], qy[j], &sx, &sy);
@@ -148,12 +148,12 @@ CWARP_CPU_MULTIVERSION void corners_row(const AugmentConfig& cfg, const Affine<f
 }
 
 template <typename index_t>
-void corners_row_any(const AugmentConfig& cfg, const Affine<float>& A, index_t sh, index_t sw,
-                     RowScratch<index_t>& s) {
+void corners_row_any(const AugmentConfig& cfg, const Affine<float>& A, index_t sh, index_t sw, int64_t j0,
+                     int64_t n, RowScratch<index_t>& s) {
   switch (cfg.padding) {
-    case Padding::Zeros: return corners_row<Padding::Zeros>(cfg, A, sh, sw, s);
-    case Padding::Border: return corners_row<Padding::Border>(cfg, A, sh, sw, s);
-    case Padding::Reflection: return corners_row<Padding::Reflection>(cfg, A, sh, sw, s);
+    case Padding::Zeros: return corners_row<Padding::Zeros>(cfg, A, sh, sw, j0, n, s);
+    case Padding::Border: return corners_row<Padding::Border>(cfg, A, sh, sw, j0, n, s);
+    case Padding::Reflection: return corners_row<Padding::Reflection>(cfg, A, sh, sw, j0, n, s);
   }
 }
 
@@ -162,19 +162,19 @@ void corners_row_any(const AugmentConfig& cfg, const Affine<float>& A, index_t s
 // is a no-op for valid images; it saturates float input outside [0, 1].
 template <typename src_t, typename index_t>
 CWARP_CPU_MULTIVERSION void gather_row(const AugmentConfig& cfg, const src_t* src_b, int64_t sc, float scale,
-                                       RowScratch<index_t>& s) {
-  const float* __restrict w00 = s.w00.data();
-  const float* __restrict w01 = s.w01.data();
-  const float* __restrict w10 = s.w10.data();
-  const float* __restrict w11 = s.w11.data();
-  const index_t* __restrict o00 = s.o00.data();
-  const index_t* __restrict o01 = s.o01.data();
-  const index_t* __restrict o10 = s.o10.data();
-  const index_t* __restrict o11 = s.o11.data();
+                                       int64_t j0, int64_t n, RowScratch<index_t>& s) {
+  const float* __restrict w00 = s.w00.data() + j0;
+  const float* __restrict w01 = s.w01.data() + j0;
+  const float* __restrict w10 = s.w10.data() + j0;
+  const float* __restrict w11 = s.w11.data() + j0;
+  const index_t* __restrict o00 = s.o00.data() + j0;
+  const index_t* __restrict o01 = s.o01.data() + j0;
+  const index_t* __restrict o10 = s.o10.data() + j0;
+  const index_t* __restrict o11 = s.o11.data() + j0;
   for (int64_t c = 0; c < cfg.C; ++c) {
     const src_t* __restrict src = src_b + c * sc;
-    float* __restrict dst = s.channel(c);
-    for (int64_t j = 0; j < cfg.S; ++j) {
+    float* __restrict dst = s.channel(c) + j0;
+    for (int64_t j = 0; j < n; ++j) {
       const float v = static_cast<float>(src[o00[j]]) * w00[j] + static_cast<float>(src[o01[j]]) * w01[j] +
                       static_cast<float>(src[o10[j]]) * w10[j] + static_cast<float>(src[o11[j]]) * w11[j];
       dst[j] = clamp01(v * scale);
@@ -221,25 +221,98 @@ CWARP_CPU_MULTIVERSION void store_row(int64_t n, const float* __restrict x, floa
   for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<out_t>(normalize_value(x[j], mean, std));
 }
 
+// Views that share a global transform. A view u "covers" view v of image b
+// when u comes first, has v's theta and colour, and no active local warp
+// (all of pos1 / pos2 are such views; every negative shares pos2's theta and
+// colour). Then wherever v's own warps have weight 0, q = p exactly and v's
+// pixel is u's pixel, bit for bit, so v copies u's row and renders only the
+// columns its warps can move. Returns u, or -1.
+int64_t covering_view(const AugmentArgs& a, int64_t b, int64_t v) {
+  const AugmentConfig& cfg = a.cfg;
+  const float* tv = a.theta + 6 * (b * cfg.V + v);
+  const float* cv = a.color + 5 * (b * cfg.V + v);
+  for (int64_t u = 0; u < v; ++u) {
+    const int64_t bu = b * cfg.V + u;
+    if (!std::equal(tv, tv + 6, a.theta + 6 * bu) || !std::equal(cv, cv + 5, a.color + 5 * bu)) continue;
+    const float* w = a.warps + bu * cfg.K * 5;
+    bool still = true;
+    for (int64_t k = 0; k < cfg.K; ++k) still = still && w[5 * k + 3] == 0.f && w[5 * k + 4] == 0.f;
+    if (still) return u;
+  }
+  return -1;
+}
+
+// Columns [*j0, *j1) of the row at height py where some active warp of
+// `prm` can have a non-zero weight (empty when none). Translate weights are
+// exactly 0 outside the disc; the range is padded by two pixels against
+// rounding. Gaussian weights (and non-finite parameters) reach everywhere.
+void active_columns(const AugmentConfig& cfg, const float* prm, float py, int64_t* j0, int64_t* j1) {
+  const int64_t S = cfg.S;
+  float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+  for (int64_t k = 0; k < cfg.K; ++k) {
+    const float* w5 = prm + 5 * k;
+    if (w5[3] == 0.f && w5[4] == 0.f) continue;
+    bool finite = true;
+    for (int t = 0; t < 5; ++t) finite = finite && std::isfinite(w5[t]);
+    if (cfg.kind != WarpKind::Translate || !finite) {
+      *j0 = 0;
+      *j1 = S;
+      return;
+    }
+    const float ey = py - w5[1];
+    const float h2 = w5[2] * w5[2] - ey * ey;
+    if (!(h2 > 0.f)) continue;
+    const float half = std::sqrt(h2);
+    lo = std::min(lo, w5[0] - half);
+    hi = std::max(hi, w5[0] + half);
+  }
+  if (!(lo <= hi)) {
+    *j0 = *j1 = 0;
+    return;
+  }
+  // Inverse of base_coord (align_corners = False): position -> fractional column.
+  const float flo = ((lo + 1.f) * S - 1.f) * 0.5f - 2.f;
+  const float fhi = ((hi + 1.f) * S - 1.f) * 0.5f + 3.f;
+  *j0 = static_cast<int64_t>(std::floor(std::min(std::max(flo, 0.f), static_cast<float>(S))));
+  *j1 = static_cast<int64_t>(std::ceil(std::min(std::max(fhi, 0.f), static_cast<float>(S))));
+}
+
+// One task = row i of every view of image b, views in order, so a covering
+// view's row is written before the views it covers read it.
 template <typename src_t, typename out_t, typename index_t>
 void render_rows(const AugmentArgs& a, int64_t begin, int64_t end) {
   const AugmentConfig& cfg = a.cfg;
-  const int64_t S = cfg.S;
+  const int64_t S = cfg.S, C = cfg.C;
   RowScratch<index_t> s(S);
   for (int64_t j = 0; j < S; ++j) s.px[j] = base_coord<float>(j, S, false);
   const float scale = std::is_same<src_t, uint8_t>::value ? 1.f / 255.f : 1.f;
-  for (int64_t row = begin; row < end; ++row) {
-    const int64_t i = row % S;
-    const int64_t bv = row / S;  // b * V + v
-    const int64_t b = bv / cfg.V;
-    const float* t = a.theta + 6 * bv;
-    warp_row(cfg, a.warps + bv * cfg.K * 5, base_coord<float>(i, S, false), s);
-    corners_row_any(cfg, Affine<float>{t[0], t[1], t[2], t[3], t[4], t[5]}, static_cast<index_t>(a.sh),
-                static_cast<index_t>(a.sw), s);
-    gather_row(cfg, static_cast<const src_t*>(a.src) + b * a.sb, a.sc, scale, s);
-    color_row(S, cfg.C, a.color + 5 * bv, a.mean_gray[b], s.ch0.data(), s.ch1.data(), s.ch2.data());
-    out_t* out_row = static_cast<out_t*>(a.out) + (bv * cfg.C * S + i) * S;
-    for (int64_t c = 0; c < cfg.C; ++c) store_row(S, s.channel(c), a.mean[c], a.std[c], out_row + c * S * S);
+  out_t* out = static_cast<out_t*>(a.out);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t b = task / S, i = task % S;
+    const float py = base_coord<float>(i, S, false);
+    for (int64_t v = 0; v < cfg.V; ++v) {
+      const int64_t bv = b * cfg.V + v;
+      out_t* out_row = out + (bv * C * S + i) * S;
+      const float* prm = a.warps + bv * cfg.K * 5;
+      int64_t j0 = 0, j1 = S;
+      const int64_t u = covering_view(a, b, v);
+      if (u >= 0) {
+        const out_t* ref_row = out + ((b * cfg.V + u) * C * S + i) * S;
+        for (int64_t c = 0; c < C; ++c) std::copy(ref_row + c * S * S, ref_row + c * S * S + S, out_row + c * S * S);
+        active_columns(cfg, prm, py, &j0, &j1);
+        if (j0 >= j1) continue;
+      }
+      const int64_t n = j1 - j0;
+      const float* t = a.theta + 6 * bv;
+      warp_row(cfg, prm, py, j0, n, s);
+      corners_row_any(cfg, Affine<float>{t[0], t[1], t[2], t[3], t[4], t[5]}, static_cast<index_t>(a.sh),
+                      static_cast<index_t>(a.sw), j0, n, s);
+      gather_row(cfg, static_cast<const src_t*>(a.src) + b * a.sb, a.sc, scale, j0, n, s);
+      color_row(n, C, a.color + 5 * bv, a.mean_gray[b], s.ch0.data() + j0, s.ch1.data() + j0, s.ch2.data() + j0);
+      for (int64_t c = 0; c < C; ++c) {
+        store_row(n, s.channel(c) + j0, a.mean[c], a.std[c], out_row + c * S * S + j0);
+      }
+    }
   }
 }
 
@@ -291,9 +364,10 @@ bool fits_int32(const at::Tensor& t) {
 template <typename src_t, typename out_t>
 void launch(const AugmentArgs& a, bool i32) {
   const AugmentConfig& cfg = a.cfg;
-  // About 16k output values per task keeps the scheduling cost negligible.
-  const int64_t grain = std::max<int64_t>(1, 16384 / (cfg.S * cfg.C));
-  at::parallel_for(0, cfg.B * cfg.V * cfg.S, grain, [&](int64_t begin, int64_t end) {
+  // A task is one row of all V views; about 16k output values per chunk
+  // keeps the scheduling cost negligible.
+  const int64_t grain = std::max<int64_t>(1, 16384 / (cfg.S * cfg.C * std::max<int64_t>(cfg.V, 1)));
+  at::parallel_for(0, cfg.B * cfg.S, grain, [&](int64_t begin, int64_t end) {
     if (i32) {
       render_rows<src_t, out_t, int32_t>(a, begin, end);
     } else {
