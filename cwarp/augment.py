@@ -236,8 +236,13 @@ class ContraWarpAugment(nn.Module):
             if len(vals) == 1:
                 return list(vals) * C
             return [sum(vals) / len(vals)]  # 3 values, 1 channel
-        f32 = dict(dtype=torch.float32, device=device)
-        return torch.tensor(fit(self.mean), **f32), torch.tensor(fit(self.std), **f32)
+        # Cached per (C, device): building them is a host-to-device copy on GPUs.
+        key = (C, str(device))
+        cache = self.__dict__.setdefault("_stats_cache", {})
+        if key not in cache:
+            f32 = dict(dtype=torch.float32, device=device)
+            cache[key] = (torch.tensor(fit(self.mean), **f32), torch.tensor(fit(self.std), **f32))
+        return cache[key]
 
     # --------------------------------------------------------------- sampling
 
