@@ -50,4 +50,14 @@ TORCH_LIBRARY(cwarp, m) {
       "contrastive_loss_backward(Tensor grad_nce, Tensor grad_s_pos, Tensor p, Tensor z_pos, "
       "Tensor? z_neg, Tensor inv_p, Tensor inv_z_pos, Tensor inv_z_neg, Tensor lse, float tau, "
       "bool in_batch, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // Every view of a batch in one pass (SPEC.md §4): per output pixel of view v
+  // of image b, the local warps warps[b, v] then the affine theta[b, v] (as in
+  // local_warp), bilinear sampling of the uint8 / float32 source, the colour
+  // ops of color[b, v] = (brightness, contrast, saturation, hue, grayscale),
+  // then (x - mean) / std. Contrast blends with the source's mean gray value
+  // (times the brightness factor), from a pre-pass inside the op.
+  // Returns (B, V, C, size, size) of out_dtype.
+  m.def(
+      "augment_views(Tensor src, Tensor theta, Tensor warps, Tensor color, Tensor mean, Tensor std, int size, "
+      "str kind, str padding_mode, ScalarType out_dtype) -> Tensor");
 }
