@@ -56,10 +56,9 @@ class ImageFiles(FaceDataset):
         if cache or skip_corrupt:
             # Skipping needs to know which files are corrupt before len() is fixed,
             # so it decodes everything once even when nothing is kept.
-            images, ok = self._decode_all([paths[i] for i in kept], skip_corrupt)
+            images, ok = self._decode_all([paths[i] for i in kept], skip_corrupt, keep=cache)
             kept = [kept[j] for j in ok]
-            if cache:
-                self._cache = images
+            self._cache = images
         if self.skipped:
             warnings.warn(f"{source}: skipped {len(self.skipped)} of {len(paths)} images that could not be "
                           f"read (first: {self.skipped[0][1]})", stacklevel=3)
@@ -84,11 +83,16 @@ class ImageFiles(FaceDataset):
         except (CorruptImageError, FileNotFoundError) as err:
             return None, str(err)
 
-    def _decode_all(self, paths: List[str], skip_corrupt: bool) -> Tuple[Tensor, List[int]]:
-        out = torch.empty(len(paths), self.channels, self.image_size, self.image_size, dtype=torch.uint8)
+    def _decode_all(self, paths: List[str], skip_corrupt: bool, keep: bool = True
+                    ) -> Tuple[Optional[Tensor], List[int]]:
+        """The decoded images (None unless ``keep``) and the indices of the readable paths."""
+        out = None
+        if keep:
+            out = torch.empty(len(paths), self.channels, self.image_size, self.image_size, dtype=torch.uint8)
         ok = []
         threads = _decode_threads()
-        with ThreadPoolExecutor(threads) as pool:
+        pool = ThreadPoolExecutor(threads)
+        try:
             results = pool.map(self._decode_one, paths, chunksize=64) if threads > 1 else map(self._decode_one, paths)
             for j, (image, reason) in enumerate(results):
                 if image is None:
@@ -96,9 +100,13 @@ class ImageFiles(FaceDataset):
                         raise CorruptImageError(f"{self.source}: {reason}")
                     self.skipped.append((paths[j], reason))
                     continue
-                out[len(ok)] = image
+                if out is not None:
+                    out[len(ok)] = image
                 ok.append(j)
-        return out[:len(ok)], ok
+        finally:
+            # On an error, do not decode the rest of a large set before reporting it.
+            pool.shutdown(wait=True, cancel_futures=True)
+        return (out[:len(ok)] if out is not None else None), ok
 
     def _image(self, i: int) -> Tensor:
         if self._cache is not None:

@@ -47,7 +47,7 @@ _Y_TOP, _Y_BOTTOM = -1.25, 1.6
 # Windows of the right half that the local features never leave: (max x, (y range)).
 _UPPER = (0.86, (-0.62, 0.16))
 _LOWER = (0.5, (0.12, 0.97))
-_SUBBATCH = 64
+_SUBBATCH = 128
 _NUM_BLOBS = 3
 
 Scalar = Union[float, Tensor]
