@@ -66,7 +66,8 @@ section "cuobjdump: kernels for sm_80 / sm_90, no spills"
 run "$PY" scripts/check_cuda_kernels.py
 
 section "GPU tests"
-run "$PY" -m pytest -q -rs tests/test_warp_cuda.py tests/test_warp_triton.py tests/test_cuda_build.py
+run "$PY" -m pytest -q -rs tests/test_warp_cuda.py tests/test_warp_triton.py tests/test_cuda_build.py \
+  tests/test_contrastive_loss.py tests/test_augment.py
 
 section "throughput benchmark (benchmarks/warp_throughput.py --device cuda)"
 if [ -f benchmarks/warp_throughput.py ]; then
@@ -156,7 +157,14 @@ print(f"\n{len(failures)} target(s) missed")
 sys.exit(1 if failures else 0)
 EOF
 
-# --- sections of the other ops (loss, augmentation) go here ---
+# --- sections of the other ops ---
+
+section "contrastive loss (benchmarks/loss_throughput.py --device cuda; target: >= 5x eager at B=1024 D=256 N=8)"
+run "$PY" benchmarks/loss_throughput.py --device cuda --json "$(dirname "$RESULT")/loss_throughput_cuda.json"
+
+section "augmentation (benchmarks/augment_throughput.py --device cuda; target: >= 50,000 views/s at S=112)"
+run "$PY" benchmarks/augment_throughput.py --device cuda --batch 256 --skip pil \
+  --json "$(dirname "$RESULT")/augment_throughput_cuda.json"
 
 section "summary"
 if [ ${#FAILED[@]} -eq 0 ]; then
