@@ -9,17 +9,47 @@ Environment switches:
                          machines like the build machine).
   CWARP_DEBUG=1          -O0 -g, for debuggers and sanitizers.
   MAX_JOBS               parallel compile jobs (ninja).
+  CWARP_SKIP_EXT=1       install the Python package without compiling (the
+                         Makefile's editable install uses it, then builds the
+                         extension in place with ninja, incrementally).
 """
 from __future__ import annotations
 
 import glob
 import os
+import shutil
 import sys
 
 from setuptools import setup
 
 import torch
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+
+def _find_cuda_home() -> None:
+    """Point CUDA_HOME at a real toolkit before cpp_extension looks for one.
+
+    cpp_extension guesses CUDA_HOME from `which nvcc`; a wrapper script such
+    as /usr/local/bin/nvcc (exec .../cuda-13.0/bin/nvcc) makes that guess
+    /usr/local, where libcudart is not, and the link fails. Prefer the first
+    candidate that holds both nvcc and libcudart.
+    """
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"):
+        return
+    candidates = []
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    candidates += ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
+    for root in candidates:
+        has_nvcc = os.path.exists(os.path.join(root, "bin", "nvcc"))
+        has_cudart = any(glob.glob(os.path.join(root, lib, "libcudart.so*")) for lib in ("lib64", "lib"))
+        if has_nvcc and has_cudart:
+            os.environ["CUDA_HOME"] = root
+            return
+
+
+_find_cuda_home()
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -97,7 +127,7 @@ def _extension():
 
 
 setup(
-    ext_modules=[_extension()],
+    ext_modules=[] if _flag("CWARP_SKIP_EXT") else [_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     options={"bdist_wheel": {"py_limited_api": "cp39"}},
 )

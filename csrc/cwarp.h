@@ -19,4 +19,11 @@ namespace cwarp {
 #define CWARP_CPU_MULTIVERSION
 #endif
 
+// Keeps GCC from vectorizing a loop that is faster scalar (see its comment).
+#if defined(__GNUC__) && !defined(__clang__)
+#define CWARP_NO_VECTORIZE __attribute__((optimize("no-tree-vectorize")))
+#else
+#define CWARP_NO_VECTORIZE
+#endif
+
 }  // namespace cwarp

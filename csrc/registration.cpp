@@ -36,4 +36,28 @@ TORCH_LIBRARY(cwarp, m) {
   m.def(
       "local_warp_backward(Tensor grad_out, Tensor image, Tensor params, Tensor? theta, str kind, "
       "str padding_mode, bool align_corners, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // Per-row values of the contrastive loss (SPEC.md §3): nce (B), s_pos (B),
+  // and what the backward needs: the inverse row norms of p (B), z_pos (B)
+  // and z_neg (B, N; (B, 0) when None) and the per-row logsumexp (B). All in
+  // the compute dtype (float32 for half types). Weights and reduction are
+  // applied in Python on these (B,) tensors.
+  m.def(
+      "contrastive_loss_forward(Tensor p, Tensor z_pos, Tensor? z_neg, float tau, bool in_batch) "
+      "-> (Tensor nce, Tensor s_pos, Tensor inv_p, Tensor inv_z_pos, Tensor inv_z_neg, Tensor lse)");
+  // Gradients for (p, z_pos, z_neg) from dL/dnce and dL/ds_pos, where
+  // output_mask asks; the others come back empty (numel 0).
+  m.def(
+      "contrastive_loss_backward(Tensor grad_nce, Tensor grad_s_pos, Tensor p, Tensor z_pos, "
+      "Tensor? z_neg, Tensor inv_p, Tensor inv_z_pos, Tensor inv_z_neg, Tensor lse, float tau, "
+      "bool in_batch, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // Every view of a batch in one pass (SPEC.md §4): per output pixel of view v
+  // of image b, the local warps warps[b, v] then the affine theta[b, v] (as in
+  // local_warp), bilinear sampling of the uint8 / float32 source, the colour
+  // ops of color[b, v] = (brightness, contrast, saturation, hue, grayscale),
+  // then (x - mean) / std. Contrast blends with the source's mean gray value
+  // (times the brightness factor), from a pre-pass inside the op.
+  // Returns (B, V, C, size, size) of out_dtype.
+  m.def(
+      "augment_views(Tensor src, Tensor theta, Tensor warps, Tensor color, Tensor mean, Tensor std, int size, "
+      "str kind, str padding_mode, ScalarType out_dtype) -> Tensor");
 }

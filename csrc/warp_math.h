@@ -123,31 +123,23 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void warp_param_grad(
 // ---------------------------------------------------------------------------
 
 // [-1, 1] -> pixel index space; *scale receives d(pixel)/d(normalized).
+// ATen writes ((x + 1) / 2) (size - 1) with align_corners and
+// ((x + 1) size - 1) / 2 without; both are x * scale + (size - 1) / 2, one
+// multiply-add with no branch, which keeps pixel loops vectorizable.
 template <typename T>
 C10_HOST_DEVICE C10_ALWAYS_INLINE T unnormalize(T coord, int64_t size, bool align_corners, T* scale) {
-  if (align_corners) {
-    *scale = T(size - 1) / T(2);
-    return ((coord + T(1)) / T(2)) * T(size - 1);
-  }
-  *scale = T(size) / T(2);
-  return ((coord + T(1)) * T(size) - T(1)) / T(2);
+  *scale = (align_corners ? T(size - 1) : T(size)) / T(2);
+  return coord * *scale + T(size - 1) / T(2);
 }
 
 // Clamp to [0, size - 1]; *grad receives d(out)/d(in). NaN stays NaN (it is
-// caught by safe_coord below).
+// caught by safe_coord below). Written with selects, not early returns, so
+// that CPU loops over pixels if-convert and vectorize.
 template <typename T>
 C10_HOST_DEVICE C10_ALWAYS_INLINE T clip_coord(T in, int64_t size, T* grad) {
   const T hi = T(size - 1);
-  if (in <= T(0)) {
-    *grad = T(0);
-    return T(0);
-  }
-  if (in >= hi) {
-    *grad = T(0);
-    return hi;
-  }
-  *grad = (in == in) ? T(1) : T(0);
-  return in;
+  *grad = ((in > T(0)) & (in < hi)) ? T(1) : T(0);
+  return in <= T(0) ? T(0) : (in >= hi ? hi : in);
 }
 
 // Reflect `in` into [twice_low / 2, twice_high / 2]; *grad receives the sign.
@@ -161,12 +153,9 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE T reflect_coord(T in, int64_t twice_low, int64
   }
   const T lo = T(twice_low) / T(2);
   const T span = T(twice_high - twice_low) / T(2);
-  T x = in - lo;
-  T sign = T(1);
-  if (x < T(0)) {
-    sign = T(-1);
-    x = -x;
-  }
+  const T shifted = in - lo;
+  const T sign = shifted < T(0) ? T(-1) : T(1);
+  const T x = shifted < T(0) ? -shifted : shifted;
   const T extra = CWARP_FMOD(x, span);
   const T flips = CWARP_FLOOR(x / span);
   // Parity from the float itself: casting a huge float to int would overflow.
@@ -182,7 +171,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE T reflect_coord(T in, int64_t twice_low, int64
 template <typename T>
 C10_HOST_DEVICE C10_ALWAYS_INLINE T safe_coord(T x) {
   const T limit = T(2147483646.0);
-  return (x > -limit && x < limit) ? x : T(-100);
+  return ((x > -limit) & (x < limit)) ? x : T(-100);
 }
 
 // Normalized coordinate -> padded pixel coordinate, with d(out)/d(in).
@@ -229,11 +218,12 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Bilinear<index_t, T> bilinear(T ix, T iy, int6
   b.wx1 = ix - fx0;
   b.wy0 = fy0 + T(1) - iy;
   b.wy1 = iy - fy0;
+  // `&` rather than `&&`: no short-circuit branches in vectorized loops.
   const T fw = T(w), fh = T(h);
-  b.vx0 = fx0 >= T(0) && fx0 < fw;
-  b.vx1 = fx0 >= T(-1) && fx0 + T(1) < fw;
-  b.vy0 = fy0 >= T(0) && fy0 < fh;
-  b.vy1 = fy0 >= T(-1) && fy0 + T(1) < fh;
+  b.vx0 = (fx0 >= T(0)) & (fx0 < fw);
+  b.vx1 = (fx0 >= T(-1)) & (fx0 + T(1) < fw);
+  b.vy0 = (fy0 >= T(0)) & (fy0 < fh);
+  b.vy1 = (fy0 >= T(-1)) & (fy0 + T(1) < fh);
   return b;
 }
 

@@ -7,6 +7,8 @@ what is available.
 from cwarp import _extension, ops  # noqa: F401  (registers fakes and autograd)
 from cwarp.sampling import FACE_LANDMARKS_5, sample_local_warps
 from cwarp.warp import local_warp, local_warp_grid
+from cwarp.augment import ContraWarpAugment
+from cwarp.loss import ContraWarpingLoss, contrastive_loss
 
 __version__ = "0.1.0"
 
@@ -21,5 +23,5 @@ def backends() -> dict:
     return {"cpp": _extension.available(), "cuda": _extension.with_cuda(), "triton": has_triton}
 
 
-__all__ = ["local_warp", "local_warp_grid", "sample_local_warps", "FACE_LANDMARKS_5", "backends",
-           "__version__"]
+__all__ = ["local_warp", "local_warp_grid", "sample_local_warps", "FACE_LANDMARKS_5", "contrastive_loss",
+           "ContraWarpingLoss", "ContraWarpAugment", "backends", "__version__"]

@@ -26,8 +26,8 @@ def _empty_like_format(ref: torch.Tensor, shape) -> torch.Tensor:
 
 def _local_warp_fake(image, params, theta, out_h, out_w, kind, padding_mode, align_corners):
     op = "cwarp::local_warp"
-    _checks.check_local_warp_inputs(op, image, params, theta)
-    _checks.check_out_size(op, out_h, out_w)
+    _checks.check_local_warp_inputs(op, image, params, theta, symbolic=True)
+    _checks.check_out_size(op, out_h, out_w, symbolic=True)
     _checks.check_choice(op, "kind", kind, _checks.KINDS)
     _checks.check_choice(op, "padding_mode", padding_mode, _checks.PADDING_MODES)
     return _empty_like_format(image, (image.shape[0], image.shape[1], out_h, out_w))
@@ -35,11 +35,8 @@ def _local_warp_fake(image, params, theta, out_h, out_w, kind, padding_mode, ali
 
 def _local_warp_backward_fake(grad_out, image, params, theta, kind, padding_mode, align_corners, output_mask):
     op = "cwarp::local_warp_backward"
-    _checks.check_local_warp_inputs(op, image, params, theta)
-    torch._check_value(grad_out.dim() == 4 and grad_out.shape[0] == image.shape[0]
-                       and grad_out.shape[1] == image.shape[1],
-                       lambda: f"{op}(): expected grad_out of shape (B, C, Ho, Wo) with B, C = "
-                               f"{image.shape[0]}, {image.shape[1]}, got {list(grad_out.shape)}")
+    _checks.check_local_warp_inputs(op, image, params, theta, symbolic=True)
+    _checks.check_local_warp_grad_out(op, grad_out, image, symbolic=True)
     grad_image = _empty_like_format(image, image.shape) if output_mask[0] else image.new_empty((0,))
     grad_params = params.new_empty(params.shape) if output_mask[1] else params.new_empty((0,))
     if output_mask[2] and theta is not None:

@@ -57,7 +57,11 @@ def local_warp(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.
         return reference.local_warp(image, params, theta, out_size=(out_h, out_w), kind=kind,
                                     padding_mode=padding_mode, align_corners=align_corners)
     if backend == "triton":
-        from cwarp.triton import warp as triton_warp  # imports triton only when asked for
+        try:
+            from cwarp.triton import warp as triton_warp  # imports triton only when asked for
+        except ImportError as exc:
+            raise RuntimeError(f"{_OP}(): backend='triton' needs the triton package ({exc})") from exc
+        # Raises for CPU tensors unless the kernels run under TRITON_INTERPRET=1.
         return triton_warp.local_warp(image, params, theta, out_h, out_w, kind, padding_mode, align_corners)
     return ops.local_warp_op(image, params, theta, out_h, out_w, kind, padding_mode, align_corners)
 

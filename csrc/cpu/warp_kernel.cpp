@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../checks.h"
@@ -114,17 +115,24 @@ C10_ALWAYS_INLINE bool disc_columns(const T* w5, T py, int64_t wo, bool align_co
   return *j0 < *j1;
 }
 
+// One warp's contribution q -= w(p) d over columns [j0, j1) of a row.
+template <WarpKind KIND, typename T>
+CWARP_CPU_MULTIVERSION void warp_loop(const T* __restrict px, T* __restrict qx, T* __restrict qy, T cx, T ey2,
+                                      T r2, T m2, T dx, T dy, int64_t j0, int64_t j1) {
+  for (int64_t j = j0; j < j1; ++j) {
+    const T ex = px[j] - cx;
+    const T w = warp_weight(KIND, ex * ex + ey2, r2, m2);
+    qx[j] -= w * dx;
+    qy[j] -= w * dy;
+  }
+}
+
 // q = p - sum_k w_k(p) d_k for the row at height py.
 template <typename T, typename index_t>
-C10_ALWAYS_INLINE void warp_row(const WarpConfig& cfg, const T* prm, T py, RowScratch<T, index_t>& s) {
+void warp_row(const WarpConfig& cfg, const T* prm, T py, RowScratch<T, index_t>& s) {
   const int64_t wo = cfg.Wo;
-  T* __restrict qx = s.qx.data();
-  T* __restrict qy = s.qy.data();
-  const T* __restrict px = s.px.data();
-  for (int64_t j = 0; j < wo; ++j) {
-    qx[j] = px[j];
-    qy[j] = py;
-  }
+  std::copy(s.px.begin(), s.px.end(), s.qx.begin());
+  std::fill(s.qy.begin(), s.qy.end(), py);
   for (int64_t k = 0; k < cfg.K; ++k) {
     const T* w5 = prm + 5 * k;
     const T cx = w5[0], cy = w5[1], r = w5[2], dx = w5[3], dy = w5[4];
@@ -133,57 +141,138 @@ C10_ALWAYS_INLINE void warp_row(const WarpConfig& cfg, const T* prm, T py, RowSc
     if (cfg.kind == WarpKind::Translate) {
       int64_t j0, j1;
       if (!disc_columns(w5, py, wo, cfg.align_corners, &j0, &j1)) continue;
-      for (int64_t j = j0; j < j1; ++j) {
-        const T ex = px[j] - cx;
-        const T w = translate_weight(ex * ex + ey2, r2, m2);
-        qx[j] -= w * dx;
-        qy[j] -= w * dy;
-      }
+      warp_loop<WarpKind::Translate>(s.px.data(), s.qx.data(), s.qy.data(), cx, ey2, r2, m2, dx, dy, j0, j1);
     } else {
-      for (int64_t j = 0; j < wo; ++j) {
-        const T ex = px[j] - cx;
-        const T w = gaussian_weight(ex * ex + ey2, r2);
-        qx[j] -= w * dx;
-        qy[j] -= w * dy;
-      }
+      warp_loop<WarpKind::Gaussian>(s.px.data(), s.qx.data(), s.qy.data(), cx, ey2, r2, m2, dx, dy, int64_t(0), wo);
     }
   }
 }
 
-// Source coordinates, their derivatives, and the four corners' offsets and
-// weights for a row whose q is in the scratch. Offset -1 marks a corner
-// outside the image: it contributes nothing, as in grid_sample.
-template <typename T, typename index_t>
-C10_ALWAYS_INLINE void corners_row(const WarpConfig& cfg, const Affine<T>& A, index_t sh, index_t sw,
-                                   RowScratch<T, index_t>& s) {
-  const int64_t wo = cfg.Wo;
-  const T* __restrict qx = s.qx.data();
-  const T* __restrict qy = s.qy.data();
-  for (int64_t j = 0; j < wo; ++j) {
+// Source coordinates and their derivatives for a row whose q is in the
+// scratch. The padding mode is a template argument so that the selects of
+// the chosen mode are all that is left in the loop. The loops take their
+// arrays as __restrict parameters: that, not restrict locals, is what lets
+// GCC vectorize them without aliasing checks.
+template <Padding P, typename T>
+CWARP_CPU_MULTIVERSION void source_loop(const Affine<T>& A_, int64_t W, int64_t H, bool ac,
+                                        const T* __restrict qx, const T* __restrict qy, T* __restrict ix,
+                                        T* __restrict iy, T* __restrict gmx, T* __restrict gmy, int64_t n) {
+  const Affine<T> A = A_;
+  for (int64_t j = 0; j < n; ++j) {
     T sx, sy, gx, gy;
     apply_affine(A, qx[j], qy[j], &sx, &sy);
-    const T ix = source_index(sx, cfg.W, cfg.padding, cfg.align_corners, &gx);
-    const T iy = source_index(sy, cfg.H, cfg.padding, cfg.align_corners, &gy);
-    s.ix[j] = ix;
-    s.iy[j] = iy;
-    s.gmx[j] = gx;
-    s.gmy[j] = gy;
-    const Bilinear<index_t, T> b = bilinear<index_t>(ix, iy, cfg.W, cfg.H);
-    s.w00[j] = b.wx0 * b.wy0;
-    s.w01[j] = b.wx1 * b.wy0;
-    s.w10[j] = b.wx0 * b.wy1;
-    s.w11[j] = b.wx1 * b.wy1;
+    ix[j] = source_index(sx, W, P, ac, &gx);
+    iy[j] = source_index(sy, H, P, ac, &gy);
+    gmx[j] = gx;
+    gmy[j] = gy;
+  }
+}
+
+template <Padding P, typename T, typename index_t>
+C10_ALWAYS_INLINE void source_row(const WarpConfig& cfg, const Affine<T>& A, RowScratch<T, index_t>& s) {
+  source_loop<P>(A, cfg.W, cfg.H, cfg.align_corners, s.qx.data(), s.qy.data(), s.ix.data(), s.iy.data(),
+                 s.gmx.data(), s.gmy.data(), cfg.Wo);
+}
+
+// The four corners' offsets and weights of each pixel of the row. Offset -1
+// marks a corner outside the image: it contributes nothing, as in grid_sample.
+// (A separate loop from source_loop: GCC 12 vectorizes each, not their fusion.)
+template <typename T, typename index_t>
+CWARP_CPU_MULTIVERSION void corners_loop(int64_t W, int64_t H, index_t sh, index_t sw, const T* __restrict ix,
+                                         const T* __restrict iy, T* __restrict w00, T* __restrict w01,
+                                         T* __restrict w10, T* __restrict w11, index_t* __restrict o00,
+                                         index_t* __restrict o01, index_t* __restrict o10,
+                                         index_t* __restrict o11, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const Bilinear<index_t, T> b = bilinear<index_t>(ix[j], iy[j], W, H);
+    w00[j] = b.wx0 * b.wy0;
+    w01[j] = b.wx1 * b.wy0;
+    w10[j] = b.wx0 * b.wy1;
+    w11[j] = b.wx1 * b.wy1;
     const index_t base = b.y0 * sh + b.x0 * sw;
-    s.o00[j] = (b.vx0 && b.vy0) ? base : index_t(-1);
-    s.o01[j] = (b.vx1 && b.vy0) ? base + sw : index_t(-1);
-    s.o10[j] = (b.vx0 && b.vy1) ? base + sh : index_t(-1);
-    s.o11[j] = (b.vx1 && b.vy1) ? base + sh + sw : index_t(-1);
+    o00[j] = (b.vx0 & b.vy0) ? base : index_t(-1);
+    o01[j] = (b.vx1 & b.vy0) ? base + sw : index_t(-1);
+    o10[j] = (b.vx0 & b.vy1) ? base + sh : index_t(-1);
+    o11[j] = (b.vx1 & b.vy1) ? base + sh + sw : index_t(-1);
+  }
+}
+
+template <typename T, typename index_t>
+C10_ALWAYS_INLINE void corners_row(const WarpConfig& cfg, index_t sh, index_t sw, RowScratch<T, index_t>& s) {
+  corners_loop(cfg.W, cfg.H, sh, sw, s.ix.data(), s.iy.data(), s.w00.data(), s.w01.data(), s.w10.data(),
+               s.w11.data(), s.o00.data(), s.o01.data(), s.o10.data(), s.o11.data(), cfg.Wo);
+}
+
+// Value of a corner, 0 outside the image. The load goes to a valid address
+// either way and the select discards it, so there is no branch, and a NaN in
+// the image never leaks into a pixel whose corner lies outside (as
+// multiplying by a zero weight would let it).
+template <typename T, typename scalar_t, typename index_t>
+C10_ALWAYS_INLINE T corner(const scalar_t* src, index_t o) {
+  const T v = static_cast<T>(src[o >= 0 ? o : index_t(0)]);
+  return o >= 0 ? v : T(0);
+}
+
+// out[c, j] = bilinear sample of channel c at the row's corners. Two loop
+// orders: channel-major for NCHW-like inputs (each channel a contiguous
+// plane), pixel-major when a pixel's channels are adjacent (channels_last).
+// Kept scalar on purpose: without hardware gathers, GCC's vectorized form of
+// this loop extracts every index lane and reinserts every value, and runs
+// about three times slower than the plain loads.
+template <typename T, typename scalar_t, typename index_t>
+CWARP_CPU_MULTIVERSION CWARP_NO_VECTORIZE void gather_plane(const scalar_t* __restrict src, scalar_t* __restrict dst, int64_t ow,
+                                         const T* __restrict w00, const T* __restrict w01,
+                                         const T* __restrict w10, const T* __restrict w11,
+                                         const index_t* __restrict o00, const index_t* __restrict o01,
+                                         const index_t* __restrict o10, const index_t* __restrict o11, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const T v = corner<T>(src, o00[j]) * w00[j] + corner<T>(src, o01[j]) * w01[j] +
+                corner<T>(src, o10[j]) * w10[j] + corner<T>(src, o11[j]) * w11[j];
+    dst[j * ow] = static_cast<scalar_t>(v);
   }
 }
 
 template <typename T, typename scalar_t, typename index_t>
-C10_ALWAYS_INLINE T corner(const scalar_t* src, index_t o) {
-  return o >= 0 ? static_cast<T>(src[o]) : T(0);
+void gather_row_channel_major(const WarpConfig& cfg, const scalar_t* in_b, index_t sc, scalar_t* out_row,
+                              int64_t oc, int64_t ow, const RowScratch<T, index_t>& s) {
+  for (int64_t c = 0; c < cfg.C; ++c) {
+    gather_plane(in_b + c * sc, out_row + c * oc, ow, s.w00.data(), s.w01.data(), s.w10.data(), s.w11.data(),
+                 s.o00.data(), s.o01.data(), s.o10.data(), s.o11.data(), cfg.Wo);
+  }
+}
+
+template <typename T, typename scalar_t, typename index_t>
+CWARP_CPU_MULTIVERSION void gather_row_pixel_major(const WarpConfig& cfg, const scalar_t* in_b, index_t sc,
+                                                   scalar_t* out_row, int64_t oc, int64_t ow,
+                                                   const RowScratch<T, index_t>& s) {
+  for (int64_t j = 0; j < cfg.Wo; ++j) {
+    const index_t o00 = s.o00[j], o01 = s.o01[j], o10 = s.o10[j], o11 = s.o11[j];
+    const T w00 = s.w00[j], w01 = s.w01[j], w10 = s.w10[j], w11 = s.w11[j];
+    scalar_t* dst = out_row + j * ow;
+    for (int64_t c = 0; c < cfg.C; ++c) {
+      const scalar_t* src = in_b + c * sc;
+      const T v = corner<T>(src, o00) * w00 + corner<T>(src, o01) * w01 + corner<T>(src, o10) * w10 +
+                  corner<T>(src, o11) * w11;
+      dst[c * oc] = static_cast<scalar_t>(v);
+    }
+  }
+}
+
+// grad_image[c] += w * grad_out[c] at the row's four corners: the adjoint of
+// gather_plane. Scalar for the same reason, and because a vectorized
+// scatter-add would have to resolve pixels that share a corner.
+template <typename T, typename scalar_t, typename index_t>
+CWARP_CPU_MULTIVERSION CWARP_NO_VECTORIZE void scatter_plane(
+    const scalar_t* __restrict go, int64_t gw, T* __restrict dst, const T* __restrict w00,
+    const T* __restrict w01, const T* __restrict w10, const T* __restrict w11, const index_t* __restrict o00,
+    const index_t* __restrict o01, const index_t* __restrict o10, const index_t* __restrict o11, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const T g = static_cast<T>(go[j * gw]);
+    if (o00[j] >= 0) dst[o00[j]] += w00[j] * g;
+    if (o01[j] >= 0) dst[o01[j]] += w01[j] * g;
+    if (o10[j] >= 0) dst[o10[j]] += w10[j] * g;
+    if (o11[j] >= 0) dst[o11[j]] += w11[j] * g;
+  }
 }
 
 template <typename T, typename index_t>
@@ -195,8 +284,8 @@ void fill_px(const WarpConfig& cfg, RowScratch<T, index_t>& s) {
 // Forward
 // ----------------------------------------------------------------------------
 
-template <typename scalar_t, typename index_t>
-CWARP_CPU_MULTIVERSION void forward_rows(const ForwardArgs<scalar_t>& a, int64_t row_begin, int64_t row_end) {
+template <typename scalar_t, typename index_t, Padding P>
+void forward_rows(const ForwardArgs<scalar_t>& a, int64_t row_begin, int64_t row_end) {
   using T = at::opmath_type<scalar_t>;
   const WarpConfig& cfg = a.cfg;
   RowScratch<T, index_t> s(cfg.Wo);
@@ -206,38 +295,14 @@ CWARP_CPU_MULTIVERSION void forward_rows(const ForwardArgs<scalar_t>& a, int64_t
   for (int64_t row = row_begin; row < row_end; ++row) {
     const int64_t b = row / cfg.Ho, i = row % cfg.Ho;
     warp_row(cfg, a.params + b * cfg.K * 5, base_coord<T>(i, cfg.Ho, cfg.align_corners), s);
-    corners_row(cfg, load_affine(a.theta, b), static_cast<index_t>(a.in_s.h), static_cast<index_t>(a.in_s.w), s);
+    source_row<P>(cfg, load_affine(a.theta, b), s);
+    corners_row(cfg, static_cast<index_t>(a.in_s.h), static_cast<index_t>(a.in_s.w), s);
     const scalar_t* in_b = a.in + b * a.in_s.b;
     scalar_t* out_row = a.out + b * a.out_s.b + i * a.out_s.h;
-    const T* __restrict w00 = s.w00.data();
-    const T* __restrict w01 = s.w01.data();
-    const T* __restrict w10 = s.w10.data();
-    const T* __restrict w11 = s.w11.data();
-    const index_t* __restrict o00 = s.o00.data();
-    const index_t* __restrict o01 = s.o01.data();
-    const index_t* __restrict o10 = s.o10.data();
-    const index_t* __restrict o11 = s.o11.data();
     if (pixel_major) {
-      for (int64_t j = 0; j < cfg.Wo; ++j) {
-        scalar_t* dst = out_row + j * a.out_s.w;
-        for (int64_t c = 0; c < cfg.C; ++c) {
-          const scalar_t* src = in_b + c * sc;
-          const T v = corner<T>(src, o00[j]) * w00[j] + corner<T>(src, o01[j]) * w01[j] +
-                      corner<T>(src, o10[j]) * w10[j] + corner<T>(src, o11[j]) * w11[j];
-          dst[c * a.out_s.c] = static_cast<scalar_t>(v);
-        }
-      }
+      gather_row_pixel_major(cfg, in_b, sc, out_row, a.out_s.c, a.out_s.w, s);
     } else {
-      const int64_t ow = a.out_s.w;
-      for (int64_t c = 0; c < cfg.C; ++c) {
-        const scalar_t* __restrict src = in_b + c * sc;
-        scalar_t* __restrict dst = out_row + c * a.out_s.c;
-        for (int64_t j = 0; j < cfg.Wo; ++j) {
-          const T v = corner<T>(src, o00[j]) * w00[j] + corner<T>(src, o01[j]) * w01[j] +
-                      corner<T>(src, o10[j]) * w10[j] + corner<T>(src, o11[j]) * w11[j];
-          dst[j * ow] = static_cast<scalar_t>(v);
-        }
-      }
+      gather_row_channel_major(cfg, in_b, sc, out_row, a.out_s.c, a.out_s.w, s);
     }
   }
 }
@@ -246,8 +311,8 @@ CWARP_CPU_MULTIVERSION void forward_rows(const ForwardArgs<scalar_t>& a, int64_t
 // Backward: one image per call.
 // ----------------------------------------------------------------------------
 
-template <typename scalar_t, typename index_t>
-CWARP_CPU_MULTIVERSION void backward_image(const BackwardArgs<scalar_t>& a, int64_t b) {
+template <typename scalar_t, typename index_t, Padding P>
+void backward_image(const BackwardArgs<scalar_t>& a, int64_t b) {
   using T = at::opmath_type<scalar_t>;
   const WarpConfig& cfg = a.cfg;
   const bool need_coord = a.grad_params != nullptr || a.grad_theta != nullptr;
@@ -265,34 +330,33 @@ CWARP_CPU_MULTIVERSION void backward_image(const BackwardArgs<scalar_t>& a, int6
   for (int64_t i = 0; i < cfg.Ho; ++i) {
     const T py = base_coord<T>(i, cfg.Ho, cfg.align_corners);
     warp_row(cfg, prm, py, s);
-    corners_row(cfg, A, static_cast<index_t>(a.in_s.h), static_cast<index_t>(a.in_s.w), s);
+    source_row<P>(cfg, A, s);
+    corners_row(cfg, static_cast<index_t>(a.in_s.h), static_cast<index_t>(a.in_s.w), s);
     const scalar_t* go_row = go_b + i * a.go_s.h;
+    if (gin_b != nullptr) {
+      for (int64_t c = 0; c < cfg.C; ++c) {
+        scatter_plane(go_row + c * a.go_s.c, a.go_s.w, gin_b + c * sc, s.w00.data(), s.w01.data(),
+                      s.w10.data(), s.w11.data(), s.o00.data(), s.o01.data(), s.o10.data(), s.o11.data(),
+                      cfg.Wo);
+      }
+    }
+    if (!need_coord) continue;
     for (int64_t j = 0; j < cfg.Wo; ++j) {
       const index_t o00 = s.o00[j], o01 = s.o01[j], o10 = s.o10[j], o11 = s.o11[j];
-      T d_ix = T(0), d_iy = T(0);
       const Bilinear<index_t, T> bl = bilinear<index_t>(s.ix[j], s.iy[j], cfg.W, cfg.H);
+      T d_ix = T(0), d_iy = T(0);
       for (int64_t c = 0; c < cfg.C; ++c) {
         const T g = static_cast<T>(go_row[c * a.go_s.c + j * a.go_s.w]);
-        if (gin_b != nullptr) {
-          T* dst = gin_b + c * sc;
-          if (o00 >= 0) dst[o00] += s.w00[j] * g;
-          if (o01 >= 0) dst[o01] += s.w01[j] * g;
-          if (o10 >= 0) dst[o10] += s.w10[j] * g;
-          if (o11 >= 0) dst[o11] += s.w11[j] * g;
-        }
-        if (need_coord) {
-          const scalar_t* src = in_b + c * sc;
-          T gx, gy;
-          bilinear_coord_grad(bl, corner<T>(src, o00), corner<T>(src, o01), corner<T>(src, o10),
-                              corner<T>(src, o11), &gx, &gy);
-          d_ix += g * gx;
-          d_iy += g * gy;
-        }
+        const scalar_t* src = in_b + c * sc;
+        T gx, gy;
+        bilinear_coord_grad(bl, corner<T>(src, o00), corner<T>(src, o01), corner<T>(src, o10),
+                            corner<T>(src, o11), &gx, &gy);
+        d_ix += g * gx;
+        d_iy += g * gy;
       }
       s.gsx[j] = d_ix * s.gmx[j];
       s.gsy[j] = d_iy * s.gmy[j];
     }
-    if (!need_coord) continue;
 
     if (gth != nullptr) {
       T acc[6] = {T(0), T(0), T(0), T(0), T(0), T(0)};
@@ -346,6 +410,27 @@ inline bool fits_int32(const at::Tensor& t) {
   return max_off + slack < std::numeric_limits<int32_t>::max();
 }
 
+// Calls f(index_t{}, std::integral_constant<Padding, P>{}) for the runtime
+// choices: the kernels are compiled for each (offset width, padding mode).
+template <typename F>
+void with_sampling_types(bool i32, Padding pad, F&& f) {
+  auto with_pad = [&](auto index_tag) {
+    switch (pad) {
+      case Padding::Zeros:
+        return f(index_tag, std::integral_constant<Padding, Padding::Zeros>{});
+      case Padding::Border:
+        return f(index_tag, std::integral_constant<Padding, Padding::Border>{});
+      case Padding::Reflection:
+        return f(index_tag, std::integral_constant<Padding, Padding::Reflection>{});
+    }
+  };
+  if (i32) {
+    with_pad(int32_t{});
+  } else {
+    with_pad(int64_t{});
+  }
+}
+
 template <typename T>
 at::Tensor as_opmath(const at::Tensor& t) {
   return t.to(c10::CppTypeToScalarType<T>::value).contiguous();
@@ -380,11 +465,9 @@ at::Tensor local_warp_cpu(const at::Tensor& image, const at::Tensor& params, con
     const int64_t grain = std::max<int64_t>(1, 32768 / (out_w * C));
     const bool i32 = fits_int32(image);
     at::parallel_for(0, B * out_h, grain, [&](int64_t begin, int64_t end) {
-      if (i32) {
-        forward_rows<scalar_t, int32_t>(args, begin, end);
-      } else {
-        forward_rows<scalar_t, int64_t>(args, begin, end);
-      }
+      with_sampling_types(i32, pad, [&](auto index_tag, auto pad_tag) {
+        forward_rows<scalar_t, decltype(index_tag), decltype(pad_tag)::value>(args, begin, end);
+      });
     });
   });
   return out;
@@ -431,11 +514,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> local_warp_backward_cpu(
       const bool i32 = fits_int32(image);
       at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b) {
-          if (i32) {
-            backward_image<scalar_t, int32_t>(args, b);
-          } else {
-            backward_image<scalar_t, int64_t>(args, b);
-          }
+          with_sampling_types(i32, pad, [&](auto index_tag, auto pad_tag) {
+            backward_image<scalar_t, decltype(index_tag), decltype(pad_tag)::value>(args, b);
+          });
         }
       });
     });

@@ -1,0 +1,51 @@
+# Two commands do everything on a fresh machine with Python 3 and a compiler:
+#   make test   set up .venv, build cwarp, run the whole test suite
+#   make demo   set up .venv, build cwarp, run the main job
+# Set FORCE_CUDA=1 (and TORCH_CUDA_ARCH_LIST) to build the CUDA kernels without a GPU.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEPS_STAMP := $(VENV)/.cwarp-deps
+INSTALL_STAMP := $(VENV)/.cwarp-editable
+PYTEST_ARGS ?=
+
+.PHONY: all venv build test demo bench cmake-build check-cuda-build clean
+
+all: build
+
+$(DEPS_STAMP): requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# Editable install of the Python package and its console scripts (cwarp-train,
+# cwarp-probe, cwarp-preview); the extension is built in place below, so
+# rebuilds are incremental (ninja) instead of starting over in a temp dir.
+$(INSTALL_STAMP): $(DEPS_STAMP) pyproject.toml setup.py
+	CWARP_SKIP_EXT=1 $(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	touch $@
+
+venv: $(INSTALL_STAMP)
+
+build: $(INSTALL_STAMP)
+	$(PY) setup.py --quiet build_ext --inplace
+
+test: build
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: build
+	$(PY) benchmarks/warp_throughput.py --quick
+
+bench: build
+	$(PY) benchmarks/warp_throughput.py
+
+# The second build (CMake), checked by loading it and running its op.
+cmake-build: $(DEPS_STAMP)
+	CUDA_HOME=$${CUDA_HOME:-/usr/local/cuda} cmake -S . -B cmake-build -G Ninja \
+	  -DPython3_EXECUTABLE=$(abspath $(PY)) $(if $(filter 1,$(FORCE_CUDA)),-DCWARP_WITH_CUDA=ON,)
+	cmake --build cmake-build
+	$(PY) scripts/cmake_smoke.py cmake-build/_C*.so
+
+clean:
+	rm -rf build cmake-build cwarp/_C*.so

@@ -1,0 +1,52 @@
+"""build_dataset: one entry point from (format, path, split) to a FaceDataset."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from .common import FaceDataset, check_image_size, check_split
+from .fer2013 import load_fer2013
+from .imagefolder import load_imagefolder
+from .rafdb import load_rafdb
+from .synthetic import SyntheticFaces
+
+FORMATS = ("synthetic", "rafdb", "fer2013", "imagefolder")
+
+# Sizes of the synthetic splits when num_samples is not given: enough for a
+# stable linear probe, a few seconds to render.
+SYNTHETIC_SIZES = {"train": 7000, "test": 2100}
+
+
+def build_dataset(format: str, path: Optional[str], split: str, image_size: int, *, cache: bool = True,
+                  skip_corrupt: bool = False, num_samples: Optional[int] = None, seed: int = 0) -> FaceDataset:
+    """The ``split`` ("train" or "test") of a data set, images resized to image_size x image_size.
+
+    format: "synthetic" (path is None or a cache folder), "rafdb" (RAF-DB's
+    basic/ folder), "fer2013" (the Kaggle csv) or "imagefolder"
+    (path/train/CLASS/*, path/test/CLASS/*). cache keeps decoded images in
+    memory (synthetic: saves them under path). skip_corrupt drops unreadable
+    images with one warning instead of raising. num_samples takes a seeded
+    random subset (synthetic: renders that many faces).
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    check_split(split)
+    check_image_size(image_size)
+    if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
+                                    or num_samples < 1):
+        raise ValueError(f"num_samples must be a positive int or None, got {num_samples!r}")
+    if format == "synthetic":
+        if path is not None and os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(f"synthetic: path {path} is a file; give a cache folder or no path")
+        count = num_samples if num_samples is not None else SYNTHETIC_SIZES[split]
+        return SyntheticFaces(count, image_size, seed, split=split, cache_dir=path if cache else None)
+    if path is None:
+        raise ValueError(f"format {format!r} needs a data path")
+    path = os.fspath(path)
+    if format == "rafdb":
+        return load_rafdb(path, split, image_size, cache=cache, skip_corrupt=skip_corrupt,
+                          num_samples=num_samples, seed=seed)
+    if format == "fer2013":
+        return load_fer2013(path, split, image_size, num_samples=num_samples, seed=seed)
+    return load_imagefolder(path, split, image_size, cache=cache, skip_corrupt=skip_corrupt,
+                            num_samples=num_samples, seed=seed)

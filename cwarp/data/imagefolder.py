@@ -1,0 +1,57 @@
+"""A folder per split and a sub-folder per class: PATH/train/CLASS/*.jpg|png and PATH/test/CLASS/*."""
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Tuple
+
+from .common import SPLITS, check_split, subset_indices
+from .decode import IMAGE_EXTENSIONS
+from .files import ImageFiles
+
+
+def _class_dirs(split_dir: str) -> List[str]:
+    if not os.path.isdir(split_dir):
+        return []
+    return [d for d in os.listdir(split_dir)
+            if not d.startswith(".") and os.path.isdir(os.path.join(split_dir, d))]
+
+
+def find_classes(path: str) -> Tuple[str, ...]:
+    """Class names: the sorted union of the class folders of both splits, so labels agree between them."""
+    names = set()
+    for split in SPLITS:
+        names.update(_class_dirs(os.path.join(path, split)))
+    return tuple(sorted(names))
+
+
+def list_images(class_dir: str) -> List[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(os.path.join(dirpath, name) for name in sorted(filenames)
+                     if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS))
+    return found
+
+
+def load_imagefolder(path: str, split: str, image_size: int, *, cache: bool = True, skip_corrupt: bool = False,
+                     num_samples: Optional[int] = None, seed: int = 0) -> ImageFiles:
+    check_split(split)
+    if not os.path.isdir(path):
+        what = "is not a folder" if os.path.exists(path) else "does not exist"
+        raise FileNotFoundError(f"imagefolder: data path {path} {what}")
+    split_dir = os.path.join(path, split)
+    if not os.path.isdir(split_dir):
+        raise FileNotFoundError(f"imagefolder: {split_dir} does not exist; expected PATH/train/CLASS/*.jpg|png "
+                                f"and PATH/test/CLASS/*")
+    classes = find_classes(path)
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        for file in list_images(os.path.join(split_dir, name)):
+            paths.append(file)
+            labels.append(label)
+    if not paths:
+        raise ValueError(f"imagefolder: the {split} split is empty: no {'|'.join(IMAGE_EXTENSIONS)} files in "
+                         f"class folders under {split_dir}")
+    keep = subset_indices(len(paths), num_samples, seed)
+    return ImageFiles([paths[i] for i in keep], [labels[i] for i in keep], classes, channels=3,
+                      image_size=image_size, cache=cache, skip_corrupt=skip_corrupt, source="imagefolder")

@@ -1,0 +1,1 @@
+"""Triton kernels of cwarp: one module per op, imported only when asked for."""

@@ -1,0 +1,201 @@
+"""csrc/warp_math.h, function by function, as @triton.jit helpers.
+
+Same names, same formulas, same order of operations, so the Triton kernels
+sample exactly like the C++ / CUDA kernels and like F.grid_sample. Where the
+C++ function returns through pointers, the helper returns a tuple (value
+first, then what the pointers receive). Enums become constexpr ints:
+KIND 0 = translate, 1 = gaussian; PADDING 0 = zeros, 1 = border,
+2 = reflection (the values of cwarp::WarpKind and cwarp::Padding).
+
+Integer sizes are converted with `* 1.0` rather than `.to()`: Triton turns an
+int argument equal to 1 into a constexpr, which has no `.to()`, and every
+size here is far below 2**24, so the float32 conversion is exact and promotes
+exactly to float64 when the compute type is float64.
+"""
+import triton
+import triton.language as tl
+
+KIND_TRANSLATE = 0
+KIND_GAUSSIAN = 1
+PADDING_ZEROS = 0
+PADDING_BORDER = 1
+PADDING_REFLECTION = 2
+
+KINDS = {"translate": KIND_TRANSLATE, "gaussian": KIND_GAUSSIAN}
+PADDINGS = {"zeros": PADDING_ZEROS, "border": PADDING_BORDER, "reflection": PADDING_REFLECTION}
+
+
+@triton.jit
+def base_coord(i, size, ALIGN_CORNERS: tl.constexpr, DTYPE: tl.constexpr):
+    fi = i.to(DTYPE)
+    fs = size * 1.0
+    if ALIGN_CORNERS:
+        v = -1.0 + 2.0 * fi / (fs - 1.0)
+    else:
+        v = (2.0 * fi + 1.0) / fs - 1.0
+    return tl.where(size <= 1, 0.0, v).to(DTYPE)
+
+
+@triton.jit
+def translate_weight(rho2, r2, m2):
+    u = r2 - rho2
+    t = u / (u + m2)
+    return tl.where(u > 0.0, t * t, 0.0)
+
+
+@triton.jit
+def translate_weight_grad(rho2, r2, m2):
+    """(dw/du, dw/dm2), u = r2 - rho2."""
+    u = r2 - rho2
+    v = u + m2
+    t = u / v
+    two_t_over_v2 = 2.0 * t / (v * v)
+    inside = u > 0.0
+    dw_du = tl.where(inside, two_t_over_v2 * m2, 0.0)
+    dw_dm2 = tl.where(inside, -two_t_over_v2 * u, 0.0)
+    return dw_du, dw_dm2
+
+
+@triton.jit
+def gaussian_weight(rho2, r2):
+    return tl.exp(-rho2 / (2.0 * r2))
+
+
+@triton.jit
+def warp_weight(KIND: tl.constexpr, rho2, r2, m2):
+    if KIND == 0:
+        w = translate_weight(rho2, r2, m2)
+    else:
+        w = gaussian_weight(rho2, r2)
+    return w
+
+
+@triton.jit
+def warp_param_grad(KIND: tl.constexpr, ex, ey, r, dx, dy, gx, gy):
+    """This warp's dL/d(cx, cy, r, dx, dy) at one position (C++ adds them into grad[0..4])."""
+    rho2 = ex * ex + ey * ey
+    r2 = r * r
+    m2 = dx * dx + dy * dy
+    gw = -(gx * dx + gy * dy)
+    if KIND == 0:
+        dw_du, dw_dm2 = translate_weight_grad(rho2, r2, m2)
+        w = translate_weight(rho2, r2, m2)
+        dw_drho2 = -dw_du
+        dw_dr2 = dw_du
+    else:
+        w = gaussian_weight(rho2, r2)
+        inv_2r2 = 1.0 / (2.0 * r2)
+        dw_drho2 = -w * inv_2r2
+        dw_dr2 = w * rho2 * inv_2r2 / r2
+        dw_dm2 = 0.0
+    g_rho2 = gw * dw_drho2
+    g_cx = -2.0 * g_rho2 * ex
+    g_cy = -2.0 * g_rho2 * ey
+    g_r = 2.0 * gw * dw_dr2 * r
+    g_dx = 2.0 * gw * dw_dm2 * dx - w * gx
+    g_dy = 2.0 * gw * dw_dm2 * dy - w * gy
+    return g_cx, g_cy, g_r, g_dx, g_dy
+
+
+@triton.jit
+def unnormalize(coord, size, ALIGN_CORNERS: tl.constexpr):
+    """(pixel coordinate, d pixel / d coord)."""
+    fs = size * 1.0
+    if ALIGN_CORNERS:
+        scale = (fs - 1.0) / 2.0
+        x = ((coord + 1.0) / 2.0) * (fs - 1.0)
+    else:
+        scale = fs / 2.0
+        x = ((coord + 1.0) * fs - 1.0) / 2.0
+    return x, scale
+
+
+@triton.jit
+def clip_coord(x, size):
+    """Clamp to [0, size - 1]; (value, d out / d in). NaN stays NaN, with gradient 0."""
+    hi = (size - 1) * 1.0
+    lo_side = x <= 0.0
+    hi_side = x >= hi
+    out = tl.where(lo_side, 0.0, tl.where(hi_side, hi, x))
+    grad = tl.where(lo_side | hi_side, 0.0, tl.where(x == x, 1.0, 0.0))
+    return out, grad
+
+
+@triton.jit
+def reflect_coord(x, twice_low, twice_high):
+    """Reflect into [twice_low / 2, twice_high / 2]; (value, sign of d out / d in).
+    Float `%` is fmod (LLVM frem; numpy fmod in the interpreter), as in C++."""
+    lo = twice_low * 0.5
+    span = (twice_high - twice_low) * 0.5
+    y = x - lo
+    neg = y < 0.0
+    sign = tl.where(neg, -1.0, 1.0)
+    y = tl.where(neg, -y, y)
+    extra = y % span
+    flips = tl.floor(y / span)
+    even = (flips % 2.0) == 0.0
+    grad = tl.where(even, sign, -sign)
+    out = tl.where(even, extra + lo, span - extra + lo)
+    degenerate = twice_low == twice_high
+    return tl.where(degenerate, 0.0, out), tl.where(degenerate, 0.0, grad)
+
+
+@triton.jit
+def safe_coord(x):
+    limit = 2147483646.0
+    return tl.where((x > -limit) & (x < limit), x, -100.0)
+
+
+@triton.jit
+def source_index(coord, size, PADDING: tl.constexpr, ALIGN_CORNERS: tl.constexpr):
+    """Normalized coordinate -> padded pixel coordinate; (value, d value / d coord)."""
+    x, scale = unnormalize(coord, size, ALIGN_CORNERS)
+    g = 1.0
+    if PADDING == 1:
+        x, g = clip_coord(x, size)
+    elif PADDING == 2:
+        if ALIGN_CORNERS:
+            x, g_reflect = reflect_coord(x, 0, 2 * (size - 1))
+        else:
+            x, g_reflect = reflect_coord(x, -1, 2 * size - 1)
+        x, g_clip = clip_coord(x, size)
+        g = g_reflect * g_clip
+    safe = safe_coord(x).to(coord.dtype)
+    grad = tl.where(safe == x, g * scale, 0.0).to(coord.dtype)
+    return safe, grad
+
+
+@triton.jit
+def bilinear(ix, iy, w, h):
+    """The Bilinear struct as a tuple:
+    (x0, y0, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1), x0 / y0 int32."""
+    fx0 = tl.floor(ix)
+    fy0 = tl.floor(iy)
+    x0 = fx0.to(tl.int32)
+    y0 = fy0.to(tl.int32)
+    wx0 = fx0 + 1.0 - ix
+    wx1 = ix - fx0
+    wy0 = fy0 + 1.0 - iy
+    wy1 = iy - fy0
+    fw = w * 1.0
+    fh = h * 1.0
+    vx0 = (fx0 >= 0.0) & (fx0 < fw)
+    vx1 = (fx0 >= -1.0) & (fx0 + 1.0 < fw)
+    vy0 = (fy0 >= 0.0) & (fy0 < fh)
+    vy1 = (fy0 >= -1.0) & (fy0 + 1.0 < fh)
+    return x0, y0, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1
+
+
+@triton.jit
+def bilinear_coord_grad(wx0, wx1, wy0, wy1, v00, v01, v10, v11):
+    """(d sample / d ix, d sample / d iy); invalid corners pass 0."""
+    d_ix = (v01 - v00) * wy0 + (v11 - v10) * wy1
+    d_iy = (v10 - v00) * wx0 + (v11 - v01) * wx1
+    return d_ix, d_iy
+
+
+@triton.jit
+def apply_affine(a, b, c, d, e, f, qx, qy):
+    sx = a * qx + b * qy + c
+    sy = d * qx + e * qy + f
+    return sx, sy

@@ -1,0 +1,506 @@
+"""cwarp.local_warp in Triton: kernels, host wrappers and the custom ops.
+
+Ops (torch.library.triton_op, so torch.compile sees the kernels):
+  cwarp::local_warp_triton(image, params, theta, out_h, out_w, kind, padding_mode, align_corners)
+  cwarp::local_warp_backward_triton(grad_out, image, params, theta, kind, padding_mode,
+                                    align_corners, output_mask) -> (grad_image, grad_params, grad_theta)
+with the semantics of SPEC.md §2 and of the C++ ops cwarp::local_warp /
+cwarp::local_warp_backward (same argument order, same empty results for the
+gradients output_mask does not ask for).
+
+Work layout, as in csrc/cuda/warp_kernel.cu: program `pid` handles BLOCK output
+pixels of image pid // cdiv(Ho * Wo, BLOCK), so every program belongs to one
+image and reduces the parameter / theta gradients of its pixels to one
+partial per component. The partials are summed in a fixed order on the host
+side (torch.sum), so those gradients are always deterministic; the image
+gradient uses float atomics, or 64-bit fixed-point integer atomics (order
+independent, hence deterministic) when torch.are_deterministic_algorithms_enabled().
+
+The interpreter (TRITON_INTERPRET=1) is chosen by @triton.jit when a function
+is decorated: for triton.language's own helpers (tl.cdiv, the combine
+functions of tl.sum) that is when triton is first imported. So the variable
+must be set before triton is first imported in the process; on CPU tensors
+the kernels only run interpreted, and a half-interpreted setup (variable set
+after `import triton`) is refused with a clear error instead of failing
+inside a kernel.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch._prims_common import suggest_memory_format
+
+from cwarp import _checks
+from cwarp.triton._common import (KINDS, PADDINGS, apply_affine, base_coord, bilinear, bilinear_coord_grad,
+                                  source_index, warp_param_grad, warp_weight)
+
+__all__ = ["local_warp", "local_warp_forward", "local_warp_backward", "INTERPRETED"]
+
+# Whether the kernels below were built as interpreted functions (decided by
+# @triton.jit at import time from TRITON_INTERPRET).
+INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
+
+
+def _is_interpreted(fn) -> bool:
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(fn, InterpretedFunction)
+
+
+# TRITON_INTERPRET=1 set after triton itself was imported: our kernels are
+# interpreted but tl.cdiv / tl.sum's helpers are not, and cannot run.
+_HALF_INTERPRETED: bool = INTERPRETED and not _is_interpreted(tl.cdiv)
+
+_FWD_OP = "cwarp::local_warp_triton"
+_BWD_OP = "cwarp::local_warp_backward_triton"
+_MIN_BLOCK = 64 if INTERPRETED else 128
+
+
+def _configs():
+    if INTERPRETED:
+        # The interpreter runs each program in numpy: one small fixed block.
+        return [triton.Config({"BLOCK": _MIN_BLOCK}, num_warps=1)]
+    return [triton.Config({"BLOCK": block}, num_warps=warps)
+            for block, warps in ((128, 4), (256, 4), (256, 8), (512, 4), (512, 8), (1024, 8))]
+
+
+_AUTOTUNE_KEY = ["C", "H", "W", "Ho", "Wo", "K"]
+# Sizes are never specialized: an int argument equal to 1 would become a constexpr.
+_SIZES = ["C", "H", "W", "Ho", "Wo", "K"]
+
+
+@triton.jit
+def _warp_field(prm_ptr, K, px, py, KIND: tl.constexpr):
+    """q = p - sum_k w_k(p) d_k; prm_ptr points at this image's (K, 5) params."""
+    qx = px
+    qy = py
+    for k in range(K):
+        cx = tl.load(prm_ptr + 5 * k)
+        cy = tl.load(prm_ptr + 5 * k + 1)
+        r = tl.load(prm_ptr + 5 * k + 2)
+        dx = tl.load(prm_ptr + 5 * k + 3)
+        dy = tl.load(prm_ptr + 5 * k + 4)
+        ex = px - cx
+        ey = py - cy
+        w = warp_weight(KIND, ex * ex + ey * ey, r * r, dx * dx + dy * dy)
+        qx -= w * dx
+        qy -= w * dy
+    return qx, qy
+
+
+@triton.jit
+def _load_affine(th_ptr, b, HAS_THETA: tl.constexpr):
+    if HAS_THETA:
+        t = th_ptr + 6 * b
+        a = tl.load(t)
+        bb = tl.load(t + 1)
+        c = tl.load(t + 2)
+        d = tl.load(t + 3)
+        e = tl.load(t + 4)
+        f = tl.load(t + 5)
+    else:
+        a = 1.0
+        bb = 0.0
+        c = 0.0
+        d = 0.0
+        e = 1.0
+        f = 0.0
+    return a, bb, c, d, e, f
+
+
+@triton.jit
+def _pixels(pid, Ho, Wo, BLOCK: tl.constexpr, INDEX64: tl.constexpr):
+    """This program's image b (int64), its pixels' rows / columns and mask."""
+    n_prog = tl.cdiv(Ho * Wo, BLOCK)
+    b = pid // n_prog
+    # 32-bit pixel math unless the sizes need 64 (64-bit division is slow on GPUs).
+    if INDEX64:
+        pix = (pid % n_prog) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    else:
+        pix = (pid % n_prog).to(tl.int32) * BLOCK + tl.arange(0, BLOCK)
+    live = pix < Ho * Wo
+    return b, pix // Wo, pix % Wo, live
+
+
+@triton.autotune(configs=_configs(), key=_AUTOTUNE_KEY)
+@triton.jit(do_not_specialize=_SIZES)
+def _local_warp_fwd_kernel(
+    in_ptr, out_ptr, prm_ptr, th_ptr,
+    C, H, W, Ho, Wo, K,
+    in_sb, in_sc, in_sh, in_sw, out_sb, out_sc, out_sh, out_sw,
+    KIND: tl.constexpr, PADDING: tl.constexpr, ALIGN_CORNERS: tl.constexpr, HAS_THETA: tl.constexpr,
+    INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    CT = prm_ptr.dtype.element_ty  # the compute type: float32, or float64 for float64 images
+    b, i, j, live = _pixels(tl.program_id(0).to(tl.int64), Ho, Wo, BLOCK, INDEX64)
+    px = base_coord(j, Wo, ALIGN_CORNERS, CT)
+    py = base_coord(i, Ho, ALIGN_CORNERS, CT)
+    qx, qy = _warp_field(prm_ptr + b * K * 5, K, px, py, KIND)
+    a, bb, c, d, e, f = _load_affine(th_ptr, b, HAS_THETA)
+    sx, sy = apply_affine(a, bb, c, d, e, f, qx, qy)
+    ix, _gx = source_index(sx, W, PADDING, ALIGN_CORNERS)
+    iy, _gy = source_index(sy, H, PADDING, ALIGN_CORNERS)
+    x0, y0, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1 = bilinear(ix, iy, W, H)
+    if INDEX64:
+        x0 = x0.to(tl.int64)
+        y0 = y0.to(tl.int64)
+    base = y0 * in_sh + x0 * in_sw
+    m00 = live & vx0 & vy0
+    m01 = live & vx1 & vy0
+    m10 = live & vx0 & vy1
+    m11 = live & vx1 & vy1
+    w00 = wx0 * wy0
+    w01 = wx1 * wy0
+    w10 = wx0 * wy1
+    w11 = wx1 * wy1
+    src = in_ptr + b * in_sb + base
+    dst = out_ptr + b * out_sb + i * out_sh + j * out_sw
+    for ch in range(C):
+        s = src + ch * in_sc
+        v = (tl.load(s, mask=m00, other=0.0).to(CT) * w00
+             + tl.load(s + in_sw, mask=m01, other=0.0).to(CT) * w01
+             + tl.load(s + in_sh, mask=m10, other=0.0).to(CT) * w10
+             + tl.load(s + in_sh + in_sw, mask=m11, other=0.0).to(CT) * w11)
+        tl.store(dst + ch * out_sc, v.to(out_ptr.dtype.element_ty), mask=live)
+
+
+@triton.jit
+def _scatter(gimg_ptr, gfix_ptr, off, v, mask, scale, DETERMINISTIC: tl.constexpr):
+    if DETERMINISTIC:
+        fixed = tl.floor(v.to(tl.float64) * scale + 0.5).to(tl.int64)
+        tl.atomic_add(gfix_ptr + off, fixed, mask=mask, sem="relaxed")
+    else:
+        tl.atomic_add(gimg_ptr + off, v, mask=mask, sem="relaxed")
+
+
+@triton.autotune(configs=_configs(), key=_AUTOTUNE_KEY,
+                 # Autotuning runs the kernel several times: start every run from zero.
+                 reset_to_zero=["gimg_ptr", "gfix_ptr", "part_ptr"])
+@triton.jit(do_not_specialize=_SIZES)
+def _local_warp_bwd_kernel(
+    go_ptr, in_ptr, prm_ptr, th_ptr, gimg_ptr, gfix_ptr, scale_ptr, part_ptr,
+    C, H, W, Ho, Wo, K, n_slots,
+    go_sb, go_sc, go_sh, go_sw, in_sb, in_sc, in_sh, in_sw,
+    KIND: tl.constexpr, PADDING: tl.constexpr, ALIGN_CORNERS: tl.constexpr, HAS_THETA: tl.constexpr,
+    NEED_IMAGE: tl.constexpr, NEED_PARAMS: tl.constexpr, NEED_THETA: tl.constexpr,
+    DETERMINISTIC: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    CT = prm_ptr.dtype.element_ty
+    pid = tl.program_id(0).to(tl.int64)
+    b, i, j, live = _pixels(pid, Ho, Wo, BLOCK, INDEX64)
+    prm_b = prm_ptr + b * K * 5
+    px = base_coord(j, Wo, ALIGN_CORNERS, CT)
+    py = base_coord(i, Ho, ALIGN_CORNERS, CT)
+    qx, qy = _warp_field(prm_b, K, px, py, KIND)
+    a, bb, c, d, e, f = _load_affine(th_ptr, b, HAS_THETA)
+    sx, sy = apply_affine(a, bb, c, d, e, f, qx, qy)
+    ix, gmx = source_index(sx, W, PADDING, ALIGN_CORNERS)
+    iy, gmy = source_index(sy, H, PADDING, ALIGN_CORNERS)
+    x0, y0, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1 = bilinear(ix, iy, W, H)
+    if INDEX64:
+        x0 = x0.to(tl.int64)
+        y0 = y0.to(tl.int64)
+    base = b * in_sb + y0 * in_sh + x0 * in_sw
+    m00 = live & vx0 & vy0
+    m01 = live & vx1 & vy0
+    m10 = live & vx0 & vy1
+    m11 = live & vx1 & vy1
+    w00 = wx0 * wy0
+    w01 = wx1 * wy0
+    w10 = wx0 * wy1
+    w11 = wx1 * wy1
+    scale = 1.0
+    if DETERMINISTIC:
+        scale = tl.load(scale_ptr)
+    go = go_ptr + b * go_sb + i * go_sh + j * go_sw
+    d_ix = tl.zeros([BLOCK], CT)
+    d_iy = tl.zeros([BLOCK], CT)
+    for ch in range(C):
+        g = tl.load(go + ch * go_sc, mask=live, other=0.0).to(CT)
+        off = base + ch * in_sc
+        if NEED_IMAGE:
+            _scatter(gimg_ptr, gfix_ptr, off, w00 * g, m00, scale, DETERMINISTIC)
+            _scatter(gimg_ptr, gfix_ptr, off + in_sw, w01 * g, m01, scale, DETERMINISTIC)
+            _scatter(gimg_ptr, gfix_ptr, off + in_sh, w10 * g, m10, scale, DETERMINISTIC)
+            _scatter(gimg_ptr, gfix_ptr, off + in_sh + in_sw, w11 * g, m11, scale, DETERMINISTIC)
+        if NEED_PARAMS or NEED_THETA:
+            v00 = tl.load(in_ptr + off, mask=m00, other=0.0).to(CT)
+            v01 = tl.load(in_ptr + off + in_sw, mask=m01, other=0.0).to(CT)
+            v10 = tl.load(in_ptr + off + in_sh, mask=m10, other=0.0).to(CT)
+            v11 = tl.load(in_ptr + off + in_sh + in_sw, mask=m11, other=0.0).to(CT)
+            gx, gy = bilinear_coord_grad(wx0, wx1, wy0, wy1, v00, v01, v10, v11)
+            d_ix += g * gx
+            d_iy += g * gy
+
+    if NEED_PARAMS or NEED_THETA:
+        # Pixels past the end must add nothing, even where q is NaN.
+        gsx = tl.where(live, d_ix * gmx, 0.0)
+        gsy = tl.where(live, d_iy * gmy, 0.0)
+        # Partials: (B, n_slots, 5 K + 6), this program's slot = pid % cdiv(Ho Wo, BLOCK).
+        n_comp = 5 * K + 6
+        part = part_ptr + (b * n_slots + pid % tl.cdiv(Ho * Wo, BLOCK)) * n_comp
+        if NEED_THETA:
+            qxm = tl.where(live, qx, 0.0)
+            qym = tl.where(live, qy, 0.0)
+            tl.store(part + 5 * K, tl.sum(gsx * qxm, axis=0))
+            tl.store(part + 5 * K + 1, tl.sum(gsx * qym, axis=0))
+            tl.store(part + 5 * K + 2, tl.sum(gsx, axis=0))
+            tl.store(part + 5 * K + 3, tl.sum(gsy * qxm, axis=0))
+            tl.store(part + 5 * K + 4, tl.sum(gsy * qym, axis=0))
+            tl.store(part + 5 * K + 5, tl.sum(gsy, axis=0))
+        if NEED_PARAMS:
+            # dL/dq = A^T dL/ds
+            gqx = a * gsx + d * gsy
+            gqy = bb * gsx + e * gsy
+            for k in range(K):
+                cx = tl.load(prm_b + 5 * k)
+                cy = tl.load(prm_b + 5 * k + 1)
+                r = tl.load(prm_b + 5 * k + 2)
+                dx = tl.load(prm_b + 5 * k + 3)
+                dy = tl.load(prm_b + 5 * k + 4)
+                g_cx, g_cy, g_r, g_dx, g_dy = warp_param_grad(KIND, px - cx, py - cy, r, dx, dy, gqx, gqy)
+                # gq is 0 past the end, but 0 * NaN is not: mask the products too.
+                tl.store(part + 5 * k, tl.sum(tl.where(live, g_cx, 0.0), axis=0))
+                tl.store(part + 5 * k + 1, tl.sum(tl.where(live, g_cy, 0.0), axis=0))
+                tl.store(part + 5 * k + 2, tl.sum(tl.where(live, g_r, 0.0), axis=0))
+                tl.store(part + 5 * k + 3, tl.sum(tl.where(live, g_dx, 0.0), axis=0))
+                tl.store(part + 5 * k + 4, tl.sum(tl.where(live, g_dy, 0.0), axis=0))
+
+
+# ----------------------------------------------------------------------------
+# Host side
+# ----------------------------------------------------------------------------
+
+def _opmath(image: torch.Tensor) -> torch.dtype:
+    return torch.float64 if image.dtype == torch.float64 else torch.float32
+
+
+def _fits_int32(t: torch.Tensor, n_pix: int) -> bool:
+    # Largest in-image offset plus the out-of-range slack of the corners
+    # (|x0|, |y0| <= 101 past the edge before the mask applies), as in C++.
+    max_off = sum((t.shape[d] - 1) * t.stride(d) for d in range(1, 4))
+    slack = 128 * (t.stride(2) + t.stride(3))
+    return max_off + slack < 2**31 - 1 and n_pix < 2**31 - 1024
+
+
+def _empty_like_format(ref: torch.Tensor, shape, dtype=None) -> torch.Tensor:
+    return ref.new_empty(shape, dtype=dtype).contiguous(memory_format=suggest_memory_format(ref))
+
+
+def _require_runnable(op: str, device: torch.device) -> None:
+    if _HALF_INTERPRETED:
+        raise RuntimeError(
+            f"{op}(): TRITON_INTERPRET=1 was set after triton was imported, so only part of Triton runs "
+            "interpreted; set it before the first `import triton` of the process (e.g. in the "
+            "environment or at the top of conftest.py)")
+    if device.type == "cpu" and not INTERPRETED:
+        raise RuntimeError(
+            f"{op}(): the Triton backend runs CPU tensors only under the Triton interpreter; set "
+            "TRITON_INTERPRET=1 before cwarp.triton.warp is first imported, move the tensors to "
+            "CUDA, or use backend='cpp'")
+    if device.type not in ("cpu", "cuda"):
+        raise RuntimeError(f"{op}(): the Triton backend supports CUDA tensors (and CPU tensors under "
+                           f"TRITON_INTERPRET=1), got device {device}")
+
+
+def _check(op, image, params, theta, kind, padding_mode):
+    _checks.check_local_warp_inputs(op, image, params, theta)
+    _checks.check_choice(op, "kind", kind, _checks.KINDS)
+    _checks.check_choice(op, "padding_mode", padding_mode, _checks.PADDING_MODES)
+
+
+def local_warp_forward(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.Tensor], out_h: int,
+                       out_w: int, kind: str, padding_mode: str, align_corners: bool) -> torch.Tensor:
+    """Launches the forward kernel (the body of cwarp::local_warp_triton)."""
+    _check(_FWD_OP, image, params, theta, kind, padding_mode)
+    _checks.check_out_size(_FWD_OP, out_h, out_w)
+    B, C, H, W = image.shape
+    out = _empty_like_format(image, (B, C, out_h, out_w))
+    if out.numel() == 0:
+        return out
+    _require_runnable(_FWD_OP, image.device)
+    ct = _opmath(image)
+    prm = params.to(ct).contiguous()
+    th = theta.to(ct).reshape(B, 6).contiguous() if theta is not None else prm
+    n_pix = out_h * out_w
+    index64 = not (_fits_int32(image, n_pix) and _fits_int32(out, n_pix))
+    grid = lambda meta: (B * triton.cdiv(n_pix, meta["BLOCK"]),)  # noqa: E731
+    torch.library.wrap_triton(_local_warp_fwd_kernel)[grid](
+        image, out, prm, th,
+        C, H, W, out_h, out_w, params.shape[1],
+        *image.stride(), *out.stride(),
+        KIND=KINDS[kind], PADDING=PADDINGS[padding_mode], ALIGN_CORNERS=bool(align_corners),
+        HAS_THETA=theta is not None, INDEX64=index64,
+    )
+    return out
+
+
+def _fixed_point_scale(grad_out: torch.Tensor, n_pix: int) -> torch.Tensor:
+    """Power-of-two scale (a device scalar, no host sync) for the fixed-point
+    image gradient: |a pixel's sum| <= Ho Wo max|grad_out| stays below 2**62.
+    0 when grad_out is not finite (then the image gradient comes out NaN)."""
+    bound = grad_out.abs().amax().to(torch.float64) * n_pix + 1.0
+    _, exp = torch.frexp(bound)
+    scale = torch.ldexp(torch.ones_like(bound), 62 - exp)
+    return torch.where(torch.isfinite(bound), scale, torch.zeros_like(scale)).reshape(1)
+
+
+def local_warp_backward(grad_out: torch.Tensor, image: torch.Tensor, params: torch.Tensor,
+                        theta: Optional[torch.Tensor], kind: str, padding_mode: str, align_corners: bool,
+                        output_mask: Sequence[bool]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Launches the backward kernel (the body of cwarp::local_warp_backward_triton)."""
+    _check(_BWD_OP, image, params, theta, kind, padding_mode)
+    _check_grad_out(_BWD_OP, grad_out, image)
+    B, C, H, W = image.shape
+    K = params.shape[1]
+    out_h, out_w = grad_out.shape[2], grad_out.shape[3]
+    n_pix = out_h * out_w
+    ct = _opmath(image)
+    want_image = bool(output_mask[0])
+    want_params = bool(output_mask[1])
+    want_theta = bool(output_mask[2]) and theta is not None
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    # The image gradient shares the image's strides: one offset addresses both.
+    image = image.contiguous(memory_format=suggest_memory_format(image))
+
+    gimg = torch.zeros_like(image, dtype=ct) if want_image and not deterministic else None
+    gfix = torch.zeros_like(image, dtype=torch.int64) if want_image and deterministic else None
+    n_slots = triton.cdiv(n_pix, _MIN_BLOCK)  # programs per image at the smallest block
+    n_comp = 5 * K + 6
+    need_coord = (want_params and K > 0) or want_theta
+    part = image.new_zeros((B, n_slots, n_comp), dtype=ct) if need_coord else None
+
+    if B > 0 and C > 0 and (want_image or need_coord):
+        _require_runnable(_BWD_OP, image.device)
+        prm = params.to(ct).contiguous()
+        th = theta.to(ct).reshape(B, 6).contiguous() if theta is not None else prm
+        scale = _fixed_point_scale(grad_out, n_pix) if gfix is not None else prm
+        dummy = prm  # a valid pointer for the arguments this launch does not use
+        index64 = not (_fits_int32(image, n_pix) and _fits_int32(grad_out, n_pix))
+        grid = lambda meta: (B * triton.cdiv(n_pix, meta["BLOCK"]),)  # noqa: E731
+        torch.library.wrap_triton(_local_warp_bwd_kernel)[grid](
+            grad_out, image, prm, th,
+            gimg if gimg is not None else dummy.new_zeros(1),
+            gfix if gfix is not None else dummy.new_zeros(1, dtype=torch.int64),
+            scale,
+            part if part is not None else dummy.new_zeros(1),
+            C, H, W, out_h, out_w, K, n_slots,
+            *grad_out.stride(), *image.stride(),
+            KIND=KINDS[kind], PADDING=PADDINGS[padding_mode], ALIGN_CORNERS=bool(align_corners),
+            HAS_THETA=theta is not None, NEED_IMAGE=want_image, NEED_PARAMS=want_params and K > 0,
+            NEED_THETA=want_theta, DETERMINISTIC=gfix is not None, INDEX64=index64,
+        )
+        if gfix is not None:
+            gimg = torch.where(scale > 0, gfix.to(torch.float64) / scale, torch.nan).to(ct)
+    elif want_image:
+        gimg = torch.zeros_like(image, dtype=ct)
+
+    grad_image = gimg.to(image.dtype) if want_image else image.new_empty((0,))
+    if want_params:
+        if part is not None and K > 0:
+            grad_params = part[:, :, :5 * K].sum(dim=1, dtype=torch.float64).reshape(B, K, 5).to(params.dtype)
+        else:
+            grad_params = torch.zeros_like(params)
+    else:
+        grad_params = params.new_empty((0,))
+    if want_theta:
+        grad_theta = part[:, :, 5 * K:].sum(dim=1, dtype=torch.float64).reshape(B, 2, 3).to(theta.dtype)
+    else:
+        grad_theta = params.new_empty((0,))
+    return grad_image, grad_params, grad_theta
+
+
+def _check_grad_out(op, grad_out, image):
+    torch._check_value(grad_out.dim() == 4 and grad_out.shape[0] == image.shape[0]
+                       and grad_out.shape[1] == image.shape[1],
+                       lambda: f"{op}(): expected grad_out of shape (B, C, Ho, Wo) with B, C = "
+                               f"{image.shape[0]}, {image.shape[1]}, got {list(grad_out.shape)}")
+    torch._check_type(grad_out.dtype == image.dtype,
+                      lambda: f"{op}(): expected grad_out of the image's dtype {image.dtype}, got {grad_out.dtype}")
+    torch._check(grad_out.device == image.device,
+                 lambda: f"{op}(): expected grad_out on the image's device {image.device}, got {grad_out.device}")
+
+
+# ----------------------------------------------------------------------------
+# Custom ops
+# ----------------------------------------------------------------------------
+
+# On the GPU the ops are triton_ops: under torch.compile, Inductor sees the
+# kernels themselves (functional decomposition through wrap_triton). Under
+# the interpreter that decomposition cannot work: wrap_triton hands back the
+# interpreted kernel as it is, and Inductor then launches it on fake tensors
+# ("Attempted to access the data pointer on an invalid python storage"). So
+# there the ops are plain custom ops, opaque to Inductor, with the same
+# schema, fakes and autograd; torch.compile(fullgraph=True) traces them
+# without graph breaks either way.
+_register_op = torch.library.custom_op if INTERPRETED else torch.library.triton_op
+
+
+@_register_op(_FWD_OP, mutates_args=())
+def local_warp_triton(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.Tensor], out_h: int,
+                      out_w: int, kind: str, padding_mode: str, align_corners: bool) -> torch.Tensor:
+    return local_warp_forward(image, params, theta, out_h, out_w, kind, padding_mode, align_corners)
+
+
+@_register_op(_BWD_OP, mutates_args=())
+def local_warp_backward_triton(grad_out: torch.Tensor, image: torch.Tensor, params: torch.Tensor,
+                               theta: Optional[torch.Tensor], kind: str, padding_mode: str, align_corners: bool,
+                               output_mask: List[bool]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return local_warp_backward(grad_out, image, params, theta, kind, padding_mode, align_corners, output_mask)
+
+
+# triton_op registers the function itself as the fake kernel (wrap_triton
+# makes the launches a no-op on fake tensors); custom_op registers none.
+# Explicit fakes (shapes and checks only) serve both, and are cheaper.
+@local_warp_triton.register_fake
+def _local_warp_triton_fake(image, params, theta, out_h, out_w, kind, padding_mode, align_corners):
+    _check(_FWD_OP, image, params, theta, kind, padding_mode)
+    _checks.check_out_size(_FWD_OP, out_h, out_w)
+    return _empty_like_format(image, (image.shape[0], image.shape[1], out_h, out_w))
+
+
+@local_warp_backward_triton.register_fake
+def _local_warp_backward_triton_fake(grad_out, image, params, theta, kind, padding_mode, align_corners,
+                                     output_mask):
+    _check(_BWD_OP, image, params, theta, kind, padding_mode)
+    _check_grad_out(_BWD_OP, grad_out, image)
+    grad_image = _empty_like_format(image, image.shape) if output_mask[0] else image.new_empty((0,))
+    grad_params = params.new_empty(params.shape) if output_mask[1] else params.new_empty((0,))
+    if output_mask[2] and theta is not None:
+        grad_theta = theta.new_empty(theta.shape)
+    else:
+        grad_theta = params.new_empty((0,))
+    return grad_image, grad_params, grad_theta
+
+
+def _setup_context(ctx, inputs, output):
+    image, params, theta, out_h, out_w, kind, padding_mode, align_corners = inputs
+    ctx.kind, ctx.padding_mode, ctx.align_corners = kind, padding_mode, align_corners
+    ctx.has_theta = theta is not None
+    ctx.save_for_backward(image, params, theta)
+
+
+def _backward(ctx, grad_out):
+    image, params, theta = ctx.saved_tensors
+    need_image, need_params, need_theta = ctx.needs_input_grad[:3]
+    mask = [need_image, need_params, need_theta and ctx.has_theta]
+    if not any(mask):
+        return (None,) * 8
+    grad_image, grad_params, grad_theta = torch.ops.cwarp.local_warp_backward_triton(
+        grad_out, image, params, theta, ctx.kind, ctx.padding_mode, ctx.align_corners, mask)
+    return (grad_image if mask[0] else None, grad_params if mask[1] else None,
+            grad_theta if mask[2] else None, None, None, None, None, None)
+
+
+local_warp_triton.register_autograd(_backward, setup_context=_setup_context)
+
+
+def local_warp(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.Tensor], out_h: int, out_w: int,
+               kind: str, padding_mode: str, align_corners: bool) -> torch.Tensor:
+    """cwarp.local_warp(..., backend="triton"): the custom op, after the device check."""
+    _require_runnable("cwarp.local_warp", image.device)
+    return torch.ops.cwarp.local_warp_triton(image, params, theta, out_h, out_w, kind, padding_mode,
+                                             align_corners)
