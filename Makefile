@@ -35,7 +35,7 @@ test: build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: build
-	$(PY) benchmarks/warp_throughput.py --quick
+	$(PY) -m cwarp.demo
 
 bench: build
 	$(PY) benchmarks/warp_throughput.py

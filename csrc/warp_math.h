@@ -20,11 +20,9 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define CWARP_FLOOR ::floor
-#define CWARP_FMOD ::fmod
 #define CWARP_EXP ::exp
 #else
 #define CWARP_FLOOR std::floor
-#define CWARP_FMOD std::fmod
 #define CWARP_EXP std::exp
 #endif
 
@@ -143,8 +141,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE T clip_coord(T in, int64_t size, T* grad) {
 }
 
 // Reflect `in` into [twice_low / 2, twice_high / 2]; *grad receives the sign.
-// Non-finite input is returned unchanged for safe_coord to catch: fmod of an
-// infinity is NaN, and its parity is meaningless.
+// Non-finite input comes out NaN (inf - inf) for safe_coord to catch.
 template <typename T>
 C10_HOST_DEVICE C10_ALWAYS_INLINE T reflect_coord(T in, int64_t twice_low, int64_t twice_high, T* grad) {
   if (twice_low == twice_high) {
@@ -156,10 +153,17 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE T reflect_coord(T in, int64_t twice_low, int64
   const T shifted = in - lo;
   const T sign = shifted < T(0) ? T(-1) : T(1);
   const T x = shifted < T(0) ? -shifted : shifted;
-  const T extra = CWARP_FMOD(x, span);
+  // x - flips * span rather than fmod: fmod is a called routine on the GPU
+  // (a stack frame, spills in the double kernels) and a libm call on the CPU
+  // (no vectorization). Where x / span rounds across an integer the two
+  // differ by a rounding error, and the reflection is continuous at that fold,
+  // so the result moves by no more than that error.
   const T flips = CWARP_FLOOR(x / span);
-  // Parity from the float itself: casting a huge float to int would overflow.
-  const bool even = CWARP_FMOD(flips, T(2)) == T(0);
+  const T extra = x - flips * span;
+  // Parity from the float itself (casting a huge float to int would
+  // overflow), without a second fmod: flips is integer-valued, so halving,
+  // flooring and doubling it are exact.
+  const bool even = CWARP_FLOOR(flips * T(0.5)) * T(2) == flips;
   *grad = even ? sign : -sign;
   return even ? extra + lo : span - extra + lo;
 }

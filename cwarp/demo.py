@@ -29,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The demo's budget, sized for 2 CPU cores and 15 minutes in all. Both methods
 # get exactly these settings; only --method differs. See cwarp.train.DEFAULTS
 # and the README section "Why these defaults" for the recipe itself.
-DEMO_RECIPE: Dict[str, object] = dict(image_size=48, num_train=2000, epochs=4, batch_size=128, probe_test=1400)
+DEMO_RECIPE: Dict[str, object] = dict(image_size=48, num_train=1500, epochs=3, batch_size=128, probe_test=1400)
 
 
 def demo_config(method: str, out: str, *, seed: int = 0, arch: Optional[str] = None,

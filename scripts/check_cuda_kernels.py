@@ -24,11 +24,21 @@ from typing import Dict, List, Optional
 
 # Every CUDA kernel of csrc/cuda/warp_kernel.cu; other ops append theirs.
 REQUIRED_KERNELS = (
+    # local_warp (csrc/cuda/warp_kernel.cu)
     "local_warp_forward_kernel",
     "local_warp_backward_kernel",
     "reduce_partials_kernel",
     "fixed_point_scale_kernel",
     "fixed_point_to_float_kernel",
+    # contrastive loss (csrc/cuda/contrastive_kernel.cu)
+    "contrastive_kernel_cu",
+    "forward_rows_kernel",
+    "backward_rows_kernel",
+    "forward_in_batch_kernel",
+    "backward_in_batch_p_kernel",
+    "backward_in_batch_z_kernel",
+    # view rendering (csrc/cuda/augment_kernel.cu)
+    "augment_views_kernel",
 )
 
 _ARCH = re.compile(r"^arch = sm_(\d+)")

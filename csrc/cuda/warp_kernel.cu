@@ -133,7 +133,7 @@ __device__ __forceinline__ T corner(const scalar_t* src, index_t o) {
 // ----------------------------------------------------------------------------
 
 template <typename scalar_t, typename index_t>
-__global__ void __launch_bounds__(kThreads) local_warp_forward_kernel(
+__global__ void __launch_bounds__(kThreads, 1) local_warp_forward_kernel(
     const scalar_t* __restrict__ in, scalar_t* __restrict__ out, const at::opmath_type<scalar_t>* __restrict__ params,
     const at::opmath_type<scalar_t>* __restrict__ theta, WarpConfig cfg, Strides<index_t> in_s,
     Strides<index_t> out_s) {

@@ -124,16 +124,16 @@ def clip_coord(x, size):
 @triton.jit
 def reflect_coord(x, twice_low, twice_high):
     """Reflect into [twice_low / 2, twice_high / 2]; (value, sign of d out / d in).
-    Float `%` is fmod (LLVM frem; numpy fmod in the interpreter), as in C++."""
+    x - floor(x / span) * span, as csrc/warp_math.h writes it (not fmod)."""
     lo = twice_low * 0.5
     span = (twice_high - twice_low) * 0.5
     y = x - lo
     neg = y < 0.0
     sign = tl.where(neg, -1.0, 1.0)
     y = tl.where(neg, -y, y)
-    extra = y % span
     flips = tl.floor(y / span)
-    even = (flips % 2.0) == 0.0
+    extra = y - flips * span
+    even = tl.floor(flips * 0.5) * 2.0 == flips
     grad = tl.where(even, sign, -sign)
     out = tl.where(even, extra + lo, span - extra + lo)
     degenerate = twice_low == twice_high
