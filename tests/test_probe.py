@@ -199,3 +199,19 @@ def test_console_script_prints_error_instead_of_traceback(tmp_path, monkeypatch,
         main()
     assert exit_info.value.code == 2
     assert "cwarp-probe: error: checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without CUDA")
+def test_cuda_device_without_cuda(tmp_path):
+    with pytest.raises(RuntimeError, match="--device cuda was asked for but CUDA is not available"):
+        main(["--random-init", "--device", "cuda", "--out", str(tmp_path / "x.json"), *SMALL])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_features_match_cpu():
+    torch.manual_seed(0)
+    faces = TensorFaces(torch.randint(0, 256, (6, 3, 24, 24), dtype=torch.uint8), torch.zeros(6), ("x",))
+    model = build_backbone("convnet-small", 3, 24)
+    cpu = extract_features(model, faces, 4, "cpu", progress=False)
+    gpu = extract_features(model, faces, 4, "cuda", progress=False)
+    assert gpu.device.type == "cpu" and torch.allclose(cpu, gpu, atol=1e-3, rtol=1e-3)

@@ -10,7 +10,7 @@ distance over one pixel, clamp(0.5 - d / pixel, 0, 1), the box-filtered
 coverage of a straight edge. Large shapes use the first-order distance of
 their implicit function, f / |grad f|, which needs no square root.
 
-Speed, about 4x over a plain version of the same drawing:
+Speed (three to five times that of a plain version of the same drawing):
 - everything drawn before the light is mirror-symmetric, so only the right
   half of the canvas is drawn, then mirrored;
 - boundaries that depend on x or y alone live on broadcast rows/columns, so a
@@ -413,8 +413,8 @@ def _background(ws: _Workspace, p: Dict[str, Tensor], out: Tensor) -> Tensor:
     return out.add_(field.unsqueeze(1))
 
 
-def _render_batch(ws: _Workspace, p: Dict[str, Tensor], out: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-    """Render into ``out`` (B, 3, S, S); returns the landmarks (B, 5, 2)."""
+def _render_batch(ws: _Workspace, p: Dict[str, Tensor], out: Tensor, noise: Tensor) -> Tensor:
+    """Render into ``out`` (B, 3, S, S) with unit Gaussian ``noise`` (B, S, S); returns the landmarks (B, 5, 2)."""
     b, _, size, _ = out.shape
     device = out.device
     g = face_geometry(p)
@@ -436,7 +436,7 @@ def _render_batch(ws: _Workspace, p: Dict[str, Tensor], out: Tensor, generator: 
     # Sensor noise: one Gaussian field per face, mirrored differently for each
     # channel, so the three channels are uncorrelated pixel by pixel at a third
     # of the cost of drawing the random numbers.
-    noise = ws.get("noise", (b, size, size), device).normal_(generator=generator).mul_(_c(p["noise"]))
+    noise = torch.mul(noise, _c(p["noise"]), out=ws.get("noise", (b, size, size), device))
     out[:, 0].add_(noise)
     out[:, 1].add_(noise.flip(-1))
     out[:, 2].add_(noise.flip(-2))
@@ -446,24 +446,29 @@ def _render_batch(ws: _Workspace, p: Dict[str, Tensor], out: Tensor, generator: 
     return (g["landmarks"] @ a.transpose(1, 2)) + t.unsqueeze(1)
 
 
-def render_faces(params: Dict[str, Tensor], image_size: int, generator: Optional[torch.Generator] = None,
-                 workspace: Optional[_Workspace] = None) -> Tuple[Tensor, Tensor]:
+def render_faces(params: Dict[str, Tensor], image_size: int, generator: Optional[torch.Generator] = None, *,
+                 noise: Optional[Tensor] = None, workspace: Optional[_Workspace] = None) -> Tuple[Tensor, Tensor]:
     """Render faces described by ``params`` (see cwarp.data.synthetic.sample_face_params).
 
     Returns images float32 (B, 3, S, S) in [0, 1] and landmarks float32 (B, 5, 2)
     in image coordinates normalized like grid_sample (x right, y down, [-1, 1]).
-    The pixel noise is drawn from ``generator``. Passing the same ``workspace``
-    (render.new_workspace()) to successive calls reuses scratch memory.
+    The pixel noise is ``noise`` (B, S, S) of unit variance, scaled per face,
+    or else drawn from ``generator``. Passing the same ``workspace``
+    (new_workspace()) to successive calls reuses scratch memory.
     """
     device = params["au"].device
     b = params["au"].shape[0]
+    if noise is None:
+        noise = torch.randn(b, image_size, image_size, generator=generator, device=device)
+    if noise.shape != (b, image_size, image_size):
+        raise ValueError(f"noise must be ({b}, {image_size}, {image_size}), got {tuple(noise.shape)}")
     ws = workspace if workspace is not None else _Workspace()
     images = torch.empty(b, 3, image_size, image_size, device=device)
     landmarks = torch.empty(b, 5, 2, device=device)
     for start in range(0, b, _SUBBATCH):
         part = {key: value[start:start + _SUBBATCH] for key, value in params.items()}
         stop = start + part["au"].shape[0]
-        landmarks[start:stop] = _render_batch(ws, part, images[start:stop], generator)
+        landmarks[start:stop] = _render_batch(ws, part, images[start:stop], noise[start:stop])
     return images, landmarks
 
 

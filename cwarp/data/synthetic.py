@@ -101,7 +101,6 @@ def sample_face_params(labels: Tensor, g: torch.Generator) -> Dict[str, Tensor]:
     p["glasses_on"] = (torch.rand(n, generator=g) < 0.25).float()
     p["glass_w"], p["glass_h"], p["frame_t"] = u(0.14, 0.17), u(0.09, 0.12), u(0.012, 0.025)
     p["frame"] = _pick(g, _FRAME_COLORS, n, 0.1)
-    p["shirt"] = u(0.0, 1.0, 3)
     # pose
     p["angle"] = torch.deg2rad(u(-20.0, 20.0))
     p["scale"], p["shift"] = u(0.82, 1.12), u(-0.12, 0.12, 2)
@@ -132,7 +131,9 @@ def render_chunk(seed: int, split: str, chunk: int, image_size: int, count: int 
     labels = (torch.arange(CHUNK) % len(EXPRESSIONS))[torch.randperm(CHUNK, generator=g)]
     params = sample_face_params(labels, g)
     params = {key: value[:count] for key, value in params.items()}
-    images, landmarks = render_faces(params, image_size, g, workspace)
+    # Noise for the whole chunk, so that a face's pixels never depend on how many follow it.
+    noise = torch.randn(CHUNK, image_size, image_size, generator=g)[:count]
+    images, landmarks = render_faces(params, image_size, noise=noise, workspace=workspace)
     images = images.mul_(255.0).round_().to(torch.uint8)
     return images, labels[:count], landmarks, params["au"]
 
