@@ -16,6 +16,7 @@ kNN and retrieval use the same standardized features as the linear probe.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pickle
@@ -44,6 +45,23 @@ DEFAULT_MEAN = {3: (0.485, 0.456, 0.406), 1: (0.449,)}
 DEFAULT_STD = {3: (0.229, 0.224, 0.225), 1: (0.226,)}
 
 CONFIG_KEYS = ("arch", "image_size", "in_channels")
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Run the probe's arithmetic on one intra-op thread, whatever torch was set to.
+
+    Its L-BFGS fits are thousands of small products and its eigendecomposition
+    many small parallel regions: on an idle machine more threads gain little,
+    on a busy one every region waits for a descheduled worker (measured: 14 s
+    on one thread, 97 s on two, with one other process running).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -362,6 +380,11 @@ def evaluate_features(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: 
     rows = true class), weight_decay, val_acc (per weight decay tried),
     n_train, n_test, feature_dim.
     """
+    with _one_thread():
+        return _evaluate(train_x, train_y, test_x, test_y, num_classes, seed, class_names)
+
+
+def _evaluate(train_x, train_y, test_x, test_y, num_classes, seed, class_names) -> dict:
     train_x, train_y = _check_split(train_x, train_y, "train")
     test_x, test_y = _check_split(test_x, test_y, "test")
     if train_x.shape[1] != test_x.shape[1]:
