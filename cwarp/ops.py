@@ -15,35 +15,45 @@ from torch._prims_common import suggest_memory_format
 
 from cwarp import _checks, _extension
 
-__all__ = ["local_warp_op"]
+__all__ = ["local_warp_op", "local_warp_fake", "local_warp_backward_fake", "register_local_warp_autograd",
+           "empty_like_format"]
 
 
-def _empty_like_format(ref: torch.Tensor, shape) -> torch.Tensor:
-    # The kernels write in the input's memory format (NCHW or channels_last),
-    # and the fakes must promise the same strides.
-    return ref.new_empty(shape).contiguous(memory_format=suggest_memory_format(ref))
+def empty_like_format(ref: torch.Tensor, shape, dtype=None) -> torch.Tensor:
+    """Empty tensor in ref's memory format (NCHW or channels_last): the
+    kernels write in the input's format, and the fakes must promise the same."""
+    return ref.new_empty(shape, dtype=dtype).contiguous(memory_format=suggest_memory_format(ref))
 
 
-def _local_warp_fake(image, params, theta, out_h, out_w, kind, padding_mode, align_corners):
-    op = "cwarp::local_warp"
-    _checks.check_local_warp_inputs(op, image, params, theta, symbolic=True)
-    _checks.check_out_size(op, out_h, out_w, symbolic=True)
+def check_local_warp_args(op, image, params, theta, kind, padding_mode, symbolic=True) -> None:
+    _checks.check_local_warp_inputs(op, image, params, theta, symbolic=symbolic)
     _checks.check_choice(op, "kind", kind, _checks.KINDS)
     _checks.check_choice(op, "padding_mode", padding_mode, _checks.PADDING_MODES)
-    return _empty_like_format(image, (image.shape[0], image.shape[1], out_h, out_w))
 
 
-def _local_warp_backward_fake(grad_out, image, params, theta, kind, padding_mode, align_corners, output_mask):
-    op = "cwarp::local_warp_backward"
-    _checks.check_local_warp_inputs(op, image, params, theta, symbolic=True)
-    _checks.check_local_warp_grad_out(op, grad_out, image, symbolic=True)
-    grad_image = _empty_like_format(image, image.shape) if output_mask[0] else image.new_empty((0,))
-    grad_params = params.new_empty(params.shape) if output_mask[1] else params.new_empty((0,))
-    if output_mask[2] and theta is not None:
-        grad_theta = theta.new_empty(theta.shape)
-    else:
-        grad_theta = params.new_empty((0,))
-    return grad_image, grad_params, grad_theta
+def local_warp_fake(op: str):
+    """The fake kernel of a local_warp forward op (C++ or Triton): checks, shape, strides."""
+    def fake(image, params, theta, out_h, out_w, kind, padding_mode, align_corners):
+        check_local_warp_args(op, image, params, theta, kind, padding_mode)
+        _checks.check_out_size(op, out_h, out_w, symbolic=True)
+        return empty_like_format(image, (image.shape[0], image.shape[1], out_h, out_w))
+    return fake
+
+
+def local_warp_backward_fake(op: str):
+    """The fake kernel of a local_warp backward op: gradients where output_mask
+    asks, empty (numel 0) tensors elsewhere and for a theta that is None."""
+    def fake(grad_out, image, params, theta, kind, padding_mode, align_corners, output_mask):
+        check_local_warp_args(op, image, params, theta, kind, padding_mode)
+        _checks.check_local_warp_grad_out(op, grad_out, image, symbolic=True)
+        grad_image = empty_like_format(image, image.shape) if output_mask[0] else image.new_empty((0,))
+        grad_params = params.new_empty(params.shape) if output_mask[1] else params.new_empty((0,))
+        if output_mask[2] and theta is not None:
+            grad_theta = theta.new_empty(theta.shape)
+        else:
+            grad_theta = params.new_empty((0,))
+        return grad_image, grad_params, grad_theta
+    return fake
 
 
 def _local_warp_setup_context(ctx, inputs, output):
@@ -55,16 +65,21 @@ def _local_warp_setup_context(ctx, inputs, output):
     ctx.save_for_backward(image, params, theta)
 
 
-def _local_warp_backward(ctx, grad_out):
-    image, params, theta = ctx.saved_tensors
-    need_image, need_params, need_theta = ctx.needs_input_grad[:3]
-    mask = [need_image, need_params, need_theta and ctx.has_theta]
-    if not any(mask):
-        return (None,) * 8
-    grad_image, grad_params, grad_theta = torch.ops.cwarp.local_warp_backward(
-        grad_out, image, params, theta, ctx.kind, ctx.padding_mode, ctx.align_corners, mask)
-    return (grad_image if mask[0] else None, grad_params if mask[1] else None,
-            grad_theta if mask[2] else None, None, None, None, None, None)
+def register_local_warp_autograd(forward_op, backward_op) -> None:
+    """Autograd of a local_warp forward op through its backward op; only the
+    gradients autograd asks for are computed."""
+    def backward(ctx, grad_out):
+        image, params, theta = ctx.saved_tensors
+        need_image, need_params, need_theta = ctx.needs_input_grad[:3]
+        mask = [need_image, need_params, need_theta and ctx.has_theta]
+        if not any(mask):
+            return (None,) * 8
+        grad_image, grad_params, grad_theta = backward_op(
+            grad_out, image, params, theta, ctx.kind, ctx.padding_mode, ctx.align_corners, mask)
+        return (grad_image if mask[0] else None, grad_params if mask[1] else None,
+                grad_theta if mask[2] else None, None, None, None, None, None)
+
+    torch.library.register_autograd(forward_op, backward, setup_context=_local_warp_setup_context)
 
 
 def local_warp_op(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.Tensor], out_h: int,
@@ -75,7 +90,6 @@ def local_warp_op(image: torch.Tensor, params: torch.Tensor, theta: Optional[tor
 
 
 if _extension.available():
-    torch.library.register_fake("cwarp::local_warp")(_local_warp_fake)
-    torch.library.register_fake("cwarp::local_warp_backward")(_local_warp_backward_fake)
-    torch.library.register_autograd("cwarp::local_warp", _local_warp_backward,
-                                    setup_context=_local_warp_setup_context)
+    torch.library.register_fake("cwarp::local_warp")(local_warp_fake("cwarp::local_warp"))
+    torch.library.register_fake("cwarp::local_warp_backward")(local_warp_backward_fake("cwarp::local_warp_backward"))
+    register_local_warp_autograd("cwarp::local_warp", lambda *args: torch.ops.cwarp.local_warp_backward(*args))

@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 from torch._prims_common import suggest_memory_format
 
-from cwarp import _checks
+from cwarp import _checks, ops
 from cwarp.triton._common import (KINDS, PADDINGS, apply_affine, base_coord, bilinear, bilinear_coord_grad,
                                   source_index, warp_param_grad, warp_weight)
 
@@ -286,10 +286,6 @@ def _fits_int32(t: torch.Tensor, n_pix: int) -> bool:
     return max_off + slack < 2**31 - 1 and n_pix < 2**31 - 1024
 
 
-def _empty_like_format(ref: torch.Tensor, shape, dtype=None) -> torch.Tensor:
-    return ref.new_empty(shape, dtype=dtype).contiguous(memory_format=suggest_memory_format(ref))
-
-
 def _require_runnable(op: str, device: torch.device) -> None:
     if _HALF_INTERPRETED:
         raise RuntimeError(
@@ -306,19 +302,13 @@ def _require_runnable(op: str, device: torch.device) -> None:
                            f"TRITON_INTERPRET=1), got device {device}")
 
 
-def _check(op, image, params, theta, kind, padding_mode):
-    _checks.check_local_warp_inputs(op, image, params, theta)
-    _checks.check_choice(op, "kind", kind, _checks.KINDS)
-    _checks.check_choice(op, "padding_mode", padding_mode, _checks.PADDING_MODES)
-
-
 def local_warp_forward(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.Tensor], out_h: int,
                        out_w: int, kind: str, padding_mode: str, align_corners: bool) -> torch.Tensor:
     """Launches the forward kernel (the body of cwarp::local_warp_triton)."""
-    _check(_FWD_OP, image, params, theta, kind, padding_mode)
+    ops.check_local_warp_args(_FWD_OP, image, params, theta, kind, padding_mode)
     _checks.check_out_size(_FWD_OP, out_h, out_w)
     B, C, H, W = image.shape
-    out = _empty_like_format(image, (B, C, out_h, out_w))
+    out = ops.empty_like_format(image, (B, C, out_h, out_w))
     if out.numel() == 0:
         return out
     _require_runnable(_FWD_OP, image.device)
@@ -352,8 +342,8 @@ def local_warp_backward(grad_out: torch.Tensor, image: torch.Tensor, params: tor
                         theta: Optional[torch.Tensor], kind: str, padding_mode: str, align_corners: bool,
                         output_mask: Sequence[bool]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Launches the backward kernel (the body of cwarp::local_warp_backward_triton)."""
-    _check(_BWD_OP, image, params, theta, kind, padding_mode)
-    _check_grad_out(_BWD_OP, grad_out, image)
+    ops.check_local_warp_args(_BWD_OP, image, params, theta, kind, padding_mode)
+    _checks.check_local_warp_grad_out(_BWD_OP, grad_out, image, symbolic=True)
     B, C, H, W = image.shape
     K = params.shape[1]
     out_h, out_w = grad_out.shape[2], grad_out.shape[3]
@@ -413,17 +403,6 @@ def local_warp_backward(grad_out: torch.Tensor, image: torch.Tensor, params: tor
     return grad_image, grad_params, grad_theta
 
 
-def _check_grad_out(op, grad_out, image):
-    torch._check_value(grad_out.dim() == 4 and grad_out.shape[0] == image.shape[0]
-                       and grad_out.shape[1] == image.shape[1],
-                       lambda: f"{op}(): expected grad_out of shape (B, C, Ho, Wo) with B, C = "
-                               f"{image.shape[0]}, {image.shape[1]}, got {list(grad_out.shape)}")
-    torch._check_type(grad_out.dtype == image.dtype,
-                      lambda: f"{op}(): expected grad_out of the image's dtype {image.dtype}, got {grad_out.dtype}")
-    torch._check(grad_out.device == image.device,
-                 lambda: f"{op}(): expected grad_out on the image's device {image.device}, got {grad_out.device}")
-
-
 # ----------------------------------------------------------------------------
 # Custom ops
 # ----------------------------------------------------------------------------
@@ -454,48 +433,10 @@ def local_warp_backward_triton(grad_out: torch.Tensor, image: torch.Tensor, para
 
 # triton_op registers the function itself as the fake kernel (wrap_triton
 # makes the launches a no-op on fake tensors); custom_op registers none.
-# Explicit fakes (shapes and checks only) serve both, and are cheaper.
-@local_warp_triton.register_fake
-def _local_warp_triton_fake(image, params, theta, out_h, out_w, kind, padding_mode, align_corners):
-    _check(_FWD_OP, image, params, theta, kind, padding_mode)
-    _checks.check_out_size(_FWD_OP, out_h, out_w)
-    return _empty_like_format(image, (image.shape[0], image.shape[1], out_h, out_w))
-
-
-@local_warp_backward_triton.register_fake
-def _local_warp_backward_triton_fake(grad_out, image, params, theta, kind, padding_mode, align_corners,
-                                     output_mask):
-    _check(_BWD_OP, image, params, theta, kind, padding_mode)
-    _check_grad_out(_BWD_OP, grad_out, image)
-    grad_image = _empty_like_format(image, image.shape) if output_mask[0] else image.new_empty((0,))
-    grad_params = params.new_empty(params.shape) if output_mask[1] else params.new_empty((0,))
-    if output_mask[2] and theta is not None:
-        grad_theta = theta.new_empty(theta.shape)
-    else:
-        grad_theta = params.new_empty((0,))
-    return grad_image, grad_params, grad_theta
-
-
-def _setup_context(ctx, inputs, output):
-    image, params, theta, out_h, out_w, kind, padding_mode, align_corners = inputs
-    ctx.kind, ctx.padding_mode, ctx.align_corners = kind, padding_mode, align_corners
-    ctx.has_theta = theta is not None
-    ctx.save_for_backward(image, params, theta)
-
-
-def _backward(ctx, grad_out):
-    image, params, theta = ctx.saved_tensors
-    need_image, need_params, need_theta = ctx.needs_input_grad[:3]
-    mask = [need_image, need_params, need_theta and ctx.has_theta]
-    if not any(mask):
-        return (None,) * 8
-    grad_image, grad_params, grad_theta = torch.ops.cwarp.local_warp_backward_triton(
-        grad_out, image, params, theta, ctx.kind, ctx.padding_mode, ctx.align_corners, mask)
-    return (grad_image if mask[0] else None, grad_params if mask[1] else None,
-            grad_theta if mask[2] else None, None, None, None, None, None)
-
-
-local_warp_triton.register_autograd(_backward, setup_context=_setup_context)
+# Explicit fakes (shapes and checks only, shared with the C++ ops) serve both.
+local_warp_triton.register_fake(ops.local_warp_fake(_FWD_OP))
+local_warp_backward_triton.register_fake(ops.local_warp_backward_fake(_BWD_OP))
+ops.register_local_warp_autograd(local_warp_triton, local_warp_backward_triton)
 
 
 def local_warp(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.Tensor], out_h: int, out_w: int,
