@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "../host_utils.h"
 #include "../color_math.h"
 #include "../cwarp.h"
 #include "../warp_math.h"
@@ -351,16 +352,6 @@ void mean_gray_prepass(const at::Tensor& src, float* out) {
   });
 }
 
-// Whether every corner offset of one image fits in 32 bits; corners are
-// formed as y0 * sh + x0 * sw with |x0|, |y0| <= 101 beyond the image before
-// the validity mask applies, hence the slack.
-bool fits_int32(const at::Tensor& t) {
-  int64_t max_off = 0;
-  for (int d = 1; d < 4; ++d) max_off += (t.size(d) - 1) * t.stride(d);
-  const int64_t slack = 128 * (t.stride(2) + t.stride(3));
-  return max_off + slack < std::numeric_limits<int32_t>::max();
-}
-
 template <typename src_t, typename out_t>
 void launch(const AugmentArgs& a, bool i32) {
   const AugmentConfig& cfg = a.cfg;
@@ -409,7 +400,7 @@ at::Tensor augment_views_cpu(const at::Tensor& src, const at::Tensor& theta, con
   a.sh = src.stride(2);
   a.sw = src.stride(3);
   a.cfg = AugmentConfig{B, V, C, src.size(2), src.size(3), size, warps.size(2), k, pad};
-  const bool i32 = fits_int32(src);
+  const bool i32 = offsets_fit_int32(src);
   if (out_dtype == at::kFloat) {
     u8 ? launch<uint8_t, float>(a, i32) : launch<float, float>(a, i32);
   } else {

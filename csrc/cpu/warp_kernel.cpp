@@ -27,6 +27,7 @@
 
 #include "../checks.h"
 #include "../cwarp.h"
+#include "../host_utils.h"
 #include "../warp_math.h"
 
 namespace cwarp {
@@ -400,16 +401,6 @@ void backward_image(const BackwardArgs<scalar_t>& a, int64_t b) {
 constexpr const char* kFwd = "cwarp::local_warp";
 constexpr const char* kBwd = "cwarp::local_warp_backward";
 
-// Largest element offset inside one image; decides 32- or 64-bit offsets.
-inline bool fits_int32(const at::Tensor& t) {
-  int64_t max_off = 0;
-  for (int d = 1; d < 4; ++d) max_off += (t.size(d) - 1) * t.stride(d);
-  // Corner offsets are formed as y0 * sh + x0 * sw with |x0|, |y0| <= 101 out
-  // of range before the validity mask applies: leave room for that.
-  const int64_t slack = 128 * (t.stride(2) + t.stride(3));
-  return max_off + slack < std::numeric_limits<int32_t>::max();
-}
-
 // Calls f(index_t{}, std::integral_constant<Padding, P>{}) for the runtime
 // choices: the kernels are compiled for each (offset width, padding mode).
 template <typename F>
@@ -429,11 +420,6 @@ void with_sampling_types(bool i32, Padding pad, F&& f) {
   } else {
     with_pad(int64_t{});
   }
-}
-
-template <typename T>
-at::Tensor as_opmath(const at::Tensor& t) {
-  return t.to(c10::CppTypeToScalarType<T>::value).contiguous();
 }
 
 WarpConfig make_config(const at::Tensor& image, int64_t K, int64_t out_h, int64_t out_w, WarpKind kind,
@@ -463,7 +449,7 @@ at::Tensor local_warp_cpu(const at::Tensor& image, const at::Tensor& params, con
                                Strides(image), Strides(out)};
     // About 32k output values per task keeps the scheduling cost negligible.
     const int64_t grain = std::max<int64_t>(1, 32768 / (out_w * C));
-    const bool i32 = fits_int32(image);
+    const bool i32 = offsets_fit_int32(image);
     at::parallel_for(0, B * out_h, grain, [&](int64_t begin, int64_t end) {
       with_sampling_types(i32, pad, [&](auto index_tag, auto pad_tag) {
         forward_rows<scalar_t, decltype(index_tag), decltype(pad_tag)::value>(args, begin, end);
@@ -511,7 +497,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> local_warp_backward_cpu(
           make_config(image, K, out_h, out_w, k, pad, align_corners),
           Strides(grad_out),
           Strides(image)};
-      const bool i32 = fits_int32(image);
+      const bool i32 = offsets_fit_int32(image);
       at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b) {
           with_sampling_types(i32, pad, [&](auto index_tag, auto pad_tag) {

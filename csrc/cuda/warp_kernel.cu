@@ -35,6 +35,7 @@
 #include <limits>
 
 #include "../checks.h"
+#include "../host_utils.h"
 #include "../warp_math.h"
 
 namespace cwarp {
@@ -361,21 +362,6 @@ bool pixels_fit_int32(int64_t out_h, int64_t out_w) {
   return out_h * out_w < int64_t(std::numeric_limits<int32_t>::max()) - kThreads;
 }
 
-// Whether every in-image offset of `t` (plus the out-of-range slack of the
-// bilinear corners, formed before the validity mask applies: |x0|, |y0| <=
-// 101 past the edge) fits in int32.
-bool fits_int32(const at::Tensor& t) {
-  int64_t max_off = 0;
-  for (int d = 1; d < 4; ++d) max_off += (t.size(d) - 1) * t.stride(d);
-  const int64_t slack = 128 * (t.stride(2) + t.stride(3));
-  return max_off + slack < std::numeric_limits<int32_t>::max();
-}
-
-template <typename T>
-at::Tensor as_opmath(const at::Tensor& t) {
-  return t.to(c10::CppTypeToScalarType<T>::value).contiguous();
-}
-
 dim3 grid_for(int64_t n_pix, int64_t B) {
   return dim3(static_cast<unsigned>((n_pix + kThreads - 1) / kThreads),
               static_cast<unsigned>(std::min<int64_t>(B, kMaxGridY)));
@@ -399,7 +385,7 @@ at::Tensor local_warp_cuda(const at::Tensor& image, const at::Tensor& params, co
   at::Tensor out = at::empty({B, C, out_h, out_w}, image.options().memory_format(image.suggest_memory_format()));
   if (out.numel() == 0) return out;
   const bool has_theta = theta.has_value() && theta->defined();
-  const bool i32 = fits_int32(image) && fits_int32(out) && pixels_fit_int32(out_h, out_w);
+  const bool i32 = offsets_fit_int32(image) && offsets_fit_int32(out) && pixels_fit_int32(out_h, out_w);
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "cwarp_local_warp_cuda", [&] {
@@ -471,7 +457,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> local_warp_backward_cuda(
                                                     fix_scale.mutable_data_ptr<double>(), n_pix);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
-    const bool i32 = fits_int32(image) && fits_int32(grad_out) && pixels_fit_int32(out_h, out_w);
+    const bool i32 = offsets_fit_int32(image) && offsets_fit_int32(grad_out) && pixels_fit_int32(out_h, out_w);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "cwarp_local_warp_backward_cuda",
                                     [&] {
       using T = at::opmath_type<scalar_t>;
