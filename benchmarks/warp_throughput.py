@@ -124,20 +124,17 @@ def kornia_setup(image, params, size):
 
 
 def bench_case(mode: str, batch: int, size: int, dtype, device, min_run_time: float, rows: List[common.Row],
-               contenders: Optional[set] = None):
+               contenders: Optional[set] = None, rounds: int = 3):
     image, params, grad_out = make_inputs(batch, size, dtype, device)
     case = f"{mode} B={batch} {C}x{size}x{size} K={K}"
     dname = str(dtype).replace("torch.", "")
     want = (lambda name: contenders is None or name in contenders)
 
+    fns, notes = {}, {}
+
     def add(name, fn, note=""):
-        if not want(name):
-            return
-        try:
-            t = common.time_fn(fn, device, min_run_time)
-            rows.append(common.Row(case, name, dname, t, batch, note))
-        except Exception as exc:  # a contender that cannot run here is reported, not hidden
-            rows.append(common.Row(case, name, dname, None, batch, f"failed: {type(exc).__name__}: {exc}"[:120]))
+        if want(name):
+            fns[name], notes[name] = fn, note
 
     cl = image.contiguous(memory_format=torch.channels_last)
     if mode == "fwd":
@@ -166,6 +163,11 @@ def bench_case(mode: str, batch: int, size: int, dtype, device, min_run_time: fl
                 add("kornia remap", fwd_bwd(kfn, image, params, grad_out), "grid_sample of precomputed map")
             except ImportError:
                 pass
+    for name, t in common.time_interleaved(fns, device, min_run_time, rounds).items():
+        if isinstance(t, Exception):  # a contender that cannot run here is reported, not hidden
+            rows.append(common.Row(case, name, dname, None, batch, f"failed: {type(t).__name__}: {t}"[:120]))
+        else:
+            rows.append(common.Row(case, name, dname, t, batch, notes[name]))
 
 
 def memory_probe(size: int = 112) -> List[str]:

@@ -25,6 +25,13 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#define CWARP_PAIR_LOADS 1
+#else
+#define CWARP_PAIR_LOADS 0
+#endif
+
 #include "../checks.h"
 #include "../cwarp.h"
 #include "../host_utils.h"
@@ -69,14 +76,19 @@ struct BackwardArgs {
   Strides go_s, in_s;
 };
 
-// Per-thread buffers for one output row.
+// Validity bits of a pixel's four bilinear corners (RowScratch::mask).
+constexpr int kCorner00 = 1, kCorner01 = 2, kCorner10 = 4, kCorner11 = 8, kAllCorners = 15;
+
+// Per-thread buffers for one output row. A pixel's corners are addressed by
+// one offset (its top-left corner, `base`) and the image's row and column
+// strides, plus a 4-bit mask of the corners inside the image.
 template <typename T, typename index_t>
 struct RowScratch {
   std::vector<T> px, qx, qy, ix, iy, gmx, gmy, w00, w01, w10, w11, gsx, gsy;
-  std::vector<index_t> o00, o01, o10, o11;
+  std::vector<index_t> base, mask;
   explicit RowScratch(int64_t n)
       : px(n), qx(n), qy(n), ix(n), iy(n), gmx(n), gmy(n), w00(n), w01(n), w10(n), w11(n), gsx(n),
-        gsy(n), o00(n), o01(n), o10(n), o11(n) {}
+        gsy(n), base(n), mask(n) {}
 };
 
 template <typename T>
@@ -153,8 +165,9 @@ void warp_row(const WarpConfig& cfg, const T* prm, T py, RowScratch<T, index_t>&
 // scratch. The padding mode is a template argument so that the selects of
 // the chosen mode are all that is left in the loop. The loops take their
 // arrays as __restrict parameters: that, not restrict locals, is what lets
-// GCC vectorize them without aliasing checks.
-template <Padding P, typename T>
+// GCC vectorize them without aliasing checks. The derivatives are stored
+// only when kGrad (the backward's coordinate gradients need them).
+template <Padding P, bool kGrad, typename T>
 CWARP_CPU_MULTIVERSION void source_loop(const Affine<T>& A_, int64_t W, int64_t H, bool ac,
                                         const T* __restrict qx, const T* __restrict qy, T* __restrict ix,
                                         T* __restrict iy, T* __restrict gmx, T* __restrict gmy, int64_t n) {
@@ -164,116 +177,254 @@ CWARP_CPU_MULTIVERSION void source_loop(const Affine<T>& A_, int64_t W, int64_t 
     apply_affine(A, qx[j], qy[j], &sx, &sy);
     ix[j] = source_index(sx, W, P, ac, &gx);
     iy[j] = source_index(sy, H, P, ac, &gy);
-    gmx[j] = gx;
-    gmy[j] = gy;
+    if (kGrad) {
+      gmx[j] = gx;
+      gmy[j] = gy;
+    }
   }
 }
 
-template <Padding P, typename T, typename index_t>
+template <Padding P, bool kGrad, typename T, typename index_t>
 C10_ALWAYS_INLINE void source_row(const WarpConfig& cfg, const Affine<T>& A, RowScratch<T, index_t>& s) {
-  source_loop<P>(A, cfg.W, cfg.H, cfg.align_corners, s.qx.data(), s.qy.data(), s.ix.data(), s.iy.data(),
+  source_loop<P, kGrad>(A, cfg.W, cfg.H, cfg.align_corners, s.qx.data(), s.qy.data(), s.ix.data(), s.iy.data(),
                  s.gmx.data(), s.gmy.data(), cfg.Wo);
 }
 
-// The four corners' offsets and weights of each pixel of the row. Offset -1
-// marks a corner outside the image: it contributes nothing, as in grid_sample.
+// The four corners' weights, the offset of the top-left corner and the mask
+// of the corners inside the image, for each pixel of the row. A corner outside
+// contributes nothing, as in grid_sample.
 // (A separate loop from source_loop: GCC 12 vectorizes each, not their fusion.)
 template <typename T, typename index_t>
 CWARP_CPU_MULTIVERSION void corners_loop(int64_t W, int64_t H, index_t sh, index_t sw, const T* __restrict ix,
                                          const T* __restrict iy, T* __restrict w00, T* __restrict w01,
-                                         T* __restrict w10, T* __restrict w11, index_t* __restrict o00,
-                                         index_t* __restrict o01, index_t* __restrict o10,
-                                         index_t* __restrict o11, int64_t n) {
+                                         T* __restrict w10, T* __restrict w11, index_t* __restrict base,
+                                         index_t* __restrict mask, int64_t n) {
+  const index_t iw = static_cast<index_t>(W), ih = static_cast<index_t>(H);
   for (int64_t j = 0; j < n; ++j) {
     const Bilinear<index_t, T> b = bilinear<index_t>(ix[j], iy[j], W, H);
     w00[j] = b.wx0 * b.wy0;
     w01[j] = b.wx1 * b.wy0;
     w10[j] = b.wx0 * b.wy1;
     w11[j] = b.wx1 * b.wy1;
-    const index_t base = b.y0 * sh + b.x0 * sw;
-    o00[j] = (b.vx0 & b.vy0) ? base : index_t(-1);
-    o01[j] = (b.vx1 & b.vy0) ? base + sw : index_t(-1);
-    o10[j] = (b.vx0 & b.vy1) ? base + sh : index_t(-1);
-    o11[j] = (b.vx1 & b.vy1) ? base + sh + sw : index_t(-1);
+    // Whenever a corner is inside, x0 is in [-1, W - 1] and y0 in [-1, H - 1],
+    // so the clamp changes nothing that is read; it keeps the offset of a far
+    // away pixel (x0 up to 2^31) from overflowing. offsets_fit_int32 leaves
+    // room for the one row and column of overhang.
+    const index_t x0 = std::min(std::max(b.x0, index_t(-1)), iw);
+    const index_t y0 = std::min(std::max(b.y0, index_t(-1)), ih);
+    base[j] = y0 * sh + x0 * sw;
+    mask[j] = index_t(b.vx0 & b.vy0) | (index_t(b.vx1 & b.vy0) << 1) | (index_t(b.vx0 & b.vy1) << 2) |
+              (index_t(b.vx1 & b.vy1) << 3);
   }
 }
 
 template <typename T, typename index_t>
 C10_ALWAYS_INLINE void corners_row(const WarpConfig& cfg, index_t sh, index_t sw, RowScratch<T, index_t>& s) {
   corners_loop(cfg.W, cfg.H, sh, sw, s.ix.data(), s.iy.data(), s.w00.data(), s.w01.data(), s.w10.data(),
-               s.w11.data(), s.o00.data(), s.o01.data(), s.o10.data(), s.o11.data(), cfg.Wo);
+               s.w11.data(), s.base.data(), s.mask.data(), cfg.Wo);
 }
 
-// Value of a corner, 0 outside the image. The load goes to a valid address
-// either way and the select discards it, so there is no branch, and a NaN in
-// the image never leaks into a pixel whose corner lies outside (as
-// multiplying by a zero weight would let it).
+// A pixel's four corner values. All four inside (the mask is kAllCorners for
+// all but the pixels at the image's edge) is the fast case: four plain loads
+// from one offset. Otherwise a corner outside reads as 0 and is never loaded,
+// so a NaN in the image cannot leak into a pixel whose corner lies outside
+// (as multiplying by a zero weight would let it).
+template <typename T>
+struct Corners {
+  T v00, v01, v10, v11;
+};
+
 template <typename T, typename scalar_t, typename index_t>
-C10_ALWAYS_INLINE T corner(const scalar_t* src, index_t o) {
-  const T v = static_cast<T>(src[o >= 0 ? o : index_t(0)]);
-  return o >= 0 ? v : T(0);
+C10_ALWAYS_INLINE Corners<T> load_corners(const scalar_t* src, index_t o, index_t m, index_t sh, index_t sw) {
+  if (C10_LIKELY(m == kAllCorners)) {
+    return {static_cast<T>(src[o]), static_cast<T>(src[o + sw]), static_cast<T>(src[o + sh]),
+            static_cast<T>(src[o + sh + sw])};
+  }
+  return {(m & kCorner00) ? static_cast<T>(src[o]) : T(0), (m & kCorner01) ? static_cast<T>(src[o + sw]) : T(0),
+          (m & kCorner10) ? static_cast<T>(src[o + sh]) : T(0),
+          (m & kCorner11) ? static_cast<T>(src[o + sh + sw]) : T(0)};
 }
 
-// out[c, j] = bilinear sample of channel c at the row's corners. Two loop
-// orders: channel-major for NCHW-like inputs (each channel a contiguous
-// plane), pixel-major when a pixel's channels are adjacent (channels_last).
-// Kept scalar on purpose: without hardware gathers, GCC's vectorized form of
-// this loop extracts every index lane and reinserts every value, and runs
-// about three times slower than the plain loads.
-template <typename T, typename scalar_t, typename index_t>
-CWARP_CPU_MULTIVERSION CWARP_NO_VECTORIZE void gather_plane(const scalar_t* __restrict src, scalar_t* __restrict dst, int64_t ow,
-                                         const T* __restrict w00, const T* __restrict w01,
-                                         const T* __restrict w10, const T* __restrict w11,
-                                         const index_t* __restrict o00, const index_t* __restrict o01,
-                                         const index_t* __restrict o10, const index_t* __restrict o11, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) {
-    const T v = corner<T>(src, o00[j]) * w00[j] + corner<T>(src, o01[j]) * w01[j] +
-                corner<T>(src, o10[j]) * w10[j] + corner<T>(src, o11[j]) * w11[j];
-    dst[j * ow] = static_cast<scalar_t>(v);
+// out[c, j] for one pixel and all its channels.
+template <int kC, typename T, typename scalar_t, typename index_t>
+C10_ALWAYS_INLINE void gather_pixel(const scalar_t* src, index_t sc, index_t sh, index_t sw, int64_t nc,
+                                    scalar_t* out, int64_t oc, T a, T b, T c, T d, index_t o, index_t m) {
+  for (int64_t ch = 0; ch < (kC > 0 ? kC : nc); ++ch) {
+    const Corners<T> v = load_corners<T>(src + ch * sc, o, m, sh, sw);
+    out[ch * oc] = static_cast<scalar_t>(v.v00 * a + v.v01 * b + v.v10 * c + v.v11 * d);
   }
 }
 
-template <typename T, typename scalar_t, typename index_t>
-void gather_row_channel_major(const WarpConfig& cfg, const scalar_t* in_b, index_t sc, scalar_t* out_row,
-                              int64_t oc, int64_t ow, const RowScratch<T, index_t>& s) {
-  for (int64_t c = 0; c < cfg.C; ++c) {
-    gather_plane(in_b + c * sc, out_row + c * oc, ow, s.w00.data(), s.w01.data(), s.w10.data(), s.w11.data(),
-                 s.o00.data(), s.o01.data(), s.o10.data(), s.o11.data(), cfg.Wo);
-  }
+#if CWARP_PAIR_LOADS
+// [p[0], p[1], q[0], q[1]]: two corner pairs, one 64-bit load each.
+C10_ALWAYS_INLINE __m128 load_two_pairs(const float* p, const float* q) {
+  return _mm_castpd_ps(_mm_loadh_pd(_mm_load_sd(reinterpret_cast<const double*>(p)),
+                                    reinterpret_cast<const double*>(q)));
 }
 
-template <typename T, typename scalar_t, typename index_t>
-CWARP_CPU_MULTIVERSION void gather_row_pixel_major(const WarpConfig& cfg, const scalar_t* in_b, index_t sc,
-                                                   scalar_t* out_row, int64_t oc, int64_t ow,
-                                                   const RowScratch<T, index_t>& s) {
-  for (int64_t j = 0; j < cfg.Wo; ++j) {
-    const index_t o00 = s.o00[j], o01 = s.o01[j], o10 = s.o10[j], o11 = s.o11[j];
-    const T w00 = s.w00[j], w01 = s.w01[j], w10 = s.w10[j], w11 = s.w11[j];
-    scalar_t* dst = out_row + j * ow;
-    for (int64_t c = 0; c < cfg.C; ++c) {
-      const scalar_t* src = in_b + c * sc;
-      const T v = corner<T>(src, o00) * w00 + corner<T>(src, o01) * w01 + corner<T>(src, o10) * w10 +
-                  corner<T>(src, o11) * w11;
-      dst[c * oc] = static_cast<scalar_t>(v);
+// Bilinear samples of four pixels of one float plane whose columns are
+// adjacent (column stride 1) and whose corners are all inside: a pixel's
+// corners (x0, x0 + 1) are a 64-bit pair in row y0 and another in row y0 + 1,
+// so 8 loads and 4 shuffles replace 16 scalar loads. The arithmetic is the
+// scalar expression, lane-wise, in the same order (and contracted to FMAs in
+// the same clones), so the result is bitwise that of gather_pixel.
+template <typename index_t>
+C10_ALWAYS_INLINE __m128 sample4_adjacent(const float* s, const index_t* o, index_t sh, __m128 a, __m128 b,
+                                          __m128 c, __m128 d) {
+  const __m128 t01 = load_two_pairs(s + o[0], s + o[1]), t23 = load_two_pairs(s + o[2], s + o[3]);
+  const __m128 u01 = load_two_pairs(s + o[0] + sh, s + o[1] + sh);
+  const __m128 u23 = load_two_pairs(s + o[2] + sh, s + o[3] + sh);
+  const __m128 v00 = _mm_shuffle_ps(t01, t23, _MM_SHUFFLE(2, 0, 2, 0));
+  const __m128 v01 = _mm_shuffle_ps(t01, t23, _MM_SHUFFLE(3, 1, 3, 1));
+  const __m128 v10 = _mm_shuffle_ps(u01, u23, _MM_SHUFFLE(2, 0, 2, 0));
+  const __m128 v11 = _mm_shuffle_ps(u01, u23, _MM_SHUFFLE(3, 1, 3, 1));
+  return v00 * a + v01 * b + v10 * c + v11 * d;
+}
+
+// The three channels of one pixel of a float image whose channels are
+// adjacent (channels_last): a corner's values are one 4-float load, whose
+// fourth lane (the next value in memory) is computed and thrown away. Same
+// expression as gather_pixel, lane-wise, so the same bits.
+template <typename index_t>
+C10_ALWAYS_INLINE __m128 sample_rgb_adjacent(const float* s, index_t o, index_t sh, index_t sw, float a, float b,
+                                             float c, float d) {
+  const __m128 v00 = _mm_loadu_ps(s + o), v01 = _mm_loadu_ps(s + o + sw);
+  const __m128 v10 = _mm_loadu_ps(s + o + sh), v11 = _mm_loadu_ps(s + o + sh + sw);
+  return v00 * _mm_set1_ps(a) + v01 * _mm_set1_ps(b) + v10 * _mm_set1_ps(c) + v11 * _mm_set1_ps(d);
+}
+#endif
+
+// out[c, j] = bilinear sample of channel c, for every pixel j of the row.
+// Pixel-major whatever the layout: a pixel's offset, mask and weights are
+// loaded once for all its channels. kC > 0 fixes the channel count at compile
+// time (1 and 3, the common ones) so the channel loop unrolls; kC = 0 reads C.
+// float planes with adjacent columns (NCHW) take four pixels at a time with
+// pair loads; 3-channel float images with adjacent channels (channels_last)
+// take a pixel's channels as one vector. `max_off` is the largest offset of
+// the image: the vector loads stay at or below it. The rest is scalar on
+// purpose: hardware gathers (AVX2 and
+// AVX-512, measured on Zen 4) are twice as slow as the scalar loads, and GCC's
+// emulated ones are slower still.
+template <int kC, typename T, typename scalar_t, typename index_t>
+CWARP_CPU_MULTIVERSION CWARP_NO_VECTORIZE void gather_row(
+    const scalar_t* __restrict src, index_t sc, index_t sh, index_t sw, int64_t C, scalar_t* __restrict dst,
+    int64_t oc, int64_t ow, const T* __restrict w00, const T* __restrict w01, const T* __restrict w10,
+    const T* __restrict w11, const index_t* __restrict base, const index_t* __restrict mask, int64_t n,
+    int64_t max_off) {
+  int64_t j = 0;
+#if CWARP_PAIR_LOADS
+  if constexpr (std::is_same_v<scalar_t, float> && kC == 3) {
+    if (sc == 1 && oc == 1 && ow == 3) {
+      // The 4-lane store spills into pixel j + 1's first channel, which that
+      // pixel then overwrites; the row's last pixel is stored by the scalar loop.
+      for (; j + 1 < n; ++j) {
+        const index_t o = base[j], m = mask[j];
+        if (C10_LIKELY(m == kAllCorners && o + sh + sw + 3 <= max_off)) {
+          _mm_storeu_ps(dst + 3 * j, sample_rgb_adjacent(src, o, sh, sw, w00[j], w01[j], w10[j], w11[j]));
+        } else {
+          gather_pixel<kC, T>(src, sc, sh, sw, C, dst + 3 * j, oc, w00[j], w01[j], w10[j], w11[j], o, m);
+        }
+      }
     }
+  }
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (sw == 1 && ow == 1) {
+      for (; j + 4 <= n; j += 4) {
+        const index_t* m = mask + j;
+        if (C10_UNLIKELY((m[0] & m[1] & m[2] & m[3]) != kAllCorners)) {  // the image's edge
+          for (int64_t k = j; k < j + 4; ++k) {
+            gather_pixel<kC, T>(src, sc, sh, sw, C, dst + k, oc, w00[k], w01[k], w10[k], w11[k], base[k], mask[k]);
+          }
+          continue;
+        }
+        const __m128 a = _mm_loadu_ps(w00 + j), b = _mm_loadu_ps(w01 + j), c = _mm_loadu_ps(w10 + j),
+                     d = _mm_loadu_ps(w11 + j);
+        for (int64_t ch = 0; ch < (kC > 0 ? kC : C); ++ch) {
+          _mm_storeu_ps(dst + ch * oc + j, sample4_adjacent(src + ch * sc, base + j, sh, a, b, c, d));
+        }
+      }
+    }
+  }
+#endif
+  for (; j < n; ++j) {
+    gather_pixel<kC, T>(src, sc, sh, sw, C, dst + j * ow, oc, w00[j], w01[j], w10[j], w11[j], base[j], mask[j]);
+  }
+}
+
+template <typename T, typename scalar_t, typename index_t>
+void gather_row_any_c(const WarpConfig& cfg, const scalar_t* in_b, const Strides& in_s, scalar_t* out_row,
+                      int64_t oc, int64_t ow, const RowScratch<T, index_t>& s) {
+  const index_t sc = static_cast<index_t>(in_s.c), sh = static_cast<index_t>(in_s.h),
+                sw = static_cast<index_t>(in_s.w);
+  const int64_t max_off = (cfg.C - 1) * in_s.c + (cfg.H - 1) * in_s.h + (cfg.W - 1) * in_s.w;
+  auto run = [&](auto kc) {
+    gather_row<decltype(kc)::value>(in_b, sc, sh, sw, cfg.C, out_row, oc, ow, s.w00.data(), s.w01.data(),
+                                    s.w10.data(), s.w11.data(), s.base.data(), s.mask.data(), cfg.Wo, max_off);
+  };
+  if (cfg.C == 3) {
+    run(std::integral_constant<int, 3>{});
+  } else if (cfg.C == 1) {
+    run(std::integral_constant<int, 1>{});
+  } else {
+    run(std::integral_constant<int, 0>{});
   }
 }
 
 // grad_image[c] += w * grad_out[c] at the row's four corners: the adjoint of
-// gather_plane. Scalar for the same reason, and because a vectorized
+// gather_row, one channel plane at a time, pixels in order.
+//
+// Neighbouring pixels mostly share corners: pixel j's right corners are pixel
+// j + 1's left ones when base[j + 1] == base[j] + 1. A plain read-modify-write
+// would then chain every pixel to the previous one's store through memory
+// (store-to-load forwarding, about twice the FMA's latency). Instead the two
+// right corners stay in registers (`carry`) and the next pixel adds to them
+// there; they are written back before any other access could read them. Each
+// gradient element still receives the same additions in the same order, so
+// the result is bitwise that of the plain loop. Scalar because a vectorized
 // scatter-add would have to resolve pixels that share a corner.
 template <typename T, typename scalar_t, typename index_t>
 CWARP_CPU_MULTIVERSION CWARP_NO_VECTORIZE void scatter_plane(
-    const scalar_t* __restrict go, int64_t gw, T* __restrict dst, const T* __restrict w00,
-    const T* __restrict w01, const T* __restrict w10, const T* __restrict w11, const index_t* __restrict o00,
-    const index_t* __restrict o01, const index_t* __restrict o10, const index_t* __restrict o11, int64_t n) {
+    const scalar_t* __restrict go, int64_t gw, T* __restrict dst, index_t sh, index_t sw,
+    const T* __restrict w00, const T* __restrict w01, const T* __restrict w10, const T* __restrict w11,
+    const index_t* __restrict base, const index_t* __restrict mask, int64_t n) {
+  bool carrying = false;
+  index_t carry_at = 0;  // offset of the carried top corner; the bottom one is carry_at + sh
+  T carry_top = T(0), carry_bottom = T(0);
+#define CWARP_FLUSH_CARRY()               \
+  if (carrying) {                         \
+    dst[carry_at] = carry_top;            \
+    dst[carry_at + sh] = carry_bottom;    \
+    carrying = false;                     \
+  }
   for (int64_t j = 0; j < n; ++j) {
     const T g = static_cast<T>(go[j * gw]);
-    if (o00[j] >= 0) dst[o00[j]] += w00[j] * g;
-    if (o01[j] >= 0) dst[o01[j]] += w01[j] * g;
-    if (o10[j] >= 0) dst[o10[j]] += w10[j] * g;
-    if (o11[j] >= 0) dst[o11[j]] += w11[j] * g;
+    const index_t o = base[j], m = mask[j];
+    if (C10_LIKELY(m == kAllCorners)) {
+      T top, bottom;
+      if (carrying && carry_at == o) {
+        top = carry_top;
+        bottom = carry_bottom;
+      } else {
+        CWARP_FLUSH_CARRY();
+        top = dst[o];
+        bottom = dst[o + sh];
+      }
+      dst[o] = top + w00[j] * g;
+      dst[o + sh] = bottom + w10[j] * g;
+      carry_top = dst[o + sw] + w01[j] * g;
+      carry_bottom = dst[o + sh + sw] + w11[j] * g;
+      carry_at = o + sw;
+      carrying = true;
+      continue;
+    }
+    CWARP_FLUSH_CARRY();
+    if (m & kCorner00) dst[o] += w00[j] * g;
+    if (m & kCorner01) dst[o + sw] += w01[j] * g;
+    if (m & kCorner10) dst[o + sh] += w10[j] * g;
+    if (m & kCorner11) dst[o + sh + sw] += w11[j] * g;
   }
+  CWARP_FLUSH_CARRY();
+#undef CWARP_FLUSH_CARRY
 }
 
 template <typename T, typename index_t>
@@ -291,20 +442,14 @@ void forward_rows(const ForwardArgs<scalar_t>& a, int64_t row_begin, int64_t row
   const WarpConfig& cfg = a.cfg;
   RowScratch<T, index_t> s(cfg.Wo);
   fill_px(cfg, s);
-  const index_t sc = static_cast<index_t>(a.in_s.c);
-  const bool pixel_major = a.in_s.c == 1 && cfg.C > 1;  // channels_last: C values of a pixel adjacent
   for (int64_t row = row_begin; row < row_end; ++row) {
     const int64_t b = row / cfg.Ho, i = row % cfg.Ho;
     warp_row(cfg, a.params + b * cfg.K * 5, base_coord<T>(i, cfg.Ho, cfg.align_corners), s);
-    source_row<P>(cfg, load_affine(a.theta, b), s);
+    source_row<P, false>(cfg, load_affine(a.theta, b), s);
     corners_row(cfg, static_cast<index_t>(a.in_s.h), static_cast<index_t>(a.in_s.w), s);
     const scalar_t* in_b = a.in + b * a.in_s.b;
     scalar_t* out_row = a.out + b * a.out_s.b + i * a.out_s.h;
-    if (pixel_major) {
-      gather_row_pixel_major(cfg, in_b, sc, out_row, a.out_s.c, a.out_s.w, s);
-    } else {
-      gather_row_channel_major(cfg, in_b, sc, out_row, a.out_s.c, a.out_s.w, s);
-    }
+    gather_row_any_c(cfg, in_b, a.in_s, out_row, a.out_s.c, a.out_s.w, s);
   }
 }
 
@@ -321,7 +466,8 @@ void backward_image(const BackwardArgs<scalar_t>& a, int64_t b) {
   fill_px(cfg, s);
   const T* prm = a.params + b * cfg.K * 5;
   const Affine<T> A = load_affine(a.theta, b);
-  const index_t sc = static_cast<index_t>(a.in_s.c);
+  const index_t sc = static_cast<index_t>(a.in_s.c), sh = static_cast<index_t>(a.in_s.h),
+                sw = static_cast<index_t>(a.in_s.w);
   const scalar_t* in_b = a.in + b * a.in_s.b;
   T* gin_b = a.grad_in ? a.grad_in + b * a.in_s.b : nullptr;
   const scalar_t* go_b = a.grad_out + b * a.go_s.b;
@@ -331,27 +477,30 @@ void backward_image(const BackwardArgs<scalar_t>& a, int64_t b) {
   for (int64_t i = 0; i < cfg.Ho; ++i) {
     const T py = base_coord<T>(i, cfg.Ho, cfg.align_corners);
     warp_row(cfg, prm, py, s);
-    source_row<P>(cfg, A, s);
-    corners_row(cfg, static_cast<index_t>(a.in_s.h), static_cast<index_t>(a.in_s.w), s);
+    if (need_coord) {
+      source_row<P, true>(cfg, A, s);
+    } else {
+      source_row<P, false>(cfg, A, s);
+    }
+    corners_row(cfg, sh, sw, s);
     const scalar_t* go_row = go_b + i * a.go_s.h;
     if (gin_b != nullptr) {
       for (int64_t c = 0; c < cfg.C; ++c) {
-        scatter_plane(go_row + c * a.go_s.c, a.go_s.w, gin_b + c * sc, s.w00.data(), s.w01.data(),
-                      s.w10.data(), s.w11.data(), s.o00.data(), s.o01.data(), s.o10.data(), s.o11.data(),
-                      cfg.Wo);
+        scatter_plane(go_row + c * a.go_s.c, a.go_s.w, gin_b + c * sc, sh, sw, s.w00.data(), s.w01.data(),
+                      s.w10.data(), s.w11.data(), s.base.data(), s.mask.data(), cfg.Wo);
       }
     }
     if (!need_coord) continue;
     for (int64_t j = 0; j < cfg.Wo; ++j) {
-      const index_t o00 = s.o00[j], o01 = s.o01[j], o10 = s.o10[j], o11 = s.o11[j];
+      const index_t o = s.base[j], m = s.mask[j];
       const Bilinear<index_t, T> bl = bilinear<index_t>(s.ix[j], s.iy[j], cfg.W, cfg.H);
       T d_ix = T(0), d_iy = T(0);
       for (int64_t c = 0; c < cfg.C; ++c) {
         const T g = static_cast<T>(go_row[c * a.go_s.c + j * a.go_s.w]);
         const scalar_t* src = in_b + c * sc;
+        const Corners<T> v = load_corners<T>(src, o, m, sh, sw);
         T gx, gy;
-        bilinear_coord_grad(bl, corner<T>(src, o00), corner<T>(src, o01), corner<T>(src, o10),
-                            corner<T>(src, o11), &gx, &gy);
+        bilinear_coord_grad(bl, v.v00, v.v01, v.v10, v.v11, &gx, &gy);
         d_ix += g * gx;
         d_iy += g * gy;
       }
