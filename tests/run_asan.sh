@@ -12,9 +12,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PY" ] || PY="$(command -v python3)"
+PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"  # absolute: the build runs in a copy
 WORK="${CWARP_ASAN_DIR:-${TMPDIR:-/tmp}/cwarp-asan-$(id -un)}"
 mkdir -p "$WORK"
 # A copy of the sources (tracked and untracked, not ignored): no build outputs.
+rm -rf "$WORK/src"
 mkdir -p "$WORK/src"
 (cd "$ROOT" && git ls-files -co --exclude-standard -z | xargs -0 cp --parents -t "$WORK/src")
 cd "$WORK/src"

@@ -131,7 +131,10 @@ def test_pair_load_path_matches_scalar_path(width, padding, gen):
     x = image.double().requires_grad_()
     reference.local_warp(x, params.double(), theta.double(), out_size=out_size,
                          padding_mode=padding).backward(grad_out.double())
-    assert_close_verbose(grads[0], x.grad.float(), *TOL[torch.float32], what=f"grad width {width} {padding}")
+    # Each gradient element sums several float32 products whose weights come
+    # from float32 coordinates: a budget relative to the gradient's size.
+    scale = float(x.grad.abs().max())
+    assert_close_verbose(grads[0], x.grad.float(), 1e-4 * scale, 1e-4, what=f"grad width {width} {padding}")
 
 
 @pytest.mark.parametrize("img_dtype,prm_dtype", [(torch.float32, torch.float64), (torch.float64, torch.float32),
