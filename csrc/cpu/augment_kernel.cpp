@@ -60,11 +60,11 @@ struct AugmentArgs {
 
 template <typename index_t>
 struct RowScratch {
-  std::vector<float> px, qx, qy, w00, w01, w10, w11, ch0, ch1, ch2;
+  std::vector<float> px, qx, qy, ix, iy, w00, w01, w10, w11, ch0, ch1, ch2;
   std::vector<index_t> o00, o01, o10, o11;
   explicit RowScratch(int64_t n)
-      : px(n), qx(n), qy(n), w00(n), w01(n), w10(n), w11(n), ch0(n), ch1(n), ch2(n), o00(n), o01(n), o10(n),
-        o11(n) {}
+      : px(n), qx(n), qy(n), ix(n), iy(n), w00(n), w01(n), w10(n), w11(n), ch0(n), ch1(n), ch2(n), o00(n),
+        o01(n), o10(n), o11(n) {}
   float* channel(int64_t c) { return c == 0 ? ch0.data() : (c == 1 ? ch1.data() : ch2.data()); }
 };
 
@@ -111,41 +111,58 @@ CWARP_CPU_MULTIVERSION void warp_row(const AugmentConfig& cfg, const float* prm,
 // address), so the gather below needs no branch: it reads as 0, as in
 // grid_sample. (A NaN / Inf stored at the source's first pixel would leak
 // through a zero weight; float input is expected in [0, 1].)
-// The padding mode is a template argument so that, once source_index is
-// inlined, its branches fold away and the loop runs branch-free in vector
-// registers; the row buffers go through local __restrict pointers so that
-// the compiler does not reload them after every store.
-template <Padding P, typename index_t>
-CWARP_CPU_MULTIVERSION void corners_row(const AugmentConfig& cfg, const Affine<float>& A, index_t sh, index_t sw,
-                                        int64_t j0, int64_t n, RowScratch<index_t>& s) {
-  const float* __restrict qx = s.qx.data() + j0;
-  const float* __restrict qy = s.qy.data() + j0;
-  float* __restrict w00 = s.w00.data() + j0;
-  float* __restrict w01 = s.w01.data() + j0;
-  float* __restrict w10 = s.w10.data() + j0;
-  float* __restrict w11 = s.w11.data() + j0;
-  index_t* __restrict o00 = s.o00.data() + j0;
-  index_t* __restrict o01 = s.o01.data() + j0;
-  index_t* __restrict o10 = s.o10.data() + j0;
-  index_t* __restrict o11 = s.o11.data() + j0;
-  const int64_t W = cfg.W, H = cfg.H;
+// Two loops, source coordinates then corners, each taking its arrays as
+// __restrict parameters: GCC vectorizes each of them, not their fusion (the
+// fused loop ran scalar and cost more than the gather). The padding mode is a
+// template argument so that, once source_index is inlined, its branches fold
+// away and the loop runs branch-free in vector registers.
+template <Padding P>
+CWARP_CPU_MULTIVERSION void source_loop(const Affine<float>& A_, int64_t W, int64_t H, const float* __restrict qx,
+                                        const float* __restrict qy, float* __restrict ix, float* __restrict iy,
+                                        int64_t n) {
+  const Affine<float> A = A_;
   for (int64_t j = 0; j < n; ++j) {
     float sx, sy, gx, gy;
     apply_affine(A, qx[j], qy[j], &sx, &sy);
-    const float ix = source_index(sx, W, P, false, &gx);
-    const float iy = source_index(sy, H, P, false, &gy);
-    const Bilinear<index_t, float> b = bilinear<index_t>(ix, iy, W, H);
-    const bool v00 = b.vx0 && b.vy0, v01 = b.vx1 && b.vy0, v10 = b.vx0 && b.vy1, v11 = b.vx1 && b.vy1;
+    ix[j] = source_index(sx, W, P, false, &gx);
+    iy[j] = source_index(sy, H, P, false, &gy);
+  }
+}
+
+template <typename index_t>
+CWARP_CPU_MULTIVERSION void corners_loop(int64_t W, int64_t H, index_t sh, index_t sw, const float* __restrict ix,
+                                         const float* __restrict iy, float* __restrict w00, float* __restrict w01,
+                                         float* __restrict w10, float* __restrict w11, index_t* __restrict o00,
+                                         index_t* __restrict o01, index_t* __restrict o10,
+                                         index_t* __restrict o11, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const Bilinear<index_t, float> b = bilinear<index_t>(ix[j], iy[j], W, H);
+    // `&` rather than `&&`: no short-circuit branches in the vectorized loop.
+    const bool v00 = b.vx0 & b.vy0, v01 = b.vx1 & b.vy0, v10 = b.vx0 & b.vy1, v11 = b.vx1 & b.vy1;
     w00[j] = v00 ? b.wx0 * b.wy0 : 0.f;
     w01[j] = v01 ? b.wx1 * b.wy0 : 0.f;
     w10[j] = v10 ? b.wx0 * b.wy1 : 0.f;
     w11[j] = v11 ? b.wx1 * b.wy1 : 0.f;
-    const index_t base = b.y0 * sh + b.x0 * sw;
+    // The clamp changes no offset that is used (a corner inside has x0 in
+    // [-1, W - 1], y0 in [-1, H - 1]); it keeps far-away pixels from
+    // overflowing the product.
+    const index_t x0 = std::min(std::max(b.x0, index_t(-1)), static_cast<index_t>(W));
+    const index_t y0 = std::min(std::max(b.y0, index_t(-1)), static_cast<index_t>(H));
+    const index_t base = y0 * sh + x0 * sw;
     o00[j] = v00 ? base : index_t(0);
     o01[j] = v01 ? base + sw : index_t(0);
     o10[j] = v10 ? base + sh : index_t(0);
     o11[j] = v11 ? base + sh + sw : index_t(0);
   }
+}
+
+template <Padding P, typename index_t>
+void corners_row(const AugmentConfig& cfg, const Affine<float>& A, index_t sh, index_t sw, int64_t j0, int64_t n,
+                 RowScratch<index_t>& s) {
+  source_loop<P>(A, cfg.W, cfg.H, s.qx.data() + j0, s.qy.data() + j0, s.ix.data() + j0, s.iy.data() + j0, n);
+  corners_loop(cfg.W, cfg.H, sh, sw, s.ix.data() + j0, s.iy.data() + j0, s.w00.data() + j0, s.w01.data() + j0,
+               s.w10.data() + j0, s.w11.data() + j0, s.o00.data() + j0, s.o01.data() + j0, s.o10.data() + j0,
+               s.o11.data() + j0, n);
 }
 
 template <typename index_t>
