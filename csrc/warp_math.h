@@ -231,6 +231,20 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Bilinear<index_t, T> bilinear(T ix, T iy, int6
   return b;
 }
 
+// Offset of the top-left corner (x0, y0) for the image strides (sh, sw). A
+// corner inside the image has x0 in [-1, W - 1] and y0 in [-1, H - 1];
+// clamping to [-1, W] x [-1, H] changes none of those offsets and keeps a
+// far-away pixel's (x0 up to 2^31) from overflowing the product. Callers that
+// use 32-bit offsets leave room for the one row and column of overhang.
+template <typename index_t, typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE index_t corner_base_offset(const Bilinear<index_t, T>& b, int64_t w, int64_t h,
+                                                             index_t sh, index_t sw) {
+  const index_t iw = static_cast<index_t>(w), ih = static_cast<index_t>(h);
+  const index_t x0 = b.x0 < index_t(-1) ? index_t(-1) : (b.x0 > iw ? iw : b.x0);
+  const index_t y0 = b.y0 < index_t(-1) ? index_t(-1) : (b.y0 > ih ? ih : b.y0);
+  return y0 * sh + x0 * sw;
+}
+
 // d(bilinear sample)/d(ix, iy) for corner values v00 (x0, y0), v01 (x0 + 1,
 // y0), v10 (x0, y0 + 1), v11 (x0 + 1, y0 + 1); invalid corners pass 0.
 template <typename index_t, typename T>

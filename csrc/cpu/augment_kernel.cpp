@@ -143,12 +143,7 @@ CWARP_CPU_MULTIVERSION void corners_loop(int64_t W, int64_t H, index_t sh, index
     w01[j] = v01 ? b.wx1 * b.wy0 : 0.f;
     w10[j] = v10 ? b.wx0 * b.wy1 : 0.f;
     w11[j] = v11 ? b.wx1 * b.wy1 : 0.f;
-    // The clamp changes no offset that is used (a corner inside has x0 in
-    // [-1, W - 1], y0 in [-1, H - 1]); it keeps far-away pixels from
-    // overflowing the product.
-    const index_t x0 = std::min(std::max(b.x0, index_t(-1)), static_cast<index_t>(W));
-    const index_t y0 = std::min(std::max(b.y0, index_t(-1)), static_cast<index_t>(H));
-    const index_t base = y0 * sh + x0 * sw;
+    const index_t base = corner_base_offset(b, W, H, sh, sw);
     o00[j] = v00 ? base : index_t(0);
     o01[j] = v01 ? base + sw : index_t(0);
     o10[j] = v10 ? base + sh : index_t(0);

@@ -199,20 +199,13 @@ CWARP_CPU_MULTIVERSION void corners_loop(int64_t W, int64_t H, index_t sh, index
                                          const T* __restrict iy, T* __restrict w00, T* __restrict w01,
                                          T* __restrict w10, T* __restrict w11, index_t* __restrict base,
                                          index_t* __restrict mask, int64_t n) {
-  const index_t iw = static_cast<index_t>(W), ih = static_cast<index_t>(H);
   for (int64_t j = 0; j < n; ++j) {
     const Bilinear<index_t, T> b = bilinear<index_t>(ix[j], iy[j], W, H);
     w00[j] = b.wx0 * b.wy0;
     w01[j] = b.wx1 * b.wy0;
     w10[j] = b.wx0 * b.wy1;
     w11[j] = b.wx1 * b.wy1;
-    // Whenever a corner is inside, x0 is in [-1, W - 1] and y0 in [-1, H - 1],
-    // so the clamp changes nothing that is read; it keeps the offset of a far
-    // away pixel (x0 up to 2^31) from overflowing. offsets_fit_int32 leaves
-    // room for the one row and column of overhang.
-    const index_t x0 = std::min(std::max(b.x0, index_t(-1)), iw);
-    const index_t y0 = std::min(std::max(b.y0, index_t(-1)), ih);
-    base[j] = y0 * sh + x0 * sw;
+    base[j] = corner_base_offset(b, W, H, sh, sw);  // offsets_fit_int32 leaves room for the overhang
     mask[j] = index_t(b.vx0 & b.vy0) | (index_t(b.vx1 & b.vy0) << 1) | (index_t(b.vx0 & b.vy1) << 2) |
               (index_t(b.vx1 & b.vy1) << 3);
   }
