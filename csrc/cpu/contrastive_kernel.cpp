@@ -419,48 +419,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_loss_backward_cpu(
     if (!in_batch || !(need_p || need_z)) return;
 
     const at::Tensor pf = opmath_copy(p), zf = opmath_copy(z);
-    // Gradient of p: tasks own blocks of rows of p and sweep the columns.
-    if (need_p) {
+    // One side's gradient in tiles: tasks own blocks of rows of `rows` (p
+    // when by_row, z_pos otherwise) and sweep the other side's rows as the
+    // tile's columns, accumulating tile @ cols into their own rows of `acc`.
+    auto tiled_grad = [&](const at::Tensor& rows, const at::Tensor& cols, bool by_row, T* t_side,
+                          const at::Tensor& acc_side) {
       const int64_t n_tiles = (B + kRowTile - 1) / kRowTile;
       at::parallel_for(0, n_tiles, 1, [&](int64_t t0, int64_t t1) {
         at::Tensor buf = at::empty({kRowTile * kColTile}, opt);
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t r0 = t * kRowTile, R = std::min(kRowTile, B - r0);
-          const at::Tensor pr = pf.narrow(0, r0, R);
-          at::Tensor acc = acc_p.narrow(0, r0, R);
+          const at::Tensor rr = rows.narrow(0, r0, R);
+          at::Tensor acc = acc_side.narrow(0, r0, R);
           for (int64_t c0 = 0; c0 < B; c0 += kColTile) {
             const int64_t C = std::min(kColTile, B - c0);
             at::Tensor tile = buf.narrow(0, 0, R * C).view({R, C});
-            const at::Tensor zc = zf.narrow(0, c0, C);
-            at::mm_out(tile, pr, zc.t());
-            grad_tile<T>(tile.mutable_data_ptr<T>(), R, C, r0, c0, /*by_row=*/true, A.inv_p, A.inv_z, A.lse,
-                         A.g_nce, A.g.inv_tau, A.t_p);
-            at::addmm_out(acc, acc, tile, zc);
+            const at::Tensor cc = cols.narrow(0, c0, C);
+            at::mm_out(tile, rr, cc.t());
+            grad_tile<T>(tile.mutable_data_ptr<T>(), R, C, r0, c0, by_row, A.inv_p, A.inv_z, A.lse, A.g_nce,
+                         A.g.inv_tau, t_side);
+            at::addmm_out(acc, acc, tile, cc);
           }
         }
       });
-    }
-    // Gradient of z_pos: tasks own blocks of rows of z_pos and sweep p.
-    if (need_z) {
-      const int64_t n_tiles = (B + kRowTile - 1) / kRowTile;
-      at::parallel_for(0, n_tiles, 1, [&](int64_t t0, int64_t t1) {
-        at::Tensor buf = at::empty({kRowTile * kColTile}, opt);
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t k0 = t * kRowTile, K = std::min(kRowTile, B - k0);
-          const at::Tensor zk = zf.narrow(0, k0, K);
-          at::Tensor acc = acc_z.narrow(0, k0, K);
-          for (int64_t i0 = 0; i0 < B; i0 += kColTile) {
-            const int64_t C = std::min(kColTile, B - i0);
-            at::Tensor tile = buf.narrow(0, 0, K * C).view({K, C});
-            const at::Tensor pc = pf.narrow(0, i0, C);
-            at::mm_out(tile, zk, pc.t());
-            grad_tile<T>(tile.mutable_data_ptr<T>(), K, C, k0, i0, /*by_row=*/false, A.inv_p, A.inv_z, A.lse,
-                         A.g_nce, A.g.inv_tau, A.t_z);
-            at::addmm_out(acc, acc, tile, pc);
-          }
-        }
-      });
-    }
+    };
+    if (need_p) tiled_grad(pf, zf, /*by_row=*/true, A.t_p, acc_p);
+    if (need_z) tiled_grad(zf, pf, /*by_row=*/false, A.t_z, acc_z);
     // Finish: grad = inv * acc - inv^2 * mask * t * x (sim_grad_scale / sim_grad_self).
     auto finish = [&](const at::Tensor& accum, const at::Tensor& tsum, const at::Tensor& inv, const at::Tensor& x,
                       at::Tensor& out) {
