@@ -139,14 +139,18 @@ def environment() -> dict:
     return info
 
 
+def write_record(path: str, record: dict) -> None:
+    """Write ``record`` as JSON with the environment() of this run beside it."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"environment": environment(), **record}, f, indent=2)
+
+
 def write_json(path: str, rows: List[Row], extra: Optional[dict] = None) -> None:
-    record = {"environment": environment(), "rows": []}
-    if extra:
-        record.update(extra)
+    record = dict(extra or {})
+    record["rows"] = []
     for r in rows:
         d = dataclasses.asdict(r)
         d["items_per_s"] = r.items_per_s
         record["rows"].append(d)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(record, f, indent=2)
+    write_record(path, record)

@@ -11,16 +11,17 @@ like real face crops. Three ways of reading them are timed:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
+
+import common  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from cwarp.data import SyntheticFaces, build_dataset  # noqa: E402
@@ -75,11 +76,9 @@ def main(argv=None) -> dict:
     best = max(r["images_per_s"] for r in rows)
     print(f"best {best:.0f} images/s (floor {FLOOR}): {'ok' if best >= FLOOR else 'BELOW FLOOR'}")
     record = {"benchmark": "decode_throughput", "rows": rows, "image_size": size, "floor_images_per_s": FLOOR,
-              "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
-              "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+              "cpu_count": os.cpu_count(), "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=2)
+        common.write_record(args.json, record)
     return record
 
 

@@ -9,15 +9,16 @@ rendering runs on one thread (SyntheticFaces uses one, by design).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
+
+import common  # noqa: E402
 
 from cwarp.data import SyntheticFaces  # noqa: E402
 
@@ -54,12 +55,9 @@ def main(argv=None) -> dict:
         rate = at64[0]["faces_per_s_cpu"]
         print(f"64x64: {rate:.0f} faces/s per core (floor {FLOOR}): {'ok' if rate >= FLOOR else 'BELOW FLOOR'}")
     record = {"benchmark": "synthetic_throughput", "rows": rows, "floor_faces_per_s_at_64": FLOOR,
-              "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-              "processor": platform.processor(), "cpu_count": os.cpu_count(),
-              "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+              "cpu_count": os.cpu_count(), "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=2)
+        common.write_record(args.json, record)
     return record
 
 
