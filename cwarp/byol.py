@@ -70,21 +70,30 @@ class BYOL(nn.Module):
             if not name.startswith("target_"):
                 yield name, p
 
-    def forward(self, pos1: Tensor, pos2: Tensor, negatives: Optional[Tensor] = None):
+    def forward(self, pos1: Tensor, pos2: Tensor, negatives: Optional[Tensor] = None, *,
+                online_negatives: bool = False):
+        """(p1, p2, z1, z2, zneg). With ``online_negatives`` the negatives go
+        through the online backbone and projector, with gradient, instead of the
+        target: the loss then pushes the online network's own embedding of a
+        warped face away from its prediction, a direct signal to become
+        sensitive to local warps (through the target that signal only arrives
+        via the EMA)."""
         B = pos1.shape[0]
-        # Both views in one backbone call: BN sees the whole batch once, as in
-        # the reference BYOL implementation, and the conv runs on 2B images.
-        h = self.backbone(torch.cat([pos1, pos2]))
-        p1, p2 = self.predictor(self.projector(h)).split(B)
+        n = negatives.shape[1] if negatives is not None else 0
+        zneg = None
+        # The views in one backbone call: BN sees the whole batch once, as in
+        # the reference BYOL implementation, and the conv runs on one big batch.
+        online = [pos1, pos2] + ([negatives.flatten(0, 1)] if online_negatives and n else [])
+        z_online = self.projector(self.backbone(torch.cat(online)))
+        p1, p2 = self.predictor(z_online[:2 * B]).split(B)
+        if online_negatives and n:
+            zneg = z_online[2 * B:].view(B, n, -1)
         with torch.no_grad():
-            views = [pos1, pos2]
-            n = 0
-            if negatives is not None and negatives.shape[1] > 0:
-                n = negatives.shape[1]
-                views.append(negatives.flatten(0, 1))
+            views = [pos1, pos2] + ([negatives.flatten(0, 1)] if n and not online_negatives else [])
             z = self.target_projector(self.target_backbone(torch.cat(views)))
             z1, z2 = z[:B], z[B:2 * B]
-            zneg = z[2 * B:].view(B, n, -1) if n else None
+            if n and not online_negatives:
+                zneg = z[2 * B:].view(B, n, -1)
         return p1, p2, z1, z2, zneg
 
     @torch.no_grad()

@@ -145,3 +145,71 @@ def test_lars_scales_by_trust_ratio():
     # |w| = 8, |g| = 2: step = lr * 0.001 * 8 / 2 * g = 0.002 per entry; b is not adapted.
     assert torch.allclose(w, torch.full((4, 4), 2.0 - 0.002))
     assert torch.allclose(b, torch.full((4,), -0.5))
+
+
+def test_online_negatives_carry_gradient_target_negatives_do_not():
+    import cwarp
+    from cwarp.byol import BYOL
+    from cwarp.models import build_backbone
+
+    torch.manual_seed(0)
+    model = BYOL(build_backbone(T.compact_arch(), 3, 16), proj_dim=8, hidden_dim=16)
+    g = torch.Generator().manual_seed(0)
+    x1, x2 = torch.randn(4, 3, 16, 16, generator=g), torch.randn(4, 3, 16, 16, generator=g)
+    neg = torch.randn(4, 2, 3, 16, 16, generator=g)
+    for online in (False, True):
+        p1, p2, z1, z2, zneg = model(x1, x2, neg, online_negatives=online)
+        assert zneg.shape == (4, 2, 8) and zneg.requires_grad == online
+        assert not z1.requires_grad and not z2.requires_grad
+        if online:
+            zneg.retain_grad()
+            model.zero_grad()
+            cwarp.contrastive_loss(p1, z2, zneg, byol_weight=0.0, nce_weight=1.0).backward()
+            assert zneg.grad.abs().sum() > 0
+            assert all(p.grad is None for p in model.target_backbone.parameters())
+    # Through the online network the negatives are the projector's output (no predictor).
+    model.eval()
+    _, _, _, _, zneg = model(x1, x2, neg, online_negatives=True)
+    expect = model.projector(model.backbone(torch.cat([x1, x2, neg.flatten(0, 1)])))[8:].view(4, 2, 8)
+    torch.testing.assert_close(zneg, expect)
+
+
+@pytest.mark.parametrize("extra", [["--negatives-through", "online"], ["--precision", "bf16"]])
+def test_run_with_online_negatives_or_bf16(tmp_path, extra):
+    res = run(tiny_args(tmp_path / "run", "--epochs", "1", *extra))
+    assert res["status"] == "done"
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in read_log(tmp_path / "run"))
+
+
+def test_precision_resolution():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert T.autocast_dtype("fp32", cpu) is None and T.autocast_dtype("fp32", cuda) is None
+    assert T.autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert T.autocast_dtype("auto", cuda) is torch.bfloat16
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert T.autocast_dtype("auto", cpu) is (torch.bfloat16 if native else None)
+    cfg, _ = T.config_from_args(tiny_args("unused"))
+    for key, value in (("precision", "fp16"), ("negatives_through", "both")):
+        with pytest.raises(T.ConfigError, match="--" + key.replace("_", "-")):
+            T.validate_config(dict(cfg, **{key: value}))
+
+
+def test_resume_a_checkpoint_from_before_precision_and_negatives_through(tmp_path):
+    """Such a run trained in fp32 on the CPU with target negatives; resuming it keeps that."""
+    full, old = tmp_path / "full", tmp_path / "old"
+    run(tiny_args(full, "--precision", "fp32"))
+
+    def interrupt(step, loss):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    assert run(tiny_args(old, "--precision", "fp32"), step_hook=interrupt)["status"] == "interrupted"
+    path = old / "checkpoint.pt"
+    state = torch.load(path, weights_only=False)
+    for key in ("precision", "negatives_through"):
+        del state["config"][key]
+    torch.save(state, path)
+    res = run(tiny_args(old, "--resume"))
+    assert res["status"] == "done"
+    assert res["config"]["precision"] == "fp32" and res["config"]["negatives_through"] == "target"
+    assert [r["loss"] for r in read_log(old)] == [r["loss"] for r in read_log(full)]
