@@ -45,7 +45,7 @@ def _env(rank, port):
 def _cfg(in_batch):
     cfg, _ = T.config_from_args(["--out", "unused", "--arch", T.compact_arch(), "--image-size", "16",
                                  "--batch-size", "8", "--hidden-dim", "32", "--proj-dim", "16",
-                                 "--optimizer", "sgd", "--lr", "0.5", "--warmup-epochs", "0", "--precision", "fp32"]
+                                 "--optimizer", "sgd", "--lr", "0.5", "--warmup-epochs", "0"]
                                 + (["--in-batch"] if in_batch else []))
     return T.validate_config(cfg)
 

@@ -184,10 +184,8 @@ def test_run_with_online_negatives_or_bf16(tmp_path, extra):
 def test_precision_resolution():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert T.autocast_dtype("fp32", cpu) is None and T.autocast_dtype("fp32", cuda) is None
-    assert T.autocast_dtype("bf16", cpu) is torch.bfloat16
-    assert T.autocast_dtype("auto", cuda) is torch.bfloat16
-    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert T.autocast_dtype("auto", cpu) is (torch.bfloat16 if native else None)
+    assert T.autocast_dtype("bf16", cpu) is torch.bfloat16 and T.autocast_dtype("bf16", cuda) is torch.bfloat16
+    assert T.autocast_dtype("auto", cuda) is torch.bfloat16 and T.autocast_dtype("auto", cpu) is None
     cfg, _ = T.config_from_args(tiny_args("unused"))
     for key, value in (("precision", "fp16"), ("negatives_through", "both")):
         with pytest.raises(T.ConfigError, match="--" + key.replace("_", "-")):
@@ -195,15 +193,15 @@ def test_precision_resolution():
 
 
 def test_resume_a_checkpoint_from_before_precision_and_negatives_through(tmp_path):
-    """Such a run trained in fp32 on the CPU with target negatives; resuming it keeps that."""
+    """Such a run trained with what are now the defaults (auto precision, target negatives)."""
     full, old = tmp_path / "full", tmp_path / "old"
-    run(tiny_args(full, "--precision", "fp32"))
+    run(tiny_args(full))
 
     def interrupt(step, loss):
         if step == 3:
             os.kill(os.getpid(), signal.SIGINT)
 
-    assert run(tiny_args(old, "--precision", "fp32"), step_hook=interrupt)["status"] == "interrupted"
+    assert run(tiny_args(old), step_hook=interrupt)["status"] == "interrupted"
     path = old / "checkpoint.pt"
     state = torch.load(path, weights_only=False)
     for key in ("precision", "negatives_through"):
@@ -211,5 +209,5 @@ def test_resume_a_checkpoint_from_before_precision_and_negatives_through(tmp_pat
     torch.save(state, path)
     res = run(tiny_args(old, "--resume"))
     assert res["status"] == "done"
-    assert res["config"]["precision"] == "fp32" and res["config"]["negatives_through"] == "target"
+    assert res["config"]["precision"] == "auto" and res["config"]["negatives_through"] == "target"
     assert [r["loss"] for r in read_log(old)] == [r["loss"] for r in read_log(full)]
