@@ -19,6 +19,8 @@ import statistics
 import sys
 import time
 
+import torch
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))   # this checkout's cwarp, not an installed one
 
@@ -52,19 +54,25 @@ def main(argv=None):
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--negatives", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--magnitudes", nargs="+", default=["0.02,0.06", "0.05,0.15", "0.10,0.25"])
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="cwarp-train --precision of every pretraining (auto: bf16 where the CPU has it natively)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     over = {}
     if args.quick:
         over = {"num_train": 512, "epochs": 1, "probe_test": 256}
     recipe = dict(demo.DEMO_RECIPE, **over)
+    precision = ["--precision", args.precision]
+    from cwarp.train import autocast_dtype
+    autocast = str(autocast_dtype(args.precision, torch.device("cpu")) or "fp32")
+    print(f"pretraining precision: {args.precision} ({autocast} here)", flush=True)
     probe_kw = dict(image_size=int(recipe["image_size"]), num_train=int(recipe["num_train"]),
                     num_test=int(recipe["probe_test"]))
     t0 = time.perf_counter()
     per_seed = {}
     arch = None
     for seed in args.seeds:
-        runs = {m: os.path.join(run_one("compare", m, seed, over, args.out), "checkpoint.pt")
+        runs = {m: os.path.join(run_one("compare", m, seed, over, args.out, precision), "checkpoint.pt")
                 for m in ("contrawarp", "byol")}
         arch = json.load(open(os.path.join(os.path.dirname(runs["contrawarp"]), "config.json")))["arch"]
         res = demo.probe_all(runs, arch=arch, seed=seed, **probe_kw)
@@ -85,18 +93,21 @@ def main(argv=None):
     if not args.no_sweep:
         seed = args.seeds[0]
         for n in args.negatives:
-            out = run_one(f"negatives_{n}", "contrawarp", seed, over, args.out, ["--num-negatives", str(n)])
+            out = run_one(f"negatives_{n}", "contrawarp", seed, over, args.out,
+                          ["--num-negatives", str(n)] + precision)
             r = demo.probe_all({"cw": os.path.join(out, "checkpoint.pt")}, arch=arch, seed=seed, baselines=False,
                                **probe_kw)
             sweeps[f"num_negatives={n}"] = 100 * r["cw"]["linear_acc"]
             print(f"sweep num_negatives={n}: {sweeps[f'num_negatives={n}']:.1f}%", flush=True)
         for mag in args.magnitudes:
-            out = run_one(f"magnitude_{mag}", "contrawarp", seed, over, args.out, ["--warp-magnitude", mag])
+            out = run_one(f"magnitude_{mag}", "contrawarp", seed, over, args.out,
+                          ["--warp-magnitude", mag] + precision)
             r = demo.probe_all({"cw": os.path.join(out, "checkpoint.pt")}, arch=arch, seed=seed, baselines=False,
                                **probe_kw)
             sweeps[f"warp_magnitude={mag}"] = 100 * r["cw"]["linear_acc"]
             print(f"sweep warp_magnitude={mag}: {sweeps[f'warp_magnitude={mag}']:.1f}%", flush=True)
-    record = {"recipe": recipe, "seeds": args.seeds, "per_seed": per_seed,
+    record = {"recipe": recipe, "precision": args.precision, "autocast": autocast, "seeds": args.seeds,
+              "per_seed": per_seed,
               "mean_std": {k: list(v) for k, v in summary.items()},
               "gap_vs_byol": gap_byol, "gap_vs_random": gap_rand, "sweeps": sweeps,
               "seconds": time.perf_counter() - t0}

@@ -29,6 +29,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--method", default="contrawarp", choices=("contrawarp", "byol"))
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="cwarp-train --precision")
     p.add_argument("--min-run-time", type=float, default=3.0)
     p.add_argument("--quick", action="store_true", help="small batch, short timing")
     p.add_argument("--json", default=None)
@@ -42,7 +43,7 @@ def main(argv=None):
 
     cfg, _ = T.config_from_args(["--out", "unused", "--arch", args.arch, "--image-size", str(args.image_size),
                                  "--batch-size", str(args.batch_size), "--method", args.method,
-                                 "--device", args.device])
+                                 "--device", args.device, "--precision", args.precision])
     cfg = T.validate_config(cfg)
     dev = torch.device(args.device)
     trainer = T.Trainer(cfg, D.DistInfo(), dev, 3, steps_per_epoch=10_000)
@@ -61,10 +62,11 @@ def main(argv=None):
 
     case = (f"{args.method} {args.arch} B={args.batch_size} {args.image_size}x{args.image_size} "
             f"N={cfg['num_negatives']}x{cfg['warps_per_negative']} warps")
+    dtype = str(trainer.amp_dtype or torch.float32).replace("torch.", "")   # the networks' compute dtype
     rows = []
-    for name, fn in (("pre-rendered views (reference loop)", prerendered), ("cwarp-train step (on the fly)", on_the_fly),
-                     ("view rendering alone", render_only)):
-        rows.append(Row(case=case, contender=name, dtype="float32", items=args.batch_size,
+    for name, fn in (("pre-rendered views (reference loop)", prerendered),
+                     ("cwarp-train step (on the fly)", on_the_fly), ("view rendering alone", render_only)):
+        rows.append(Row(case=case, contender=name, dtype=dtype, items=args.batch_size,
                         timing=time_fn(fn, dev, args.min_run_time)))
     add_speedups(rows, baseline="pre-rendered views (reference loop)")
     print(format_table(rows))

@@ -249,7 +249,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     timings["total_s"] = time.perf_counter() - t0
     summary = {key: {name: r[key] for name, r in results.items() if key in r}
                for key in ("linear_acc", "knn_acc", "map_at_r", "per_class_acc", "n_train", "n_test")}
-    summary.update(recipe=recipe, seed=args.seed, arch=arch, timings=timings,
+    from cwarp.train import autocast_dtype
+    autocast = autocast_dtype(json.load(open(os.path.join(run_dirs["contrawarp"], "config.json")))["precision"],
+                              torch.device("cpu"))
+    summary.update(recipe=recipe, seed=args.seed, arch=arch, timings=timings, autocast=str(autocast or "fp32"),
                    plots=[os.path.basename(x) for x in plots])
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=float)
