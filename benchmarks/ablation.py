@@ -55,7 +55,7 @@ def main(argv=None):
     p.add_argument("--negatives", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--magnitudes", nargs="+", default=["0.02,0.06", "0.05,0.15", "0.10,0.25"])
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="cwarp-train --precision of every pretraining (auto: bf16 where the CPU has it natively)")
+                   help="cwarp-train --precision of every pretraining (auto: fp32 on the CPU)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     over = {}

@@ -238,7 +238,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         run_dirs[method], timings[f"pretrain_{method}_s"] = d, res["seconds"]
     print("[demo] probing", flush=True)
     t1 = time.perf_counter()
-    arch = json.load(open(os.path.join(run_dirs["contrawarp"], "config.json")))["arch"]
+    with open(os.path.join(run_dirs["contrawarp"], "config.json")) as f:
+        run_cfg = json.load(f)
+    arch = run_cfg["arch"]
     results = probe_all({m: os.path.join(d, "checkpoint.pt") for m, d in run_dirs.items()}, arch=arch,
                         image_size=int(recipe["image_size"]), num_train=int(recipe["num_train"]),
                         num_test=int(recipe["probe_test"]), seed=args.seed)
@@ -250,8 +252,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summary = {key: {name: r[key] for name, r in results.items() if key in r}
                for key in ("linear_acc", "knn_acc", "map_at_r", "per_class_acc", "n_train", "n_test")}
     from cwarp.train import autocast_dtype
-    autocast = autocast_dtype(json.load(open(os.path.join(run_dirs["contrawarp"], "config.json")))["precision"],
-                              torch.device("cpu"))
+    autocast = autocast_dtype(run_cfg["precision"], torch.device("cpu"))
     summary.update(recipe=recipe, seed=args.seed, arch=arch, timings=timings, autocast=str(autocast or "fp32"),
                    plots=[os.path.basename(x) for x in plots])
     with open(os.path.join(args.out, "summary.json"), "w") as f:
