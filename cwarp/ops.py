@@ -25,7 +25,8 @@ def empty_like_format(ref: torch.Tensor, shape, dtype=None) -> torch.Tensor:
     return ref.new_empty(shape, dtype=dtype).contiguous(memory_format=suggest_memory_format(ref))
 
 
-def check_local_warp_args(op, image, params, theta, kind, padding_mode, symbolic=True) -> None:
+def check_local_warp_args(op, image, params, theta, kind, padding_mode, symbolic=False) -> None:
+    """Inputs, kind and padding_mode of a local_warp op; symbolic=True in fakes (see cwarp._checks)."""
     _checks.check_local_warp_inputs(op, image, params, theta, symbolic=symbolic)
     _checks.check_choice(op, "kind", kind, _checks.KINDS)
     _checks.check_choice(op, "padding_mode", padding_mode, _checks.PADDING_MODES)
@@ -34,7 +35,7 @@ def check_local_warp_args(op, image, params, theta, kind, padding_mode, symbolic
 def local_warp_fake(op: str):
     """The fake kernel of a local_warp forward op (C++ or Triton): checks, shape, strides."""
     def fake(image, params, theta, out_h, out_w, kind, padding_mode, align_corners):
-        check_local_warp_args(op, image, params, theta, kind, padding_mode)
+        check_local_warp_args(op, image, params, theta, kind, padding_mode, symbolic=True)
         _checks.check_out_size(op, out_h, out_w, symbolic=True)
         return empty_like_format(image, (image.shape[0], image.shape[1], out_h, out_w))
     return fake
@@ -44,7 +45,7 @@ def local_warp_backward_fake(op: str):
     """The fake kernel of a local_warp backward op: gradients where output_mask
     asks, empty (numel 0) tensors elsewhere and for a theta that is None."""
     def fake(grad_out, image, params, theta, kind, padding_mode, align_corners, output_mask):
-        check_local_warp_args(op, image, params, theta, kind, padding_mode)
+        check_local_warp_args(op, image, params, theta, kind, padding_mode, symbolic=True)
         _checks.check_local_warp_grad_out(op, grad_out, image, symbolic=True)
         grad_image = empty_like_format(image, image.shape) if output_mask[0] else image.new_empty((0,))
         grad_params = params.new_empty(params.shape) if output_mask[1] else params.new_empty((0,))

@@ -343,7 +343,7 @@ def local_warp_backward(grad_out: torch.Tensor, image: torch.Tensor, params: tor
                         output_mask: Sequence[bool]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Launches the backward kernel (the body of cwarp::local_warp_backward_triton)."""
     ops.check_local_warp_args(_BWD_OP, image, params, theta, kind, padding_mode)
-    _checks.check_local_warp_grad_out(_BWD_OP, grad_out, image, symbolic=True)
+    _checks.check_local_warp_grad_out(_BWD_OP, grad_out, image)
     B, C, H, W = image.shape
     K = params.shape[1]
     out_h, out_w = grad_out.shape[2], grad_out.shape[3]
