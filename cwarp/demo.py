@@ -4,9 +4,10 @@ On a CPU, with nothing downloaded, it
 
 1. runs the short warp throughput benchmark (benchmarks/warp_throughput.py --quick);
 2. pretrains ContraWarping and a BYOL-only baseline with identical budgets on
-   the built-in SyntheticFaces;
-3. probes both, plus a randomly initialized backbone and raw pixels, with a
-   linear classifier on frozen features (train split -> test split);
+   the built-in SyntheticFaces, and, with the same budget and the labels, the
+   supervised reference (what the budget allows at all);
+3. probes the three, plus a randomly initialized backbone and raw pixels, with
+   a linear classifier on frozen features (train split -> test split);
 4. prints one table and writes results/demo/summary.json, loss_curves.png,
    accuracy.png and views.png.
 """
@@ -22,14 +23,16 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-__all__ = ["main", "demo_config", "pretrain", "probe_all", "DEMO_RECIPE"]
+__all__ = ["main", "demo_config", "pretrain", "probe_all", "DEMO_RECIPE", "METHODS"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The demo's budget, sized for 2 CPU cores and 15 minutes in all. Both methods
-# get exactly these settings; only --method differs. See cwarp.train.DEFAULTS
-# and the README section "Why these defaults" for the recipe itself.
+# The demo's budget, sized for 2 CPU cores and 15 minutes in all. Every method
+# gets exactly these settings; only --method differs. See cwarp.train.DEFAULTS
+# and the README section "Pretraining recipe, and what to expect".
 DEMO_RECIPE: Dict[str, object] = dict(image_size=48, num_train=1500, epochs=3, batch_size=128, probe_test=1400)
+# The two self-supervised methods, then the supervised reference (same budget, with labels).
+METHODS = ("contrawarp", "byol", "supervised")
 
 
 def demo_config(method: str, out: str, *, seed: int = 0, arch: Optional[str] = None,
@@ -145,7 +148,7 @@ def _plots(out_dir: str, run_dirs: Dict[str, str], results: Dict[str, dict], ima
         ax.plot([r["step"] for r in rows], [r["loss_avg"] for r in rows], label=name)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
-    ax.set_title("Pretraining loss (each method on its own objective)")
+    ax.set_title("Training loss (each method on its own objective)")
     ax.legend()
     fig.tight_layout()
     written.append(os.path.join(out_dir, "loss_curves.png"))
@@ -155,7 +158,9 @@ def _plots(out_dir: str, run_dirs: Dict[str, str], results: Dict[str, dict], ima
     fig, ax = plt.subplots(figsize=(6, 4))
     names = list(results)
     accs = [100 * results[n]["linear_acc"] for n in names]
-    bars = ax.bar(names, accs, color=["tab:red", "tab:blue", "tab:gray", "tab:olive"][:len(names)])
+    palette = {"contrawarp": "tab:red", "byol": "tab:blue", "supervised": "tab:green", "random_init": "tab:gray",
+               "raw_pixels": "tab:olive"}
+    bars = ax.bar(names, accs, color=[palette.get(n, "tab:purple") for n in names])
     for b, a in zip(bars, accs):
         ax.text(b.get_x() + b.get_width() / 2, a + 0.5, f"{a:.1f}", ha="center")
     ax.axhline(100 / 7, ls="--", c="k", lw=0.8, label="chance (7 classes)")
@@ -226,13 +231,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                    ("image_size", args.image_size), ("probe_test", args.probe_test)) if v is not None}
     recipe = dict(DEMO_RECIPE, **overrides)
     run_dirs, timings = {}, {}
-    for method in ("contrawarp", "byol"):
+    for method in METHODS:
         d = os.path.join(args.out, "runs", method)
         if os.path.exists(os.path.join(d, "checkpoint.pt")):
             os.remove(os.path.join(d, "checkpoint.pt"))   # the demo always starts fresh
         if os.path.exists(os.path.join(d, "log.jsonl")):
             os.remove(os.path.join(d, "log.jsonl"))
-        print(f"[demo] pretraining {method} ({recipe['epochs']} epochs on {recipe['num_train']} synthetic faces)",
+        verb = "training" if method == "supervised" else "pretraining"
+        print(f"[demo] {verb} {method} ({recipe['epochs']} epochs on {recipe['num_train']} synthetic faces)",
               flush=True)
         res = pretrain(demo_config(method, d, seed=args.seed, overrides=overrides) + ["--progress", "false"])
         run_dirs[method], timings[f"pretrain_{method}_s"] = d, res["seconds"]

@@ -5,7 +5,9 @@
 ``--method contrawarp``: BYOL positives from two global views plus InfoNCE
 over N locally warped negatives of the second view, through the fused
 ``cwarp.contrastive_loss``. ``--method byol``: the same pipeline with no
-negatives (the baseline). Views are rendered by ``cwarp.ContraWarpAugment`` on
+negatives (the baseline). ``--method supervised``: the same backbone, views,
+optimizer and budget trained with the labels, the reference that shows what
+the budget allows at all. Views are rendered by ``cwarp.ContraWarpAugment`` on
 the training device from explicit, seeded generators; ``--resume`` continues
 bit-for-bit on the CPU. Under torchrun, several processes train with
 DistributedDataParallel.
@@ -30,16 +32,17 @@ from cwarp import checkpoint as ckpt
 from cwarp import distributed as cdist
 from cwarp.byol import BYOL, cosine_momentum
 from cwarp.optim import OPTIMIZERS, WarmupCosine, build_optimizer
+from cwarp.supervised import SupervisedReference
 
 __all__ = ["main", "build_parser", "config_from_args", "Trainer", "train", "ConfigError", "TrainingDiverged",
            "DEFAULTS", "METHODS", "FORMATS"]
 
-METHODS = ("contrawarp", "byol")
+METHODS = ("contrawarp", "byol", "supervised")
 FORMATS = ("synthetic", "rafdb", "fer2013", "imagefolder")
 NEGATIVE_NETWORKS = ("target", "online")
 PRECISIONS = ("auto", "fp32", "bf16")
 
-# The default recipe (see the report / README section "Why these defaults").
+# The default recipe (see the README section "Pretraining recipe, and what to expect").
 DEFAULTS: Dict[str, Any] = dict(
     data=None, format="synthetic", method="contrawarp", out=None, arch="resnet18", image_size=64,
     epochs=20, batch_size=128, seed=0, device="cpu", resume=False, precision="auto",
@@ -200,6 +203,10 @@ def validate_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     if cfg["sync_bn"] and cfg["device"] != "cuda":
         raise ConfigError("--sync-bn: PyTorch's SyncBatchNorm runs on CUDA only; drop it or use --device cuda")
     cfg = dict(cfg)
+    if cfg["method"] == "supervised":
+        # Cross-entropy on view 1: no negatives, no BYOL or InfoNCE terms.
+        cfg["num_negatives"] = 0
+        return cfg
     if cfg["method"] == "byol":
         # The baseline: the same pipeline with no warped negatives.
         cfg["num_negatives"] = 0
@@ -263,7 +270,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: Dict[str, Any], info: cdist.DistInfo, device: torch.device,
-                 in_channels: int, steps_per_epoch: int):
+                 in_channels: int, steps_per_epoch: int, num_classes: Optional[int] = None):
         import cwarp
         from cwarp.models import build_backbone
 
@@ -273,8 +280,14 @@ class Trainer:
         # Same initial weights on every rank (DDP also broadcasts rank 0's).
         torch.manual_seed(cfg["seed"])
         backbone = build_backbone(cfg["arch"], in_channels, cfg["image_size"])
-        model = BYOL(backbone, proj_dim=cfg["proj_dim"], hidden_dim=cfg["hidden_dim"],
-                     head_batch_norm=cfg["head_bn"])
+        self.supervised = cfg["method"] == "supervised"
+        if self.supervised:
+            if num_classes is None:
+                raise ValueError("Trainer: --method supervised needs num_classes")
+            model = SupervisedReference(backbone, num_classes)
+        else:
+            model = BYOL(backbone, proj_dim=cfg["proj_dim"], hidden_dim=cfg["hidden_dim"],
+                         head_batch_norm=cfg["head_bn"])
         if cfg["sync_bn"]:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(device)
@@ -337,18 +350,30 @@ class Trainer:
         zneg = zneg.float() if zneg is not None else None
         return 0.5 * (cwarp.contrastive_loss(p1, z2, zneg, **kw) + cwarp.contrastive_loss(p2, z1, zneg, **kw))
 
-    def train_step(self, pos1, pos2, neg) -> torch.Tensor:
-        """One optimisation step; returns the (detached) loss tensor, no host sync."""
+    def train_step(self, pos1, pos2, neg, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """One optimisation step; returns the (detached) loss tensor, no host sync.
+
+        ``labels`` (B,) are used by --method supervised only, which trains on
+        view 1 alone."""
         net = self.ddp if self.ddp is not None else self.model
         net.train()
-        with self.autocast:
-            p1, p2, z1, z2, zneg = net(pos1, pos2, neg, online_negatives=self.cfg["negatives_through"] == "online")
-        loss = self.loss(p1, p2, z1, z2, zneg)
+        if self.supervised:
+            if labels is None:
+                raise ValueError("Trainer.train_step: --method supervised needs labels")
+            with self.autocast:
+                logits = net(pos1)
+            loss = nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
+        else:
+            with self.autocast:
+                p1, p2, z1, z2, zneg = net(pos1, pos2, neg,
+                                           online_negatives=self.cfg["negatives_through"] == "online")
+            loss = self.loss(p1, p2, z1, z2, zneg)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.schedule.step()
-        self.model.update_target(cosine_momentum(self.step, self.total_steps, self.cfg["base_momentum"]))
+        if not self.supervised:
+            self.model.update_target(cosine_momentum(self.step, self.total_steps, self.cfg["base_momentum"]))
         self.step += 1
         return loss.detach()
 
@@ -408,7 +433,7 @@ def _load_data(cfg):
     ds = build_dataset(cfg["format"], cfg["data"], "train", cfg["image_size"], num_samples=cfg["num_train"],
                        seed=cfg["data_seed"])
     images, labels, landmarks = ds.tensors()
-    return ds, images, landmarks
+    return ds, images, labels, landmarks
 
 
 def _truncate_log(path: str, max_step: int) -> None:
@@ -465,7 +490,7 @@ def train(cfg: Dict[str, Any], explicit: Optional[set] = None,
         device = torch.device("cuda", info.local_rank)
     main_rank = info.rank == 0
 
-    ds, images, landmarks = _load_data(cfg)
+    ds, images, labels, landmarks = _load_data(cfg)
     cfg["in_channels"] = int(ds.channels)
     n = len(images)
     if info.world_size > 1 and cfg["batch_size"] % info.world_size:
@@ -479,7 +504,7 @@ def train(cfg: Dict[str, Any], explicit: Optional[set] = None,
     sampler = DistributedSampler(range(n), num_replicas=info.world_size, rank=info.rank, shuffle=True,
                                  seed=cfg["seed"], drop_last=True)
     steps_per_epoch = len(sampler) // local_batch
-    trainer = Trainer(cfg, info, device, cfg["in_channels"], steps_per_epoch)
+    trainer = Trainer(cfg, info, device, cfg["in_channels"], steps_per_epoch, num_classes=len(ds.classes))
 
     start_epoch, start_step_in_epoch = 0, 0
     log_path = os.path.join(out, "log.jsonl")
@@ -544,7 +569,7 @@ def train(cfg: Dict[str, Any], explicit: Optional[set] = None,
                     idx = order[s * local_batch:(s + 1) * local_batch]
                     lm = landmarks[idx] if landmarks is not None else None
                     pos1, pos2, neg = trainer.make_views(images[idx], lm)
-                    loss = trainer.train_step(pos1, pos2, neg)
+                    loss = trainer.train_step(pos1, pos2, neg, labels[idx])
                     bad |= ~torch.isfinite(loss)
                     loss_sum += loss
                     loss_count += 1
@@ -563,9 +588,9 @@ def train(cfg: Dict[str, Any], explicit: Optional[set] = None,
                         ips = imgs_since / max(now - t_last, 1e-9)
                         row = {"step": trainer.step, "epoch": epoch + (s + 1) / steps_per_epoch,
                                "loss": float(loss.item()), "loss_avg": float((loss_sum / loss_count).item()),
-                               "lr": trainer.schedule.get_lr(),
-                               "momentum": cosine_momentum(trainer.step, trainer.total_steps, cfg["base_momentum"]),
-                               "images_per_s": ips}
+                               "lr": trainer.schedule.get_lr(), "images_per_s": ips}
+                        if not trainer.supervised:
+                            row["momentum"] = cosine_momentum(trainer.step, trainer.total_steps, cfg["base_momentum"])
                         loss_sum.zero_()
                         loss_count = 0
                         t_last, imgs_since = now, 0
@@ -576,7 +601,8 @@ def train(cfg: Dict[str, Any], explicit: Optional[set] = None,
                                 progress.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{ips:.0f}")
                             if writer is not None:
                                 for k in ("loss", "lr", "momentum", "images_per_s"):
-                                    writer.add_scalar(f"train/{k}", row[k], trainer.step)
+                                    if k in row:
+                                        writer.add_scalar(f"train/{k}", row[k], trainer.step)
                             if step_hook is not None:
                                 step_hook(trainer.step, row["loss"])
                         # The hook may have sent a signal; look again.

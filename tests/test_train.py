@@ -211,3 +211,33 @@ def test_resume_a_checkpoint_from_before_precision_and_negatives_through(tmp_pat
     assert res["status"] == "done"
     assert res["config"]["precision"] == "auto" and res["config"]["negatives_through"] == "target"
     assert [r["loss"] for r in read_log(old)] == [r["loss"] for r in read_log(full)]
+
+
+def test_supervised_reference_run(tmp_path):
+    out = tmp_path / "sup"
+    res = run(tiny_args(out, "--method", "supervised", "--epochs", "1"))
+    assert res["status"] == "done" and res["config"]["num_negatives"] == 0
+    rows = read_log(out)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    assert all("momentum" not in r for r in rows)               # no EMA target
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    from cwarp.models import build_backbone
+    bb = build_backbone(state["config"]["arch"], 3, 16)
+    bb.load_state_dict(state["backbone"])                       # probed like the BYOL runs
+    assert "classifier.weight" in state["model"]
+
+
+def test_supervised_step_fits_the_labels_and_needs_them():
+    from cwarp import distributed as D
+
+    cfg, _ = T.config_from_args(tiny_args("unused", "--method", "supervised", "--warmup-epochs", "0"))
+    trainer = T.Trainer(T.validate_config(cfg), D.DistInfo(), torch.device("cpu"), 3, steps_per_epoch=1000,
+                        num_classes=7)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 3, 16, 16, generator=g), torch.arange(8) % 7
+    losses = [float(trainer.train_step(x, x, None, y)) for _ in range(40)]
+    assert losses[-1] < 0.25 * losses[0]       # cross-entropy against these labels, memorized
+    with pytest.raises(ValueError, match="needs labels"):
+        trainer.train_step(x, x, None)
+    with pytest.raises(ValueError, match="needs num_classes"):
+        T.Trainer(T.validate_config(cfg), D.DistInfo(), torch.device("cpu"), 3, steps_per_epoch=10)

@@ -1,0 +1,18 @@
+"""The demo end to end at a toy budget: every representation probed, summary and plots written."""
+import json
+
+from cwarp import demo
+
+
+def test_demo_runs_every_method_and_writes_summary_and_plots(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert demo.main(["--skip-benchmark", "--epochs", "1", "--num-train", "256", "--probe-test", "128",
+                      "--image-size", "16", "--out", str(out)]) == 0
+    summary = json.load(open(out / "summary.json"))
+    names = set(demo.METHODS) | {"random_init", "raw_pixels"}
+    assert set(summary["linear_acc"]) == names
+    assert all(0.0 <= a <= 1.0 for a in summary["linear_acc"].values())
+    assert summary["n_test"]["contrawarp"] == 128 and summary["autocast"] == "fp32"
+    for plot in ("loss_curves.png", "accuracy.png", "views.png"):
+        assert (out / plot).stat().st_size > 0 and plot in summary["plots"]
+    assert "supervised" in capsys.readouterr().out
