@@ -7,7 +7,7 @@ Each seed pretrains ContraWarping and BYOL-only with the demo's budget
 (cwarp.demo.DEMO_RECIPE, identical for both), trains the supervised reference
 with the same budget and the labels, and probes the three beside a random
 init and raw pixels on SyntheticFaces' held-out test split. The supervised
-reference bounds what any method can learn in that many steps. The sweeps
+reference shows what that many steps allow at all. The sweeps
 vary one ContraWarping knob at a time (seed 0). Prints the floors of the
 issue: ContraWarping - BYOL >= 5 points and ContraWarping - random init >= 15
 points (linear-probe accuracy, mean over seeds).
@@ -54,8 +54,8 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join("results", "ablation"))
     p.add_argument("--quick", action="store_true", help="a tenth of the budget (a smoke run, not a measurement)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="the demo's budget with N epochs instead (30: 330 steps, where BYOL and the supervised "
-                        "reference start to learn; about an hour per seed on 2 CPU cores)")
+                   help="the demo's budget with N epochs instead (30: 330 steps, where BYOL and, in one seed of "
+                        "three, the supervised reference start to learn; about an hour per seed on 2 CPU cores)")
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--negatives", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--magnitudes", nargs="+", default=["0.02,0.06", "0.05,0.15", "0.10,0.25"])
