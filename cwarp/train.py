@@ -205,6 +205,11 @@ def validate_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     cfg = dict(cfg)
     if cfg["method"] == "supervised":
         # Cross-entropy on view 1: no negatives, no BYOL or InfoNCE terms.
+        if cfg["in_batch"]:
+            raise ConfigError("--in-batch: --method supervised has no contrastive loss to take in-batch keys")
+        if cfg["negatives_through"] != "target":
+            raise ConfigError("--negatives-through: --method supervised has no warped negatives, got "
+                              f"{cfg['negatives_through']!r}")
         cfg["num_negatives"] = 0
         return cfg
     if cfg["method"] == "byol":

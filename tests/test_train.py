@@ -241,3 +241,6 @@ def test_supervised_step_fits_the_labels_and_needs_them():
         trainer.train_step(x, x, None)
     with pytest.raises(ValueError, match="needs num_classes"):
         T.Trainer(T.validate_config(cfg), D.DistInfo(), torch.device("cpu"), 3, steps_per_epoch=10)
+    for key, value in (("in_batch", True), ("negatives_through", "online")):
+        with pytest.raises(T.ConfigError, match="--" + key.replace("_", "-") + ": --method supervised"):
+            T.validate_config(dict(cfg, **{key: value}))
