@@ -48,6 +48,7 @@ def run_one(tag, method, seed, recipe_over, out_root, extra=None, baselines=Fals
 
 def main(argv=None):
     from cwarp import demo
+    from cwarp.train import PRECISIONS, autocast_dtype
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -59,7 +60,7 @@ def main(argv=None):
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--negatives", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--magnitudes", nargs="+", default=["0.02,0.06", "0.05,0.15", "0.10,0.25"])
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="cwarp-train --precision of every pretraining (auto: fp32 on the CPU)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -72,7 +73,6 @@ def main(argv=None):
         over["epochs"] = args.epochs
     recipe = dict(demo.DEMO_RECIPE, **over)
     precision = ["--precision", args.precision]
-    from cwarp.train import autocast_dtype
     autocast = str(autocast_dtype(args.precision, torch.device("cpu")) or "fp32")
     print(f"pretraining precision: {args.precision} ({autocast} here)", flush=True)
     probe_kw = dict(image_size=int(recipe["image_size"]), num_train=int(recipe["num_train"]),

@@ -23,23 +23,23 @@ from common import Row, add_speedups, format_table, time_cpu, time_fn, write_jso
 
 
 def main(argv=None):
+    from cwarp import distributed as D
+    from cwarp import train as T
+    from cwarp.data import SyntheticFaces
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--method", default="contrawarp", choices=("contrawarp", "byol"))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="cwarp-train --precision")
+    p.add_argument("--precision", default="auto", choices=T.PRECISIONS, help="cwarp-train --precision")
     p.add_argument("--min-run-time", type=float, default=3.0)
     p.add_argument("--quick", action="store_true", help="small batch, short timing")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.quick:
         args.batch_size, args.min_run_time = 16, 1.0
-
-    from cwarp import distributed as D
-    from cwarp import train as T
-    from cwarp.data import SyntheticFaces
 
     cfg, _ = T.config_from_args(["--out", "unused", "--arch", args.arch, "--image-size", str(args.image_size),
                                  "--batch-size", str(args.batch_size), "--method", args.method,
