@@ -199,3 +199,59 @@ def apply_affine(a, b, c, d, e, f, qx, qy):
     sx = a * qx + b * qy + c
     sy = d * qx + e * qy + f
     return sx, sy
+
+
+# ---------------------------------------------------------------------------
+# Building blocks of the Triton kernels themselves (no C++ counterpart: each
+# C++ kernel writes its own loop over pixels and warps, vectorized its way).
+# ---------------------------------------------------------------------------
+
+
+@triton.jit
+def program_pixels(pid, Ho, Wo, BLOCK: tl.constexpr, INDEX64: tl.constexpr):
+    """Image (or image-view) index b (int64) of program ``pid``, its pixels' rows, columns and mask."""
+    n_prog = tl.cdiv(Ho * Wo, BLOCK)
+    b = pid // n_prog
+    # 32-bit pixel math unless the sizes need 64 (64-bit division is slow on GPUs).
+    if INDEX64:
+        pix = (pid % n_prog) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    else:
+        pix = (pid % n_prog).to(tl.int32) * BLOCK + tl.arange(0, BLOCK)
+    live = pix < Ho * Wo
+    return b, pix // Wo, pix % Wo, live
+
+
+@triton.jit
+def corner_masks_weights(live, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1):
+    """Load masks (live and in the image) and bilinear weights of the corners 00, 01, 10, 11 (row, column)."""
+    m00 = live & vx0 & vy0
+    m01 = live & vx1 & vy0
+    m10 = live & vx0 & vy1
+    m11 = live & vx1 & vy1
+    return m00, m01, m10, m11, wx0 * wy0, wx1 * wy0, wx0 * wy1, wx1 * wy1
+
+
+@triton.jit
+def warp_field(prm_ptr, K, px, py, KIND: tl.constexpr, SKIP_ZERO: tl.constexpr):
+    """q = p - sum_k w_k(p) d_k; prm_ptr points at this image's (K, 5) warps.
+
+    With SKIP_ZERO a warp with zero displacement contributes nothing even
+    where its weight is not finite, as the C++ augment kernels skip it: that
+    is how views without local warps (pos1, pos2) pad their rows.
+    """
+    qx = px
+    qy = py
+    for k in range(K):
+        cx = tl.load(prm_ptr + 5 * k)
+        cy = tl.load(prm_ptr + 5 * k + 1)
+        r = tl.load(prm_ptr + 5 * k + 2)
+        dx = tl.load(prm_ptr + 5 * k + 3)
+        dy = tl.load(prm_ptr + 5 * k + 4)
+        ex = px - cx
+        ey = py - cy
+        w = warp_weight(KIND, ex * ex + ey * ey, r * r, dx * dx + dy * dy)
+        if SKIP_ZERO:
+            w = tl.where((dx == 0.0) & (dy == 0.0), 0.0, w)
+        qx -= w * dx
+        qy -= w * dy
+    return qx, qy

@@ -22,8 +22,8 @@ import triton
 import triton.language as tl
 
 from cwarp import augment_ops, augment_reference
-from cwarp.triton._common import (KINDS, PADDINGS, apply_affine, base_coord, bilinear, gaussian_weight,
-                                  source_index, translate_weight)
+from cwarp.triton._common import (KINDS, PADDINGS, apply_affine, base_coord, bilinear, corner_masks_weights,
+                                  program_pixels, source_index, warp_field)
 
 __all__ = ["augment_views", "augment_views_forward", "INTERPRETED"]
 
@@ -140,38 +140,12 @@ def _augment_views_kernel(
     H, W, S, V, K, s_sb, s_sc, s_sh, s_sw, scale,
     C: tl.constexpr, KIND: tl.constexpr, PADDING: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0).to(tl.int64)
-    n_prog = tl.cdiv(S * S, BLOCK)
-    bv = pid // n_prog  # b * V + v
+    # One program per (image, view) pair's block of pixels: bv = b * V + v.
+    bv, i, j, live = program_pixels(tl.program_id(0).to(tl.int64), S, S, BLOCK, False)
     b = bv // V
-    pix = (pid % n_prog).to(tl.int32) * BLOCK + tl.arange(0, BLOCK)
-    live = pix < S * S
-    i = pix // S
-    j = pix % S
     px = base_coord(j, S, False, tl.float32)
     py = base_coord(i, S, False, tl.float32)
-
-    # q = p - sum_k w_k(p) d_k
-    qx = px
-    qy = py
-    wp = wp_ptr + bv * K * 5
-    for k in range(K):
-        cx = tl.load(wp + 5 * k)
-        cy = tl.load(wp + 5 * k + 1)
-        r = tl.load(wp + 5 * k + 2)
-        dx = tl.load(wp + 5 * k + 3)
-        dy = tl.load(wp + 5 * k + 4)
-        ex = px - cx
-        ey = py - cy
-        rho2 = ex * ex + ey * ey
-        if KIND == 0:
-            w = translate_weight(rho2, r * r, dx * dx + dy * dy)
-        else:
-            w = gaussian_weight(rho2, r * r)
-        # A zero-displacement row (pos1, pos2 padding) changes nothing, as in C++.
-        w = tl.where((dx == 0.0) & (dy == 0.0), 0.0, w)
-        qx -= w * dx
-        qy -= w * dy
+    qx, qy = warp_field(wp_ptr + bv * K * 5, K, px, py, KIND, True)
 
     t = th_ptr + bv * 6
     sx, sy = apply_affine(tl.load(t), tl.load(t + 1), tl.load(t + 2), tl.load(t + 3), tl.load(t + 4),
@@ -184,14 +158,7 @@ def _augment_views_kernel(
     o01 = base + s_sw
     o10 = base + s_sh
     o11 = base + s_sh + s_sw
-    m00 = live & vx0 & vy0
-    m01 = live & vx1 & vy0
-    m10 = live & vx0 & vy1
-    m11 = live & vx1 & vy1
-    w00 = wx0 * wy0
-    w01 = wx1 * wy0
-    w10 = wx0 * wy1
-    w11 = wx1 * wy1
+    m00, m01, m10, m11, w00, w01, w10, w11 = corner_masks_weights(live, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1)
     src_b = src_ptr + b * s_sb
 
     col = col_ptr + bv * 5
@@ -201,7 +168,7 @@ def _augment_views_kernel(
     hue = tl.load(col + 3)
     gray = tl.load(col + 4)
     m = contrast_mean(tl.load(mg_ptr + b), fb)
-    out_v = out_ptr + bv * C * S * S + pix
+    out_v = out_ptr + bv * C * S * S + i * S + j
     if C == 3:
         r = _sample(src_b, o00, o01, o10, o11, w00, w01, w10, w11, m00, m01, m10, m11, scale)
         g = _sample(src_b + s_sc, o00, o01, o10, o11, w00, w01, w10, w11, m00, m01, m10, m11, scale)

@@ -35,7 +35,8 @@ from torch._prims_common import suggest_memory_format
 
 from cwarp import _checks, ops
 from cwarp.triton._common import (KINDS, PADDINGS, apply_affine, base_coord, bilinear, bilinear_coord_grad,
-                                  source_index, warp_param_grad, warp_weight)
+                                  corner_masks_weights, program_pixels, source_index, warp_field,
+                                  warp_param_grad)
 
 __all__ = ["local_warp", "local_warp_forward", "local_warp_backward", "INTERPRETED"]
 
@@ -73,25 +74,6 @@ _SIZES = ["C", "H", "W", "Ho", "Wo", "K"]
 
 
 @triton.jit
-def _warp_field(prm_ptr, K, px, py, KIND: tl.constexpr):
-    """q = p - sum_k w_k(p) d_k; prm_ptr points at this image's (K, 5) params."""
-    qx = px
-    qy = py
-    for k in range(K):
-        cx = tl.load(prm_ptr + 5 * k)
-        cy = tl.load(prm_ptr + 5 * k + 1)
-        r = tl.load(prm_ptr + 5 * k + 2)
-        dx = tl.load(prm_ptr + 5 * k + 3)
-        dy = tl.load(prm_ptr + 5 * k + 4)
-        ex = px - cx
-        ey = py - cy
-        w = warp_weight(KIND, ex * ex + ey * ey, r * r, dx * dx + dy * dy)
-        qx -= w * dx
-        qy -= w * dy
-    return qx, qy
-
-
-@triton.jit
 def _load_affine(th_ptr, b, HAS_THETA: tl.constexpr):
     if HAS_THETA:
         t = th_ptr + 6 * b
@@ -111,20 +93,6 @@ def _load_affine(th_ptr, b, HAS_THETA: tl.constexpr):
     return a, bb, c, d, e, f
 
 
-@triton.jit
-def _pixels(pid, Ho, Wo, BLOCK: tl.constexpr, INDEX64: tl.constexpr):
-    """This program's image b (int64), its pixels' rows / columns and mask."""
-    n_prog = tl.cdiv(Ho * Wo, BLOCK)
-    b = pid // n_prog
-    # 32-bit pixel math unless the sizes need 64 (64-bit division is slow on GPUs).
-    if INDEX64:
-        pix = (pid % n_prog) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    else:
-        pix = (pid % n_prog).to(tl.int32) * BLOCK + tl.arange(0, BLOCK)
-    live = pix < Ho * Wo
-    return b, pix // Wo, pix % Wo, live
-
-
 @triton.autotune(configs=_configs(), key=_AUTOTUNE_KEY)
 @triton.jit(do_not_specialize=_SIZES)
 def _local_warp_fwd_kernel(
@@ -135,10 +103,10 @@ def _local_warp_fwd_kernel(
     INDEX64: tl.constexpr, BLOCK: tl.constexpr,
 ):
     CT = prm_ptr.dtype.element_ty  # the compute type: float32, or float64 for float64 images
-    b, i, j, live = _pixels(tl.program_id(0).to(tl.int64), Ho, Wo, BLOCK, INDEX64)
+    b, i, j, live = program_pixels(tl.program_id(0).to(tl.int64), Ho, Wo, BLOCK, INDEX64)
     px = base_coord(j, Wo, ALIGN_CORNERS, CT)
     py = base_coord(i, Ho, ALIGN_CORNERS, CT)
-    qx, qy = _warp_field(prm_ptr + b * K * 5, K, px, py, KIND)
+    qx, qy = warp_field(prm_ptr + b * K * 5, K, px, py, KIND, False)
     a, bb, c, d, e, f = _load_affine(th_ptr, b, HAS_THETA)
     sx, sy = apply_affine(a, bb, c, d, e, f, qx, qy)
     ix, _gx = source_index(sx, W, PADDING, ALIGN_CORNERS)
@@ -148,14 +116,7 @@ def _local_warp_fwd_kernel(
         x0 = x0.to(tl.int64)
         y0 = y0.to(tl.int64)
     base = y0 * in_sh + x0 * in_sw
-    m00 = live & vx0 & vy0
-    m01 = live & vx1 & vy0
-    m10 = live & vx0 & vy1
-    m11 = live & vx1 & vy1
-    w00 = wx0 * wy0
-    w01 = wx1 * wy0
-    w10 = wx0 * wy1
-    w11 = wx1 * wy1
+    m00, m01, m10, m11, w00, w01, w10, w11 = corner_masks_weights(live, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1)
     src = in_ptr + b * in_sb + base
     dst = out_ptr + b * out_sb + i * out_sh + j * out_sw
     for ch in range(C):
@@ -190,11 +151,11 @@ def _local_warp_bwd_kernel(
 ):
     CT = prm_ptr.dtype.element_ty
     pid = tl.program_id(0).to(tl.int64)
-    b, i, j, live = _pixels(pid, Ho, Wo, BLOCK, INDEX64)
+    b, i, j, live = program_pixels(pid, Ho, Wo, BLOCK, INDEX64)
     prm_b = prm_ptr + b * K * 5
     px = base_coord(j, Wo, ALIGN_CORNERS, CT)
     py = base_coord(i, Ho, ALIGN_CORNERS, CT)
-    qx, qy = _warp_field(prm_b, K, px, py, KIND)
+    qx, qy = warp_field(prm_b, K, px, py, KIND, False)
     a, bb, c, d, e, f = _load_affine(th_ptr, b, HAS_THETA)
     sx, sy = apply_affine(a, bb, c, d, e, f, qx, qy)
     ix, gmx = source_index(sx, W, PADDING, ALIGN_CORNERS)
@@ -204,14 +165,7 @@ def _local_warp_bwd_kernel(
         x0 = x0.to(tl.int64)
         y0 = y0.to(tl.int64)
     base = b * in_sb + y0 * in_sh + x0 * in_sw
-    m00 = live & vx0 & vy0
-    m01 = live & vx1 & vy0
-    m10 = live & vx0 & vy1
-    m11 = live & vx1 & vy1
-    w00 = wx0 * wy0
-    w01 = wx1 * wy0
-    w10 = wx0 * wy1
-    w11 = wx1 * wy1
+    m00, m01, m10, m11, w00, w01, w10, w11 = corner_masks_weights(live, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1)
     scale = 1.0
     if DETERMINISTIC:
         scale = tl.load(scale_ptr)
