@@ -32,8 +32,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from cwarp.data import SyntheticFaces  # noqa: E402
 from cwarp.models import build_backbone  # noqa: E402
-from cwarp.probe import DEFAULT_MEAN, DEFAULT_STD  # noqa: E402
-from cwarp.probe import evaluate_features, extract_features  # noqa: E402
+from cwarp.probe import DEFAULT_MEAN, DEFAULT_STD, evaluate_features, extract_features  # noqa: E402
 
 
 def aligned_pixels(ds: SyntheticFaces) -> torch.Tensor:
@@ -113,8 +112,8 @@ def main(argv=None) -> dict:
         model = build_backbone("convnet-small", 3, args.image_size)
         representations.append(("random convnet", extract_features(model, train, 256, "cpu", progress=False),
                                 extract_features(model, test, 256, "cpu", progress=False)))
+    n = args.supervised_faces or args.num_train
     if args.supervised_steps:
-        n = args.supervised_faces or args.num_train
         faces = train if n == args.num_train else SyntheticFaces(n, args.image_size, args.seed, split="train")
         start = time.perf_counter()
         model = train_supervised(faces, args.supervised_steps, args.seed)
@@ -141,7 +140,7 @@ def main(argv=None) -> dict:
               f"{r['map_at_r']:>6.3f} {r['probe_s']:>8.1f}")
     record = {"benchmark": "synthetic_probe", "num_train": args.num_train, "num_test": args.num_test,
               "image_size": args.image_size, "seed": args.seed, "supervised_steps": args.supervised_steps,
-              "supervised_faces": args.supervised_faces, "rows": rows, "torch": torch.__version__,
+              "supervised_faces": n if args.supervised_steps else None, "rows": rows, "torch": torch.__version__,
               "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
               "cpu_count": os.cpu_count(), "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
     if args.json:
