@@ -232,6 +232,13 @@ def corner_masks_weights(live, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1):
 
 
 @triton.jit
+def load_warp(prm_ptr, k):
+    """Warp k of the (K, 5) rows at prm_ptr: (cx, cy, r, dx, dy)."""
+    w = prm_ptr + 5 * k
+    return tl.load(w), tl.load(w + 1), tl.load(w + 2), tl.load(w + 3), tl.load(w + 4)
+
+
+@triton.jit
 def warp_field(prm_ptr, K, px, py, KIND: tl.constexpr, SKIP_ZERO: tl.constexpr):
     """q = p - sum_k w_k(p) d_k; prm_ptr points at this image's (K, 5) warps.
 
@@ -242,11 +249,7 @@ def warp_field(prm_ptr, K, px, py, KIND: tl.constexpr, SKIP_ZERO: tl.constexpr):
     qx = px
     qy = py
     for k in range(K):
-        cx = tl.load(prm_ptr + 5 * k)
-        cy = tl.load(prm_ptr + 5 * k + 1)
-        r = tl.load(prm_ptr + 5 * k + 2)
-        dx = tl.load(prm_ptr + 5 * k + 3)
-        dy = tl.load(prm_ptr + 5 * k + 4)
+        cx, cy, r, dx, dy = load_warp(prm_ptr, k)
         ex = px - cx
         ey = py - cy
         w = warp_weight(KIND, ex * ex + ey * ey, r * r, dx * dx + dy * dy)

@@ -35,8 +35,8 @@ from torch._prims_common import suggest_memory_format
 
 from cwarp import _checks, ops
 from cwarp.triton._common import (KINDS, PADDINGS, apply_affine, base_coord, bilinear, bilinear_coord_grad,
-                                  corner_masks_weights, program_pixels, source_index, warp_field,
-                                  warp_param_grad)
+                                  corner_masks_weights, load_warp, program_pixels, source_index,
+                                  warp_field, warp_param_grad)
 
 __all__ = ["local_warp", "local_warp_forward", "local_warp_backward", "INTERPRETED"]
 
@@ -210,11 +210,7 @@ def _local_warp_bwd_kernel(
             gqx = a * gsx + d * gsy
             gqy = bb * gsx + e * gsy
             for k in range(K):
-                cx = tl.load(prm_b + 5 * k)
-                cy = tl.load(prm_b + 5 * k + 1)
-                r = tl.load(prm_b + 5 * k + 2)
-                dx = tl.load(prm_b + 5 * k + 3)
-                dy = tl.load(prm_b + 5 * k + 4)
+                cx, cy, r, dx, dy = load_warp(prm_b, k)
                 g_cx, g_cy, g_r, g_dx, g_dy = warp_param_grad(KIND, px - cx, py - cy, r, dx, dy, gqx, gqy)
                 # gq is 0 past the end, but 0 * NaN is not: mask the products too.
                 tl.store(part + 5 * k, tl.sum(tl.where(live, g_cx, 0.0), axis=0))
