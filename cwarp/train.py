@@ -55,8 +55,8 @@ DEFAULTS: Dict[str, Any] = dict(
     # ContraWarping
     num_negatives=2, warps_per_negative=4, warp_magnitude=[0.05, 0.15], warp_radius=[0.15, 0.35],
     tau=0.2, byol_weight=1.0, nce_weight=1.0, in_batch=False, negatives_through="target",
-    # global views
-    crop_scale=[0.5, 1.0],
+    # global views (ContraWarpAugment); jitter_strength scales its colour jitter
+    crop_scale=[0.5, 1.0], rotation=10.0, jitter_strength=1.0, grayscale_p=0.2,
     # bookkeeping
     log_every=10, save_every=0, progress=True, tensorboard=False,
 )
@@ -143,7 +143,14 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--negatives-through", choices=NEGATIVE_NETWORKS, default=d("negatives_through"),
                    help="which network embeds the warped negatives: the EMA target (no gradient) or the "
                         "online backbone+projector (with gradient)")
-    g.add_argument("--crop-scale", type=_pair, default=d("crop_scale"), metavar="MIN,MAX")
+    g = p.add_argument_group("global views")
+    g.add_argument("--crop-scale", type=_pair, default=d("crop_scale"), metavar="MIN,MAX",
+                   help="random resized crop: fraction of the image area")
+    g.add_argument("--rotation", type=float, default=d("rotation"), metavar="DEG",
+                   help="random rotation in [-DEG, DEG] degrees")
+    g.add_argument("--jitter-strength", type=float, default=d("jitter_strength"), metavar="S",
+                   help="colour jitter: brightness/contrast S*0.4, saturation S*0.2, hue S*0.1 (0: none)")
+    g.add_argument("--grayscale-p", type=float, default=d("grayscale_p"), help="probability of a grayscale view")
     g = p.add_argument_group("bookkeeping")
     g.add_argument("--log-every", type=int, default=d("log_every"))
     g.add_argument("--save-every", type=int, default=d("save_every"), help="also checkpoint every K steps")
@@ -191,6 +198,9 @@ def validate_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
         lo, hi = cfg[k]
         need(0 <= lo <= hi, k, "expected MIN,MAX with 0 <= MIN <= MAX")
     need(cfg["crop_scale"][1] <= 1, "crop_scale", "expected MAX <= 1")
+    need(0 <= cfg["rotation"] <= 180, "rotation", "expected degrees in [0, 180]")
+    need(0 <= cfg["jitter_strength"] <= 5, "jitter_strength", "expected in [0, 5] (hue S*0.1 must stay <= 0.5)")
+    need(0 <= cfg["grayscale_p"] <= 1, "grayscale_p", "expected a probability in [0, 1]")
     need(math.isfinite(cfg["tau"]) and cfg["tau"] > 0, "tau", "expected > 0")
     need(cfg["byol_weight"] >= 0, "byol_weight", "expected >= 0")
     need(cfg["nce_weight"] >= 0, "nce_weight", "expected >= 0")
@@ -260,8 +270,10 @@ def build_augment(cfg: Dict[str, Any], num_negatives: Optional[int] = None):
     """The ContraWarpAugment of a run's config (SPEC.md §4)."""
     import cwarp
 
+    s = cfg["jitter_strength"]
     return cwarp.ContraWarpAugment(
-        size=cfg["image_size"], crop_scale=tuple(cfg["crop_scale"]),
+        size=cfg["image_size"], crop_scale=tuple(cfg["crop_scale"]), rotation=cfg["rotation"],
+        brightness=0.4 * s, contrast=0.4 * s, saturation=0.2 * s, hue=0.1 * s, grayscale_p=cfg["grayscale_p"],
         num_negatives=cfg["num_negatives"] if num_negatives is None else num_negatives,
         warps_per_negative=cfg["warps_per_negative"], warp_radius=tuple(cfg["warp_radius"]),
         warp_magnitude=tuple(cfg["warp_magnitude"]))

@@ -101,6 +101,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
     (["--batch-size", "32"], "fewer than one batch"),
     (["--resume"], "no checkpoint"),
     (["--sync-bn"], "--sync-bn"),
+    (["--rotation", "-5"], "--rotation"),
+    (["--jitter-strength", "6"], "--jitter-strength"),
+    (["--grayscale-p", "1.5"], "--grayscale-p"),
 ])
 def test_bad_input_messages(tmp_path, capsys, extra, match):
     assert T.main(tiny_args(tmp_path / "bad", *extra)) == 2
@@ -179,6 +182,19 @@ def test_run_with_online_negatives_or_bf16(tmp_path, extra):
     res = run(tiny_args(tmp_path / "run", "--epochs", "1", *extra))
     assert res["status"] == "done"
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in read_log(tmp_path / "run"))
+
+
+def test_global_view_options_reach_the_augmentation():
+    cfg = T.validate_config(T.config_from_args(tiny_args(
+        "unused", "--crop-scale", "0.8,1", "--rotation", "3", "--jitter-strength", "0.5", "--grayscale-p", "0"))[0])
+    aug = T.build_augment(cfg)
+    assert aug.crop_scale == (0.8, 1.0) and aug.rotation == (-3.0, 3.0) and aug.grayscale_p == 0.0
+    assert aug.brightness == (0.8, 1.2) and aug.contrast == (0.8, 1.2)
+    assert aug.saturation == pytest.approx((0.9, 1.1)) and aug.hue == pytest.approx((-0.05, 0.05))
+    plain = T.build_augment(T.validate_config(T.config_from_args(tiny_args("unused", "--jitter-strength", "0"))[0]))
+    assert plain.brightness == (1.0, 1.0) and plain.hue == (0.0, 0.0)
+    default = T.build_augment(T.validate_config(T.config_from_args(tiny_args("unused"))[0]))
+    assert default.rotation == (-10.0, 10.0) and default.brightness == pytest.approx((0.6, 1.4))
 
 
 def test_precision_resolution():
