@@ -2,7 +2,8 @@
 number of warped negatives and the warp magnitude.
 
     python benchmarks/ablation.py [--seeds 0 1 2] [--quick] [--epochs N] [--num-train N] [--no-sweep]
-                                  [--json PATH]
+                                  [--warmup-epochs F] [--crop-scale MIN,MAX] [--rotation DEG]
+                                  [--jitter-strength S] [--grayscale-p P] [--json PATH]
 
 Each seed pretrains ContraWarping and BYOL-only with the demo's budget
 (cwarp.demo.DEMO_RECIPE, identical for both), trains the supervised reference
@@ -47,8 +48,23 @@ def run_one(tag, method, seed, recipe_over, out_root, extra=None, baselines=Fals
     return out
 
 
+# cwarp-train options the ablation passes to every pretraining (all methods alike) when given.
+TRAIN_OPTIONS = ("precision", "warmup_epochs", "crop_scale", "rotation", "jitter_strength", "grayscale_p")
+
+
+def train_flags(args) -> list:
+    """The cwarp-train flags of args' TRAIN_OPTIONS that were given."""
+    flags = []
+    for name in TRAIN_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            flags += ["--" + name.replace("_", "-"), str(value)]
+    return flags
+
+
 def main(argv=None):
     from cwarp import demo
+    from cwarp import train as T
     from cwarp.train import PRECISIONS, autocast_dtype
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -66,6 +82,12 @@ def main(argv=None):
     p.add_argument("--magnitudes", nargs="+", default=["0.02,0.06", "0.05,0.15", "0.10,0.25"])
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="cwarp-train --precision of every pretraining (auto: fp32 on the CPU)")
+    p.add_argument("--warmup-epochs", type=float, default=None, help="cwarp-train --warmup-epochs (default 2)")
+    g = p.add_argument_group("global views of every pretraining (default: cwarp-train's)")
+    g.add_argument("--crop-scale", default=None, metavar="MIN,MAX")
+    g.add_argument("--rotation", type=float, default=None, metavar="DEG")
+    g.add_argument("--jitter-strength", type=float, default=None, metavar="S")
+    g.add_argument("--grayscale-p", type=float, default=None, metavar="P")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     over = {}
@@ -81,7 +103,12 @@ def main(argv=None):
                     f"got {args.num_train}")
         over["num_train"] = args.num_train
     recipe = dict(demo.DEMO_RECIPE, **over)
-    precision = ["--precision", args.precision]
+    common = train_flags(args)
+    try:   # refuse a bad value now, not after an hour of pretraining
+        T.validate_config(T.config_from_args(demo.demo_config("contrawarp", "unchecked", overrides=over)
+                                             + common)[0])
+    except T.ConfigError as e:
+        p.error(str(e))
     autocast = str(autocast_dtype(args.precision, torch.device("cpu")) or "fp32")
     print(f"pretraining precision: {args.precision} ({autocast} here)", flush=True)
     probe_train = 512 if args.quick else int(demo.DEMO_RECIPE["num_train"])
@@ -91,7 +118,7 @@ def main(argv=None):
     per_seed = {}
     arch = None
     for seed in args.seeds:
-        runs = {m: os.path.join(run_one("compare", m, seed, over, args.out, precision), "checkpoint.pt")
+        runs = {m: os.path.join(run_one("compare", m, seed, over, args.out, common), "checkpoint.pt")
                 for m in demo.METHODS}
         arch = json.load(open(os.path.join(os.path.dirname(runs["contrawarp"]), "config.json")))["arch"]
         res = demo.probe_all(runs, arch=arch, seed=seed, **probe_kw)
@@ -115,19 +142,20 @@ def main(argv=None):
         seed = args.seeds[0]
         for n in args.negatives:
             out = run_one(f"negatives_{n}", "contrawarp", seed, over, args.out,
-                          ["--num-negatives", str(n)] + precision)
+                          ["--num-negatives", str(n)] + common)
             r = demo.probe_all({"cw": os.path.join(out, "checkpoint.pt")}, arch=arch, seed=seed, baselines=False,
                                **probe_kw)
             sweeps[f"num_negatives={n}"] = 100 * r["cw"]["linear_acc"]
             print(f"sweep num_negatives={n}: {sweeps[f'num_negatives={n}']:.1f}%", flush=True)
         for mag in args.magnitudes:
             out = run_one(f"magnitude_{mag}", "contrawarp", seed, over, args.out,
-                          ["--warp-magnitude", mag] + precision)
+                          ["--warp-magnitude", mag] + common)
             r = demo.probe_all({"cw": os.path.join(out, "checkpoint.pt")}, arch=arch, seed=seed, baselines=False,
                                **probe_kw)
             sweeps[f"warp_magnitude={mag}"] = 100 * r["cw"]["linear_acc"]
             print(f"sweep warp_magnitude={mag}: {sweeps[f'warp_magnitude={mag}']:.1f}%", flush=True)
-    record = {"recipe": recipe, "precision": args.precision, "autocast": autocast, "seeds": args.seeds,
+    record = {"recipe": recipe, "train_flags": common, "precision": args.precision, "autocast": autocast,
+              "seeds": args.seeds,
               "per_seed": per_seed,
               "mean_std": {k: list(v) for k, v in summary.items()},
               "gap_vs_byol": gap_byol, "gap_vs_random": gap_rand, "supervised_vs_random": gap_sup,

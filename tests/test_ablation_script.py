@@ -1,0 +1,48 @@
+"""benchmarks/ablation.py's options: what reaches every pretraining, and bad values refused up front."""
+import importlib.util
+import os
+
+import pytest
+
+_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "ablation.py")
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("ablation", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def no_pretraining(script, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a pretraining started before the arguments were checked")
+
+    monkeypatch.setattr(script, "run_one", refuse)
+
+
+def test_train_flags_pass_only_what_was_given(script):
+    import argparse
+
+    args = argparse.Namespace(precision="auto", warmup_epochs=1.0, crop_scale="0.8,1", rotation=None,
+                              jitter_strength=0.5, grayscale_p=None)
+    assert script.train_flags(args) == ["--precision", "auto", "--warmup-epochs", "1.0", "--crop-scale", "0.8,1",
+                                        "--jitter-strength", "0.5"]
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--rotation", "-5"], "--rotation"),
+    (["--jitter-strength", "9"], "--jitter-strength"),
+    (["--grayscale-p", "2"], "--grayscale-p"),
+    (["--warmup-epochs", "-1"], "--warmup-epochs"),
+    (["--crop-scale", "0.9,0.5"], "--crop-scale"),
+    (["--num-train", "5"], "--num-train"),
+    (["--epochs", "0"], "--epochs"),
+])
+def test_bad_values_are_refused_before_any_pretraining(script, no_pretraining, capsys, extra, match):
+    with pytest.raises(SystemExit) as e:
+        script.main(["--no-sweep", *extra])
+    assert e.value.code == 2
+    assert match in capsys.readouterr().err
