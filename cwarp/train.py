@@ -331,6 +331,7 @@ class Trainer:
         # sampler draws on the generator's device, so runs agree across devices).
         self.aug_gen = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + 7919 * info.rank + 1)
         self.step = 0
+        self.last_terms: Dict[str, torch.Tensor] = {}   # the last step's loss parts (loss_terms)
         self.amp_dtype = autocast_dtype(cfg["precision"], device)
         self.autocast = (torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
                          else nullcontext())
@@ -365,7 +366,34 @@ class Trainer:
         # both predictions.
         p1, p2, z1, z2 = p1.float(), p2.float(), z1.float(), z2.float()
         zneg = zneg.float() if zneg is not None else None
-        return 0.5 * (cwarp.contrastive_loss(p1, z2, zneg, **kw) + cwarp.contrastive_loss(p2, z1, zneg, **kw))
+        loss = 0.5 * (cwarp.contrastive_loss(p1, z2, zneg, **kw) + cwarp.contrastive_loss(p2, z1, zneg, **kw))
+        self.last_terms = self.loss_terms(p1, p2, z1, z2, zneg, loss)
+        return loss
+
+    @torch.no_grad()
+    def loss_terms(self, p1, p2, z1, z2, zneg, loss) -> Dict[str, torch.Tensor]:
+        """The loss's parts, for the log (tensors: no host sync here).
+
+        byol_term: the BYOL term, mean of 2 - 2 cos(p, z) over both halves.
+        nce_term: the InfoNCE term (the loss less the weighted BYOL term);
+        with N warped negatives and no in-batch keys, ln(1 + N) is chance.
+        warp_acc: how often the positive's cosine beats every warped
+        negative's, over both halves (1 / (1 + N) is chance).
+        """
+        import torch.nn.functional as F
+
+        cfg = self.cfg
+        n1, n2 = F.normalize(p1, dim=-1), F.normalize(p2, dim=-1)
+        t1, t2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
+        s12, s21 = (n1 * t2).sum(-1), (n2 * t1).sum(-1)
+        terms = {"byol_term": (2 - s12 - s21).mean()}
+        if cfg["nce_weight"] > 0:
+            terms["nce_term"] = (loss.detach() - cfg["byol_weight"] * terms["byol_term"]) / cfg["nce_weight"]
+        if zneg is not None:
+            tn = F.normalize(zneg, dim=-1)
+            beats = [(s[:, None] > torch.einsum("bd,bnd->bn", n, tn)).all(1) for s, n in ((s12, n1), (s21, n2))]
+            terms["warp_acc"] = torch.cat(beats).float().mean()
+        return terms
 
     def train_step(self, pos1, pos2, neg, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """One optimisation step; returns the (detached) loss tensor, no host sync.
@@ -608,6 +636,7 @@ def train(cfg: Dict[str, Any], explicit: Optional[set] = None,
                                "lr": trainer.schedule.get_lr(), "images_per_s": ips}
                         if not trainer.supervised:
                             row["momentum"] = cosine_momentum(trainer.step, trainer.total_steps, cfg["base_momentum"])
+                            row.update({k: float(v) for k, v in trainer.last_terms.items()})
                         loss_sum.zero_()
                         loss_count = 0
                         t_last, imgs_since = now, 0
@@ -617,7 +646,8 @@ def train(cfg: Dict[str, Any], explicit: Optional[set] = None,
                             if progress is not None:
                                 progress.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{ips:.0f}")
                             if writer is not None:
-                                for k in ("loss", "lr", "momentum", "images_per_s"):
+                                for k in ("loss", "lr", "momentum", "images_per_s", "byol_term", "nce_term",
+                                          "warp_acc"):
                                     if k in row:
                                         writer.add_scalar(f"train/{k}", row[k], trainer.step)
                             if step_hook is not None:

@@ -51,6 +51,43 @@ def test_byol_baseline_has_no_negatives(tmp_path):
     res = run(tiny_args(out, "--method", "byol", "--epochs", "1"))
     assert res["status"] == "done"
     assert res["config"]["num_negatives"] == 0 and res["config"]["nce_weight"] == 0.0
+    rows = read_log(out)
+    assert all("byol_term" in r and "nce_term" not in r and "warp_acc" not in r for r in rows)
+    assert all(r["byol_term"] == pytest.approx(r["loss"], rel=1e-5) for r in rows)
+
+
+def test_log_carries_the_loss_parts(tmp_path):
+    out = tmp_path / "parts"
+    run(tiny_args(out, "--epochs", "1", "--nce-weight", "0.5", "--byol-weight", "2"))
+    for r in read_log(out):
+        assert 0 <= r["byol_term"] <= 4 and r["nce_term"] >= 0 and 0 <= r["warp_acc"] <= 1
+        assert r["loss"] == pytest.approx(0.5 * r["nce_term"] + 2 * r["byol_term"], rel=1e-5)
+
+
+@pytest.mark.parametrize("in_batch", [False, True])
+def test_loss_terms_match_the_reference(in_batch):
+    from cwarp import reference
+
+    cfg = T.validate_config(T.config_from_args(tiny_args("unused", "--nce-weight", "0.7", "--byol-weight", "0.3",
+                                                         *(["--in-batch"] if in_batch else [])))[0])
+    trainer = T.Trainer(cfg, T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
+    g = torch.Generator().manual_seed(0)
+    p1, p2, z1, z2 = (torch.randn(6, 16, generator=g) for _ in range(4))
+    zneg = torch.randn(6, 2, 16, generator=g)
+    zneg[:3] = z2[:3, None] + 0.01 * zneg[:3]     # rows 0-2: the negatives beat the positive's cosine (mostly)
+    loss = trainer.loss(p1, p2, z1, z2, zneg)
+
+    def part(nce_weight, byol_weight):
+        kw = dict(tau=cfg["tau"], nce_weight=nce_weight, byol_weight=byol_weight, in_batch=in_batch)
+        return 0.5 * (reference.contrastive_loss(p1, z2, zneg, **kw) + reference.contrastive_loss(p2, z1, zneg, **kw))
+
+    terms = trainer.last_terms
+    torch.testing.assert_close(terms["byol_term"], part(0.0, 1.0))
+    torch.testing.assert_close(terms["nce_term"], part(1.0, 0.0))
+    torch.testing.assert_close(loss, 0.7 * part(1.0, 0.0) + 0.3 * part(0.0, 1.0))
+    cos = lambda a, b: torch.nn.functional.cosine_similarity(a, b, dim=-1)  # noqa: E731
+    wins = [(cos(p, z)[:, None] > cos(p[:, None], zneg)).all(1) for p, z in ((p1, z2), (p2, z1))]
+    assert terms["warp_acc"].item() == torch.cat(wins).float().mean().item()
 
 
 def test_ctrl_c_then_resume_matches_uninterrupted(tmp_path):
