@@ -9,7 +9,7 @@ DEPS_STAMP := $(VENV)/.cwarp-deps
 INSTALL_STAMP := $(VENV)/.cwarp-editable
 PYTEST_ARGS ?=
 
-.PHONY: all venv build test demo bench cmake-build check-cuda-build clean
+.PHONY: all venv build test demo bench cmake-build check-vexp clean
 
 all: build
 
@@ -46,6 +46,13 @@ cmake-build: $(DEPS_STAMP)
 	  -DPython3_EXECUTABLE=$(abspath $(PY)) $(if $(filter 1,$(FORCE_CUDA)),-DCWARP_WITH_CUDA=ON,)
 	cmake --build cmake-build
 	$(PY) scripts/cmake_smoke.py cmake-build/_C*.so
+
+# csrc/cpu/vec_exp.h's exp against the correctly rounded one, every float in [-104, 89] (about a minute).
+check-vexp: $(DEPS_STAMP)
+	mkdir -p build
+	$(CXX) -O2 -std=c++17 -I"$$($(PY) -c 'import torch.utils.cpp_extension as c; print(c.include_paths()[0])')" \
+	  scripts/check_vexp.cpp -o build/check_vexp
+	build/check_vexp
 
 clean:
 	rm -rf build cmake-build cwarp/_C*.so

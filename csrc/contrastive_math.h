@@ -85,9 +85,17 @@ struct OnlineLSE {
 //   nce_i = lse_i - s_pos_i / tau  =>  dnce/ds = softmax / tau - [positive] / tau
 // so for the positive logit g_nce * (pi - 1) / tau + g_s, for any other
 // g_nce * pi / tau, with pi = exp(s / tau - lse_i).
-template <typename T>
-C10_HOST_DEVICE C10_ALWAYS_INLINE T logit_grad(T s, T lse, T inv_tau, T g_nce) {
-  return g_nce * CWARP_CL_EXP(s * inv_tau - lse) * inv_tau;
+// `exp_fn` lets a CPU loop pass an exp it can vectorize (csrc/cpu/vec_exp.h).
+struct StdExp {
+  template <typename T>
+  C10_HOST_DEVICE C10_ALWAYS_INLINE T operator()(T x) const {
+    return CWARP_CL_EXP(x);
+  }
+};
+
+template <typename T, typename Exp = StdExp>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T logit_grad(T s, T lse, T inv_tau, T g_nce, Exp exp_fn = Exp()) {
+  return g_nce * exp_fn(s * inv_tau - lse) * inv_tau;
 }
 
 template <typename T>

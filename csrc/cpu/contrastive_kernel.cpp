@@ -34,6 +34,7 @@
 #include "../checks.h"
 #include "../contrastive_math.h"
 #include "../cwarp.h"
+#include "vec_exp.h"
 
 namespace cwarp {
 namespace cpu {
@@ -138,7 +139,7 @@ CWARP_CPU_MULTIVERSION void fold_tile(T* tile, int64_t R, int64_t C, int64_t r0,
     const T mm = st.m;
     T sum = T(0);
 #pragma omp simd reduction(+ : sum)
-    for (int64_t c = 0; c < C; ++c) sum += std::exp(x[c] - mm);
+    for (int64_t c = 0; c < C; ++c) sum += vexp(x[c] - mm);
     m[r] = st.m;
     l[r] = st.l + sum;
   }
@@ -229,23 +230,30 @@ CWARP_CPU_MULTIVERSION void backward_rows(const BackwardArgs<scalar_t>& A, int64
   }
 }
 
-// Turns a tile of raw dot products into the in-batch gradient weights.
-// Row-major tile over (rows i of p) x (cols k of z) when `by_row`, else the
-// transpose (rows k of z, cols i of p). Writes G_ik times the partner's
-// inverse norm (b_k for p's gradient, a_i for z's), and adds G_ik * s_ik to
-// t of the tile's row. The diagonal (the positive) is excluded.
-template <typename T>
+// Columns [c_begin, c_end) of one tile row (see grad_tile): x[c] becomes
+// G * bc[c]; returns the sum of G * s. kPerColumn: lse and g_nce vary along
+// the row (a tile of z's rows, whose columns are p's rows), else they are the
+// row's own (l[0], gn[0]). A compile-time choice, so that both loops
+// vectorize (with a runtime stride of 0 or 1, GCC kept them scalar).
+template <bool kPerColumn, typename T>
 C10_ALWAYS_INLINE T grad_span(T* __restrict x, int64_t c_begin, int64_t c_end, T ar, const T* __restrict bc,
-                              const T* __restrict l, int64_t l_step, const T* __restrict gn, T inv_tau) {
+                              const T* __restrict l, const T* __restrict gn, T inv_tau) {
   T tr = T(0);
 #pragma omp simd reduction(+ : tr)
   for (int64_t c = c_begin; c < c_end; ++c) {
     const T s = x[c] * ar * bc[c];
-    const T gw = logit_grad(s, l[c * l_step], inv_tau, gn[c * l_step]);
+    const T gw = logit_grad(s, kPerColumn ? l[c] : l[0], inv_tau, kPerColumn ? gn[c] : gn[0], VecExp());
     tr += gw * s;
     x[c] = gw * bc[c];
   }
   return tr;
+}
+
+template <typename T>
+C10_ALWAYS_INLINE T grad_span(bool per_column, T* x, int64_t c_begin, int64_t c_end, T ar, const T* bc,
+                              const T* l, const T* gn, T inv_tau) {
+  return per_column ? grad_span<true>(x, c_begin, c_end, ar, bc, l, gn, inv_tau)
+                    : grad_span<false>(x, c_begin, c_end, ar, bc, l, gn, inv_tau);
 }
 
 // Turns a tile of raw dot products into the in-batch gradient weights.
@@ -266,15 +274,14 @@ CWARP_CPU_MULTIVERSION void grad_tile(T* tile, int64_t R, int64_t C, int64_t r0,
     // lse and g_nce belong to p's rows: the tile's row when by_row, else its column.
     const T* l = by_row ? lse + r0 + r : lse + c0;
     const T* gn = by_row ? g_nce + r0 + r : g_nce + c0;
-    const int64_t step = by_row ? 0 : 1;
     const int64_t diag = r0 + r - c0;
     T tr;
     if (diag >= 0 && diag < C) {
-      tr = grad_span(x, 0, diag, ar, bc, l, step, gn, inv_tau);
-      tr += grad_span(x, diag + 1, C, ar, bc, l, step, gn, inv_tau);
+      tr = grad_span(!by_row, x, 0, diag, ar, bc, l, gn, inv_tau);
+      tr += grad_span(!by_row, x, diag + 1, C, ar, bc, l, gn, inv_tau);
       x[diag] = T(0);
     } else {
-      tr = grad_span(x, 0, C, ar, bc, l, step, gn, inv_tau);
+      tr = grad_span(!by_row, x, 0, C, ar, bc, l, gn, inv_tau);
     }
     t[r0 + r] += tr;
   }
