@@ -1,6 +1,7 @@
 """Fixtures shared by the cwarp tests (CPU; GPU tests skip one by one)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import torch
@@ -24,3 +25,18 @@ def restore_threads():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """load_script("benchmarks/x.py"): a repository script imported as a module (scripts are not a package)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def load(relpath: str):
+        name = os.path.splitext(os.path.basename(relpath))[0]
+        spec = importlib.util.spec_from_file_location(name, os.path.join(root, relpath))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -1,18 +1,10 @@
 """benchmarks/ablation.py's options: what reaches every pretraining, and bad values refused up front."""
-import importlib.util
-import os
-
 import pytest
-
-_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "ablation.py")
 
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("ablation", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("benchmarks/ablation.py")
 
 
 @pytest.fixture

@@ -1,21 +1,13 @@
 """benchmarks/synthetic_probe.py at a toy size: every row probed, the supervised row trained on its faces."""
-import importlib.util
-import os
-
 import pytest
 import torch
 
 from cwarp.data import SyntheticFaces
 
-_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "synthetic_probe.py")
-
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("synthetic_probe", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("benchmarks/synthetic_probe.py")
 
 
 def test_rows_and_json(script, tmp_path):
