@@ -40,6 +40,10 @@ __all__ = ["main", "build_parser", "config_from_args", "Trainer", "train", "Conf
 METHODS = ("contrawarp", "byol", "supervised")
 FORMATS = ("synthetic", "rafdb", "fer2013", "imagefolder")
 NEGATIVE_NETWORKS = ("target", "online")
+# Which predictions the warped negatives (copies of view 2) score against: both
+# (p1 -> z2 and p2 -> z1), or only p1 -> z2, whose positive they differ from
+# by the local warps alone (for p2 they share the anchor's own global view).
+NCE_PREDICTIONS = ("both", "p1")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 # The default recipe (see the README section "Pretraining recipe, and what to expect").
@@ -54,7 +58,7 @@ DEFAULTS: Dict[str, Any] = dict(
     base_momentum=0.99, proj_dim=128, hidden_dim=1024, head_bn=True, sync_bn=False,
     # ContraWarping
     num_negatives=2, warps_per_negative=4, warp_magnitude=[0.05, 0.15], warp_radius=[0.15, 0.35],
-    tau=0.2, byol_weight=1.0, nce_weight=1.0, in_batch=False, negatives_through="target",
+    tau=0.2, byol_weight=1.0, nce_weight=1.0, in_batch=False, negatives_through="target", nce_on="both",
     # global views (ContraWarpAugment); jitter_strength scales its colour jitter
     crop_scale=[0.5, 1.0], rotation=10.0, jitter_strength=1.0, grayscale_p=0.2,
     # bookkeeping
@@ -143,6 +147,10 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--negatives-through", choices=NEGATIVE_NETWORKS, default=d("negatives_through"),
                    help="which network embeds the warped negatives: the EMA target (no gradient) or the "
                         "online backbone+projector (with gradient)")
+    g.add_argument("--nce-on", choices=NCE_PREDICTIONS, default=d("nce_on"),
+                   help="which predictions meet the warped negatives (copies of view 2): both halves of the "
+                        "symmetric loss, or p1 alone, whose positive (view 2's target) they differ from by the "
+                        "local warps only")
     g = p.add_argument_group("global views")
     g.add_argument("--crop-scale", type=_pair, default=d("crop_scale"), metavar="MIN,MAX",
                    help="random resized crop: fraction of the image area")
@@ -178,6 +186,7 @@ def validate_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
     need(cfg["format"] in FORMATS, "format", f"expected one of {FORMATS}")
     need(cfg["precision"] in PRECISIONS, "precision", f"expected one of {PRECISIONS}")
     need(cfg["negatives_through"] in NEGATIVE_NETWORKS, "negatives_through", f"expected one of {NEGATIVE_NETWORKS}")
+    need(cfg["nce_on"] in NCE_PREDICTIONS, "nce_on", f"expected one of {NCE_PREDICTIONS}")
     need(cfg["arch"] in ARCHS, "arch", f"expected one of {tuple(ARCHS)}")
     need(cfg["image_size"] >= 16, "image_size", "expected >= 16")
     need(cfg["epochs"] >= 1, "epochs", "expected >= 1")
@@ -362,11 +371,13 @@ class Trainer:
                   in_batch=cfg["in_batch"])
         # Symmetric BYOL: each view predicts the other's target. The warped
         # negatives share view 2's crop and colours and differ from it only by
-        # local (expression-like) deformations, so they are hard negatives for
-        # both predictions.
+        # local (expression-like) deformations: hard negatives for p1, whose
+        # positive is view 2's target. For p2 they are copies of its own view
+        # (--nce-on p1 leaves them out of that half).
         p1, p2, z1, z2 = p1.float(), p2.float(), z1.float(), z2.float()
         zneg = zneg.float() if zneg is not None else None
-        loss = 0.5 * (cwarp.contrastive_loss(p1, z2, zneg, **kw) + cwarp.contrastive_loss(p2, z1, zneg, **kw))
+        zneg2 = zneg if cfg["nce_on"] == "both" else None
+        loss = 0.5 * (cwarp.contrastive_loss(p1, z2, zneg, **kw) + cwarp.contrastive_loss(p2, z1, zneg2, **kw))
         self.last_terms = self.loss_terms(p1, p2, z1, z2, zneg, loss)
         return loss
 
@@ -375,10 +386,11 @@ class Trainer:
         """The loss's parts, for the log (tensors: no host sync here).
 
         byol_term: the BYOL term, mean of 2 - 2 cos(p, z) over both halves.
-        nce_term: the InfoNCE term (the loss less the weighted BYOL term);
-        with N warped negatives and no in-batch keys, ln(1 + N) is chance.
-        warp_acc: how often the positive's cosine beats every warped
-        negative's, over both halves (1 / (1 + N) is chance).
+        nce_term: the InfoNCE term (the loss less the weighted BYOL term).
+        warp_acc: how often p1's cosine with view 2's target beats its cosine
+        with every warped copy of view 2 (1 / (1 + N) is chance): whether the
+        target tells the warps apart. (p2 against the same copies is left out:
+        they share p2's own view, so beating them needs no warp.)
         """
         import torch.nn.functional as F
 
@@ -391,8 +403,7 @@ class Trainer:
             terms["nce_term"] = (loss.detach() - cfg["byol_weight"] * terms["byol_term"]) / cfg["nce_weight"]
         if zneg is not None:
             tn = F.normalize(zneg, dim=-1)
-            beats = [(s[:, None] > torch.einsum("bd,bnd->bn", n, tn)).all(1) for s, n in ((s12, n1), (s21, n2))]
-            terms["warp_acc"] = torch.cat(beats).float().mean()
+            terms["warp_acc"] = (s12[:, None] > torch.einsum("bd,bnd->bn", n1, tn)).all(1).float().mean()
         return terms
 
     def train_step(self, pos1, pos2, neg, labels: Optional[torch.Tensor] = None) -> torch.Tensor:

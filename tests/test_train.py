@@ -86,8 +86,24 @@ def test_loss_terms_match_the_reference(in_batch):
     torch.testing.assert_close(terms["nce_term"], part(1.0, 0.0))
     torch.testing.assert_close(loss, 0.7 * part(1.0, 0.0) + 0.3 * part(0.0, 1.0))
     cos = lambda a, b: torch.nn.functional.cosine_similarity(a, b, dim=-1)  # noqa: E731
-    wins = [(cos(p, z)[:, None] > cos(p[:, None], zneg)).all(1) for p, z in ((p1, z2), (p2, z1))]
-    assert terms["warp_acc"].item() == torch.cat(wins).float().mean().item()
+    wins = (cos(p1, z2)[:, None] > cos(p1[:, None], zneg)).all(1)
+    assert terms["warp_acc"].item() == wins.float().mean().item()
+
+
+def test_nce_on_p1_keeps_the_negatives_out_of_p2s_half():
+    from cwarp import reference
+
+    cfg = T.validate_config(T.config_from_args(tiny_args("unused", "--nce-on", "p1"))[0])
+    trainer = T.Trainer(cfg, T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
+    g = torch.Generator().manual_seed(1)
+    p1, p2, z1, z2 = (torch.randn(5, 8, generator=g) for _ in range(4))
+    zneg = torch.randn(5, 2, 8, generator=g)
+    kw = dict(tau=cfg["tau"], nce_weight=1.0, byol_weight=1.0)
+    want = 0.5 * (reference.contrastive_loss(p1, z2, zneg, **kw) + reference.contrastive_loss(p2, z1, None, **kw))
+    torch.testing.assert_close(trainer.loss(p1, p2, z1, z2, zneg), want)
+    both = T.Trainer(dict(cfg, nce_on="both"), T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3,
+                     steps_per_epoch=3)
+    assert not torch.allclose(both.loss(p1, p2, z1, z2, zneg), want)
 
 
 def test_ctrl_c_then_resume_matches_uninterrupted(tmp_path):
@@ -141,6 +157,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
     (["--rotation", "-5"], "--rotation"),
     (["--jitter-strength", "6"], "--jitter-strength"),
     (["--grayscale-p", "1.5"], "--grayscale-p"),
+    (["--nce-on", "p2"], "--nce-on"),
 ])
 def test_bad_input_messages(tmp_path, capsys, extra, match):
     assert T.main(tiny_args(tmp_path / "bad", *extra)) == 2
