@@ -340,7 +340,8 @@ class Trainer:
         # sampler draws on the generator's device, so runs agree across devices).
         self.aug_gen = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + 7919 * info.rank + 1)
         self.step = 0
-        self.last_terms: Dict[str, torch.Tensor] = {}   # the last step's loss parts (loss_terms)
+        # The last step's loss inputs, detached: the log computes their parts (loss_terms) only when it writes.
+        self.last_loss_inputs: Optional[tuple] = None
         self.amp_dtype = autocast_dtype(cfg["precision"], device)
         self.autocast = (torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
                          else nullcontext())
@@ -378,8 +379,12 @@ class Trainer:
         zneg = zneg.float() if zneg is not None else None
         zneg2 = zneg if cfg["nce_on"] == "both" else None
         loss = 0.5 * (cwarp.contrastive_loss(p1, z2, zneg, **kw) + cwarp.contrastive_loss(p2, z1, zneg2, **kw))
-        self.last_terms = self.loss_terms(p1, p2, z1, z2, zneg, loss)
+        self.last_loss_inputs = tuple(t.detach() if t is not None else None for t in (p1, p2, z1, z2, zneg, loss))
         return loss
+
+    def last_terms(self) -> Dict[str, torch.Tensor]:
+        """loss_terms of the last step (empty before the first)."""
+        return self.loss_terms(*self.last_loss_inputs) if self.last_loss_inputs is not None else {}
 
     @torch.no_grad()
     def loss_terms(self, p1, p2, z1, z2, zneg, loss) -> Dict[str, torch.Tensor]:
@@ -400,7 +405,7 @@ class Trainer:
         s12, s21 = (n1 * t2).sum(-1), (n2 * t1).sum(-1)
         terms = {"byol_term": (2 - s12 - s21).mean()}
         if cfg["nce_weight"] > 0:
-            terms["nce_term"] = (loss.detach() - cfg["byol_weight"] * terms["byol_term"]) / cfg["nce_weight"]
+            terms["nce_term"] = (loss - cfg["byol_weight"] * terms["byol_term"]) / cfg["nce_weight"]
         if zneg is not None:
             tn = F.normalize(zneg, dim=-1)
             terms["warp_acc"] = (s12[:, None] > torch.einsum("bd,bnd->bn", n1, tn)).all(1).float().mean()
@@ -647,7 +652,7 @@ def train(cfg: Dict[str, Any], explicit: Optional[set] = None,
                                "lr": trainer.schedule.get_lr(), "images_per_s": ips}
                         if not trainer.supervised:
                             row["momentum"] = cosine_momentum(trainer.step, trainer.total_steps, cfg["base_momentum"])
-                            row.update({k: float(v) for k, v in trainer.last_terms.items()})
+                            row.update({k: float(v) for k, v in trainer.last_terms().items()})
                         loss_sum.zero_()
                         loss_count = 0
                         t_last, imgs_since = now, 0

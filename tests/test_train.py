@@ -81,7 +81,7 @@ def test_loss_terms_match_the_reference(in_batch):
         kw = dict(tau=cfg["tau"], nce_weight=nce_weight, byol_weight=byol_weight, in_batch=in_batch)
         return 0.5 * (reference.contrastive_loss(p1, z2, zneg, **kw) + reference.contrastive_loss(p2, z1, zneg, **kw))
 
-    terms = trainer.last_terms
+    terms = trainer.last_terms()
     torch.testing.assert_close(terms["byol_term"], part(0.0, 1.0))
     torch.testing.assert_close(terms["nce_term"], part(1.0, 0.0))
     torch.testing.assert_close(loss, 0.7 * part(1.0, 0.0) + 0.3 * part(0.0, 1.0))
