@@ -137,8 +137,12 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     g = p.add_argument_group("ContraWarping")
     g.add_argument("--num-negatives", type=int, default=d("num_negatives"))
     g.add_argument("--warps-per-negative", type=int, default=d("warps_per_negative"))
-    g.add_argument("--warp-magnitude", type=_pair, default=d("warp_magnitude"), metavar="MIN,MAX")
-    g.add_argument("--warp-radius", type=_pair, default=d("warp_radius"), metavar="MIN,MAX")
+    g.add_argument("--warp-magnitude", type=_pair, default=d("warp_magnitude"), metavar="MIN,MAX",
+                   help="displacement |d| of each local warp, in view units (2 = the view's width); a translate "
+                        "warp moves content by at most m (r^2 / (r^2 + m^2))^2 <= 0.325 r, so beyond r / sqrt(3) "
+                        "a larger m moves it less: raise --warp-radius for larger warps")
+    g.add_argument("--warp-radius", type=_pair, default=d("warp_radius"), metavar="MIN,MAX",
+                   help="radius r of each local warp, in view units")
     g.add_argument("--tau", type=float, default=d("tau"))
     g.add_argument("--byol-weight", type=float, default=d("byol_weight"))
     g.add_argument("--nce-weight", type=float, default=d("nce_weight"))
@@ -488,7 +492,8 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def _load_data(cfg):
+def load_data(cfg):
+    """(dataset, images, labels, landmarks) of a run config's training split."""
     from cwarp.data import build_dataset
 
     ds = build_dataset(cfg["format"], cfg["data"], "train", cfg["image_size"], num_samples=cfg["num_train"],
@@ -551,7 +556,7 @@ def train(cfg: Dict[str, Any], explicit: Optional[set] = None,
         device = torch.device("cuda", info.local_rank)
     main_rank = info.rank == 0
 
-    ds, images, labels, landmarks = _load_data(cfg)
+    ds, images, labels, landmarks = load_data(cfg)
     cfg["in_channels"] = int(ds.channels)
     n = len(images)
     if info.world_size > 1 and cfg["batch_size"] % info.world_size:
