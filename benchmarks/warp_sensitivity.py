@@ -76,7 +76,7 @@ def measure(run: str, *, faces: int, num_negatives: int, warps_per_negative: int
     from cwarp import train as T
 
     state = ckpt.load_checkpoint(run)
-    cfg = dict(T.DEFAULTS, **state["config"])
+    cfg = T.saved_config(state["config"])
     method = cfg["method"]
     ds, images, labels, landmarks = T.load_data(cfg)
     n = min(faces, len(images))

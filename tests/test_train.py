@@ -64,11 +64,13 @@ def test_log_carries_the_loss_parts(tmp_path):
         assert r["loss"] == pytest.approx(0.5 * r["nce_term"] + 2 * r["byol_term"], rel=1e-5)
 
 
+@pytest.mark.parametrize("nce_on", ["p1", "both"])
 @pytest.mark.parametrize("in_batch", [False, True])
-def test_loss_terms_match_the_reference(in_batch):
+def test_loss_terms_match_the_reference(in_batch, nce_on):
     from cwarp import reference
 
     cfg = T.validate_config(T.config_from_args(tiny_args("unused", "--nce-weight", "0.7", "--byol-weight", "0.3",
+                                                         "--nce-on", nce_on,
                                                          *(["--in-batch"] if in_batch else [])))[0])
     trainer = T.Trainer(cfg, T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
     g = torch.Generator().manual_seed(0)
@@ -79,7 +81,8 @@ def test_loss_terms_match_the_reference(in_batch):
 
     def part(nce_weight, byol_weight):
         kw = dict(tau=cfg["tau"], nce_weight=nce_weight, byol_weight=byol_weight, in_batch=in_batch)
-        return 0.5 * (reference.contrastive_loss(p1, z2, zneg, **kw) + reference.contrastive_loss(p2, z1, zneg, **kw))
+        zneg2 = zneg if nce_on == "both" else None
+        return 0.5 * (reference.contrastive_loss(p1, z2, zneg, **kw) + reference.contrastive_loss(p2, z1, zneg2, **kw))
 
     terms = trainer.last_terms()
     torch.testing.assert_close(terms["byol_term"], part(0.0, 1.0))
@@ -93,7 +96,8 @@ def test_loss_terms_match_the_reference(in_batch):
 def test_nce_on_p1_keeps_the_negatives_out_of_p2s_half():
     from cwarp import reference
 
-    cfg = T.validate_config(T.config_from_args(tiny_args("unused", "--nce-on", "p1"))[0])
+    cfg = T.validate_config(T.config_from_args(tiny_args("unused"))[0])
+    assert cfg["nce_on"] == "p1"                                # the default
     trainer = T.Trainer(cfg, T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
     g = torch.Generator().manual_seed(1)
     p1, p2, z1, z2 = (torch.randn(5, 8, generator=g) for _ in range(4))
@@ -262,24 +266,26 @@ def test_precision_resolution():
             T.validate_config(dict(cfg, **{key: value}))
 
 
-def test_resume_a_checkpoint_from_before_precision_and_negatives_through(tmp_path):
-    """Such a run trained with what are now the defaults (auto precision, target negatives)."""
+def test_resume_a_checkpoint_from_before_precision_negatives_through_and_nce_on(tmp_path):
+    """Such a run trained with auto precision and target negatives (today's
+    defaults) and with negatives on both halves (nce_on's former default)."""
     full, old = tmp_path / "full", tmp_path / "old"
-    run(tiny_args(full))
+    run(tiny_args(full, "--nce-on", "both"))
 
     def interrupt(step, loss):
         if step == 3:
             os.kill(os.getpid(), signal.SIGINT)
 
-    assert run(tiny_args(old), step_hook=interrupt)["status"] == "interrupted"
+    assert run(tiny_args(old, "--nce-on", "both"), step_hook=interrupt)["status"] == "interrupted"
     path = old / "checkpoint.pt"
     state = torch.load(path, weights_only=False)
-    for key in ("precision", "negatives_through"):
+    for key in ("precision", "negatives_through", "nce_on"):
         del state["config"][key]
     torch.save(state, path)
     res = run(tiny_args(old, "--resume"))
     assert res["status"] == "done"
     assert res["config"]["precision"] == "auto" and res["config"]["negatives_through"] == "target"
+    assert res["config"]["nce_on"] == "both"
     assert [r["loss"] for r in read_log(old)] == [r["loss"] for r in read_log(full)]
 
 
