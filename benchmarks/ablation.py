@@ -1,7 +1,8 @@
 """The demo's comparison over several seeds (mean ± std), plus sweeps over the
-number of warped negatives and the warp magnitude.
+number of warped negatives and the warps' size.
 
     python benchmarks/ablation.py [--seeds 0 1 2] [--quick] [--epochs N] [--num-train N] [--no-sweep]
+                                  [--negatives N ...] [--warp-sizes RMIN,RMAX:MMIN,MMAX ...]
                                   [--warmup-epochs F] [--crop-scale MIN,MAX] [--rotation DEG]
                                   [--jitter-strength S] [--grayscale-p P] [--json PATH]
 
@@ -10,7 +11,9 @@ Each seed pretrains ContraWarping and BYOL-only with the demo's budget
 with the same budget and the labels, and probes the three beside a random
 init and raw pixels on SyntheticFaces' held-out test split. The supervised
 reference shows what that many steps allow at all. The sweeps
-vary one ContraWarping knob at a time (seed 0). Prints the floors of the
+vary one ContraWarping knob at a time (seed 0); a warp size is a radius
+range and a magnitude range together, because a translate warp moves
+content by at most 0.325 r whatever its magnitude. Prints the floors of the
 issue: ContraWarping - BYOL >= 5 points and ContraWarping - random init >= 15
 points (linear-probe accuracy, mean over seeds).
 """
@@ -48,6 +51,20 @@ def run_one(tag, method, seed, recipe_over, out_root, extra=None, baselines=Fals
     return out
 
 
+# The size sweep: (--warp-radius, --warp-magnitude). Shifts of at most about 1, 2.6
+# and 6.5 px at 48 px; the wide warps change a label-trained network's prediction
+# as often as a second global view does (README, "How big the warps are").
+WARP_SIZES = ("0.15,0.35:0.02,0.06", "0.15,0.35:0.05,0.15", "0.4,0.6:0.15,0.3")
+
+
+def warp_size_flags(size: str) -> list:
+    """cwarp-train flags of one RMIN,RMAX:MMIN,MMAX sweep entry (ValueError when malformed)."""
+    parts = size.split(":")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"--warp-sizes: expected RMIN,RMAX:MMIN,MMAX, got {size!r}")
+    return ["--warp-radius", parts[0], "--warp-magnitude", parts[1]]
+
+
 # cwarp-train options the ablation passes to every pretraining (all methods alike) when given.
 TRAIN_OPTIONS = ("precision", "warmup_epochs", "crop_scale", "rotation", "jitter_strength", "grayscale_p")
 
@@ -79,7 +96,9 @@ def main(argv=None):
                         "the probe keeps the demo's 1,500 training faces, so the rows stay comparable)")
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--negatives", type=int, nargs="+", default=[1, 2, 4])
-    p.add_argument("--magnitudes", nargs="+", default=["0.02,0.06", "0.05,0.15", "0.10,0.25"])
+    p.add_argument("--warp-sizes", nargs="+", default=list(WARP_SIZES), metavar="RMIN,RMAX:MMIN,MMAX",
+                   help="--warp-radius:--warp-magnitude pairs of the size sweep (default: small, the "
+                        "default, wide; see benchmarks/warp_sensitivity.py)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="cwarp-train --precision of every pretraining (auto: fp32 on the CPU)")
     p.add_argument("--warmup-epochs", type=float, default=None, help="cwarp-train --warmup-epochs (default 2)")
@@ -105,9 +124,12 @@ def main(argv=None):
     recipe = dict(demo.DEMO_RECIPE, **over)
     common = train_flags(args)
     try:   # refuse a bad value now, not after an hour of pretraining
-        T.validate_config(T.config_from_args(demo.demo_config("contrawarp", "unchecked", overrides=over)
-                                             + common)[0])
-    except T.ConfigError as e:
+        sweep_flags = [] if args.no_sweep else [warp_size_flags(w) for w in args.warp_sizes]
+        negative_flags = [] if args.no_sweep else [["--num-negatives", str(n)] for n in args.negatives]
+        for extra in [[]] + negative_flags + sweep_flags:
+            T.validate_config(T.config_from_args(demo.demo_config("contrawarp", "unchecked", overrides=over)
+                                                 + common + extra)[0])
+    except (T.ConfigError, ValueError) as e:
         p.error(str(e))
     autocast = str(autocast_dtype(args.precision, torch.device("cpu")) or "fp32")
     print(f"pretraining precision: {args.precision} ({autocast} here)", flush=True)
@@ -147,13 +169,13 @@ def main(argv=None):
                                **probe_kw)
             sweeps[f"num_negatives={n}"] = 100 * r["cw"]["linear_acc"]
             print(f"sweep num_negatives={n}: {sweeps[f'num_negatives={n}']:.1f}%", flush=True)
-        for mag in args.magnitudes:
-            out = run_one(f"magnitude_{mag}", "contrawarp", seed, over, args.out,
-                          ["--warp-magnitude", mag] + common)
+        for size, flags in zip(args.warp_sizes, sweep_flags):
+            out = run_one(f"warp_size_{size.replace(':', '_')}", "contrawarp", seed, over, args.out, flags + common)
             r = demo.probe_all({"cw": os.path.join(out, "checkpoint.pt")}, arch=arch, seed=seed, baselines=False,
                                **probe_kw)
-            sweeps[f"warp_magnitude={mag}"] = 100 * r["cw"]["linear_acc"]
-            print(f"sweep warp_magnitude={mag}: {sweeps[f'warp_magnitude={mag}']:.1f}%", flush=True)
+            key = f"warp_radius:magnitude={size}"
+            sweeps[key] = 100 * r["cw"]["linear_acc"]
+            print(f"sweep {key}: {sweeps[key]:.1f}%", flush=True)
     record = {"recipe": recipe, "train_flags": common, "precision": args.precision, "autocast": autocast,
               "seeds": args.seeds,
               "per_seed": per_seed,
