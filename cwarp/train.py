@@ -3,7 +3,8 @@
     cwarp-train --data PATH --format synthetic --method contrawarp --out runs/cw
 
 ``--method contrawarp``: BYOL positives from two global views plus InfoNCE
-over N locally warped negatives of the second view, through the fused
+over N locally warped negatives of the second view (scored against the first
+view's prediction, ``--nce-on p1``), through the fused
 ``cwarp.contrastive_loss``. ``--method byol``: the same pipeline with no
 negatives (the baseline). ``--method supervised``: the same backbone, views,
 optimizer and budget trained with the labels, the reference that shows what
@@ -539,14 +540,16 @@ def train(cfg: Dict[str, Any], explicit: Optional[set] = None,
         if not os.path.exists(ckpt_path):
             raise ckpt.CheckpointError(f"--resume: no checkpoint at {ckpt_path}; start without --resume")
         state = ckpt.load_checkpoint(ckpt_path)
-        saved = state["config"]
+        # Fields the checkpoint predates count with the value it ran with, so an
+        # explicit flag that disagrees is a conflict, not silently ignored.
+        saved = saved_config(state["config"])
         conflicts = ckpt.config_conflicts(saved, cfg, [k for k in explicit if k not in RESUME_MUTABLE])
         if conflicts:
             k, (old, new) = next(iter(sorted(conflicts.items())))
             names = ", ".join(f"--{f.replace('_', '-')}" for f in sorted(conflicts))
             raise ConfigError(f"--resume: the checkpoint's config conflicts with the command line on {names} "
                               f"(e.g. {k}: checkpoint has {old!r}, command line has {new!r})")
-        merged = saved_config(saved)
+        merged = dict(saved)
         merged.update({k: cfg[k] for k in RESUME_MUTABLE if k in explicit and k in cfg})
         merged["resume"] = True
         cfg = merged

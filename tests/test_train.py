@@ -282,6 +282,9 @@ def test_resume_a_checkpoint_from_before_precision_negatives_through_and_nce_on(
     for key in ("precision", "negatives_through", "nce_on"):
         del state["config"][key]
     torch.save(state, path)
+    # Asking for today's default explicitly contradicts what the checkpoint ran with.
+    with pytest.raises(T.ConfigError, match=r"--nce-on \(e.g. nce_on: checkpoint has 'both', command line has 'p1'\)"):
+        run(tiny_args(old, "--resume", "--nce-on", "p1"))
     res = run(tiny_args(old, "--resume"))
     assert res["status"] == "done"
     assert res["config"]["precision"] == "auto" and res["config"]["negatives_through"] == "target"
