@@ -101,11 +101,11 @@ def measure(run: str, *, faces: int, num_negatives: int, warps_per_negative: int
     with torch.no_grad():
         for b0 in range(0, n, BATCH):
             sl = slice(b0, min(b0 + BATCH, n))
+            if sl.stop - sl.start < 2:
+                break                                   # training-mode BN needs two faces
             views = augment(images[sl], landmarks=landmarks[sl] if landmarks is not None else None, generator=gen)
             v1, v2, neg = views.pos1, views.pos2, views.negatives
             B, N = neg.shape[:2]
-            if B < 2:
-                break                                   # training-mode BN needs two faces
             other = torch.roll(torch.arange(B), 1)      # another face of the batch
             add("displacement_px", max_displacement_px(views.params.warps[:, 2:].flatten(0, 1), size).mean(), B)
             add("pixels_warp", (neg - v2[:, None]).abs().mean(), B)

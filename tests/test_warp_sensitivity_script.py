@@ -87,3 +87,9 @@ def test_missing_run(script, tmp_path):
 
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         script.main([str(tmp_path / "nothing")])
+
+
+def test_a_last_batch_of_one_face_is_left_out(script, runs, monkeypatch):
+    monkeypatch.setattr(script, "BATCH", 4)
+    row = script.measure(str(runs["contrawarp"]), faces=9, num_negatives=1, warps_per_negative=1)
+    assert row["faces"] == 8
