@@ -162,9 +162,8 @@ def main(argv=None):
     sweeps = {}
     if not args.no_sweep:
         seed = args.seeds[0]
-        for n in args.negatives:
-            out = run_one(f"negatives_{n}", "contrawarp", seed, over, args.out,
-                          ["--num-negatives", str(n)] + common)
+        for n, flags in zip(args.negatives, negative_flags):
+            out = run_one(f"negatives_{n}", "contrawarp", seed, over, args.out, flags + common)
             r = demo.probe_all({"cw": os.path.join(out, "checkpoint.pt")}, arch=arch, seed=seed, baselines=False,
                                **probe_kw)
             sweeps[f"num_negatives={n}"] = 100 * r["cw"]["linear_acc"]

@@ -71,6 +71,7 @@ def max_displacement_px(warps: torch.Tensor, size: int) -> torch.Tensor:
 
 def measure(run: str, *, faces: int, num_negatives: int, warps_per_negative: int, warp_radius=None,
             warp_magnitude=None, seed: int = 123) -> Dict[str, Any]:
+    import cwarp
     from cwarp import checkpoint as ckpt
     from cwarp import distributed as cdist
     from cwarp import train as T
@@ -127,13 +128,9 @@ def measure(run: str, *, faces: int, num_negatives: int, warps_per_negative: int
             else:
                 model.train()                           # BN as in a training step (batch statistics)
                 p1, _, _, z2, zn = model(v1, v2, neg)
-                p, t2, tn = F.normalize(p1, dim=-1), F.normalize(z2, dim=-1), F.normalize(zn, dim=-1)
-                s_pos = (p * t2).sum(-1)
-                s_neg = torch.einsum("bd,bnd->bn", p, tn)
-                logits = torch.cat([s_pos[:, None], s_neg], 1) / cfg["tau"]
-                add("target_cos_warp", (t2[:, None] * tn).sum(-1).mean(), B)
-                add("p1_nce", (torch.logsumexp(logits, 1) - logits[:, 0]).mean(), B)
-                add("p1_warp_acc", (s_pos[:, None] > s_neg).all(1).float().mean(), B)
+                add("target_cos_warp", _mean_cos(z2[:, None], zn), B)
+                add("p1_nce", cwarp.contrastive_loss(p1, z2, zn, tau=cfg["tau"], byol_weight=0.0, nce_weight=1.0), B)
+                add("p1_warp_acc", T.warp_accuracy(p1, z2, zn), B)
             sums["faces"] = sums.get("faces", 0) + B
     count = sums.pop("faces", 0)
     if not count:

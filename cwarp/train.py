@@ -417,8 +417,7 @@ class Trainer:
         if cfg["nce_weight"] > 0:
             terms["nce_term"] = (loss - cfg["byol_weight"] * terms["byol_term"]) / cfg["nce_weight"]
         if zneg is not None:
-            tn = F.normalize(zneg, dim=-1)
-            terms["warp_acc"] = (s12[:, None] > torch.einsum("bd,bnd->bn", n1, tn)).all(1).float().mean()
+            terms["warp_acc"] = warp_accuracy(p1, z2, zneg)
         return terms
 
     def train_step(self, pos1, pos2, neg, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -496,6 +495,18 @@ class _StopFlag:
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+@torch.no_grad()
+def warp_accuracy(p: torch.Tensor, z_pos: torch.Tensor, z_neg: torch.Tensor) -> torch.Tensor:
+    """How often p's cosine with its positive z_pos (B, D) beats its cosine with
+    every negative z_neg (B, N, D), as a 0-d tensor (1 / (1 + N) is chance)."""
+    import torch.nn.functional as F
+
+    n = F.normalize(p, dim=-1)
+    s_pos = (n * F.normalize(z_pos, dim=-1)).sum(-1)
+    s_neg = torch.einsum("bd,bnd->bn", n, F.normalize(z_neg, dim=-1))
+    return (s_pos[:, None] > s_neg).all(1).float().mean()
 
 
 def saved_config(saved: Dict[str, Any]) -> Dict[str, Any]:
