@@ -93,6 +93,35 @@ def _load_affine(th_ptr, b, HAS_THETA: tl.constexpr):
     return a, bb, c, d, e, f
 
 
+@triton.jit
+def _sample_setup(pid, prm_ptr, th_ptr, H, W, Ho, Wo, K,
+                  KIND: tl.constexpr, PADDING: tl.constexpr, ALIGN_CORNERS: tl.constexpr,
+                  HAS_THETA: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr):
+    """What the forward and backward kernels share: this program's pixels, where
+    they sample (warp, then affine, then padding) and their bilinear corners.
+
+    Returns the tuples (b, i, j, live), (px, py, qx, qy), the affine
+    (a, bb, c, d, e, f), d source index / d source coord (gmx, gmy), the top-left
+    corner (x0, y0) (int64 with INDEX64), the axis weights (wx0, wx1, wy0, wy1),
+    the corner masks (m00, m01, m10, m11) and weights (w00, w01, w10, w11)."""
+    CT = prm_ptr.dtype.element_ty  # the compute type: float32, or float64 for float64 images
+    b, i, j, live = program_pixels(pid, Ho, Wo, BLOCK, INDEX64)
+    px = base_coord(j, Wo, ALIGN_CORNERS, CT)
+    py = base_coord(i, Ho, ALIGN_CORNERS, CT)
+    qx, qy = warp_field(prm_ptr + b * K * 5, K, px, py, KIND, False)
+    a, bb, c, d, e, f = _load_affine(th_ptr, b, HAS_THETA)
+    sx, sy = apply_affine(a, bb, c, d, e, f, qx, qy)
+    ix, gmx = source_index(sx, W, PADDING, ALIGN_CORNERS)
+    iy, gmy = source_index(sy, H, PADDING, ALIGN_CORNERS)
+    x0, y0, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1 = bilinear(ix, iy, W, H)
+    if INDEX64:
+        x0 = x0.to(tl.int64)
+        y0 = y0.to(tl.int64)
+    m00, m01, m10, m11, w00, w01, w10, w11 = corner_masks_weights(live, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1)
+    return ((b, i, j, live), (px, py, qx, qy), (a, bb, c, d, e, f), (gmx, gmy), (x0, y0),
+            (wx0, wx1, wy0, wy1), (m00, m01, m10, m11), (w00, w01, w10, w11))
+
+
 @triton.autotune(configs=_configs(), key=_AUTOTUNE_KEY)
 @triton.jit(do_not_specialize=_SIZES)
 def _local_warp_fwd_kernel(
@@ -102,22 +131,11 @@ def _local_warp_fwd_kernel(
     KIND: tl.constexpr, PADDING: tl.constexpr, ALIGN_CORNERS: tl.constexpr, HAS_THETA: tl.constexpr,
     INDEX64: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    CT = prm_ptr.dtype.element_ty  # the compute type: float32, or float64 for float64 images
-    b, i, j, live = program_pixels(tl.program_id(0).to(tl.int64), Ho, Wo, BLOCK, INDEX64)
-    px = base_coord(j, Wo, ALIGN_CORNERS, CT)
-    py = base_coord(i, Ho, ALIGN_CORNERS, CT)
-    qx, qy = warp_field(prm_ptr + b * K * 5, K, px, py, KIND, False)
-    a, bb, c, d, e, f = _load_affine(th_ptr, b, HAS_THETA)
-    sx, sy = apply_affine(a, bb, c, d, e, f, qx, qy)
-    ix, _gx = source_index(sx, W, PADDING, ALIGN_CORNERS)
-    iy, _gy = source_index(sy, H, PADDING, ALIGN_CORNERS)
-    x0, y0, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1 = bilinear(ix, iy, W, H)
-    if INDEX64:
-        x0 = x0.to(tl.int64)
-        y0 = y0.to(tl.int64)
-    base = y0 * in_sh + x0 * in_sw
-    m00, m01, m10, m11, w00, w01, w10, w11 = corner_masks_weights(live, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1)
-    src = in_ptr + b * in_sb + base
+    CT = prm_ptr.dtype.element_ty
+    (b, i, j, live), _q, _affine, _gm, (x0, y0), _wxy, (m00, m01, m10, m11), (w00, w01, w10, w11) = \
+        _sample_setup(tl.program_id(0).to(tl.int64), prm_ptr, th_ptr, H, W, Ho, Wo, K,
+                      KIND, PADDING, ALIGN_CORNERS, HAS_THETA, INDEX64, BLOCK)
+    src = in_ptr + b * in_sb + y0 * in_sh + x0 * in_sw
     dst = out_ptr + b * out_sb + i * out_sh + j * out_sw
     for ch in range(C):
         s = src + ch * in_sc
@@ -151,21 +169,11 @@ def _local_warp_bwd_kernel(
 ):
     CT = prm_ptr.dtype.element_ty
     pid = tl.program_id(0).to(tl.int64)
-    b, i, j, live = program_pixels(pid, Ho, Wo, BLOCK, INDEX64)
+    ((b, i, j, live), (px, py, qx, qy), (a, bb, c, d, e, f), (gmx, gmy), (x0, y0), (wx0, wx1, wy0, wy1),
+     (m00, m01, m10, m11), (w00, w01, w10, w11)) = _sample_setup(
+        pid, prm_ptr, th_ptr, H, W, Ho, Wo, K, KIND, PADDING, ALIGN_CORNERS, HAS_THETA, INDEX64, BLOCK)
     prm_b = prm_ptr + b * K * 5
-    px = base_coord(j, Wo, ALIGN_CORNERS, CT)
-    py = base_coord(i, Ho, ALIGN_CORNERS, CT)
-    qx, qy = warp_field(prm_b, K, px, py, KIND, False)
-    a, bb, c, d, e, f = _load_affine(th_ptr, b, HAS_THETA)
-    sx, sy = apply_affine(a, bb, c, d, e, f, qx, qy)
-    ix, gmx = source_index(sx, W, PADDING, ALIGN_CORNERS)
-    iy, gmy = source_index(sy, H, PADDING, ALIGN_CORNERS)
-    x0, y0, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1 = bilinear(ix, iy, W, H)
-    if INDEX64:
-        x0 = x0.to(tl.int64)
-        y0 = y0.to(tl.int64)
     base = b * in_sb + y0 * in_sh + x0 * in_sw
-    m00, m01, m10, m11, w00, w01, w10, w11 = corner_masks_weights(live, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1)
     scale = 1.0
     if DETERMINISTIC:
         scale = tl.load(scale_ptr)
