@@ -9,7 +9,7 @@ DEPS_STAMP := $(VENV)/.cwarp-deps
 INSTALL_STAMP := $(VENV)/.cwarp-editable
 PYTEST_ARGS ?=
 
-.PHONY: all venv build test demo bench cmake-build check-vexp clean
+.PHONY: all venv build test demo bench cmake-build check-vexp check-triton clean
 
 all: build
 
@@ -53,6 +53,11 @@ check-vexp: $(DEPS_STAMP)
 	$(CXX) -O2 -std=c++17 -I"$$($(PY) -c 'import torch.utils.cpp_extension as c; print(c.include_paths()[0])')" \
 	  scripts/check_vexp.cpp -o build/check_vexp
 	build/check_vexp
+
+# Every Triton kernel compiled (not run: no GPU needed) for sm_80 and sm_90, every
+# autotuning config, registers and spills read from the cubins (about two minutes cold).
+check-triton: $(INSTALL_STAMP)
+	env -u TRITON_INTERPRET $(PY) scripts/check_triton_kernels.py --arch 80 --arch 90
 
 clean:
 	rm -rf build cmake-build cwarp/_C*.so

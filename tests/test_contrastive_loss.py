@@ -155,6 +155,19 @@ def test_triton_matches_reference(dtype, in_batch):
 
 @needs_triton
 @pytest.mark.triton
+@pytest.mark.parametrize("B,N,D,dtype,block_k", [
+    (37, 2, 100, torch.float32, 16),  # three in-batch tiles, the last one partial
+    (5, 1, 600, torch.float64, 1),    # BLOCK_D 1024: one row per tile
+])
+def test_triton_in_batch_tiles(B, N, D, dtype, block_k):
+    from cwarp.triton.contrastive import _blocks
+
+    assert _blocks(D, dtype)[1] == block_k
+    check_against_reference("triton", B, N, D, dtype, True)
+
+
+@needs_triton
+@pytest.mark.triton
 def test_triton_no_negatives_and_strides():
     check_against_reference("triton", 6, 0, 12, torch.float32, True, neg=False, contiguous=False, reduction="none")
     check_against_reference("triton", 6, 2, 12, torch.float32, False, tau=0.02)

@@ -195,11 +195,15 @@ def _opmath(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _blocks(d: int) -> Tuple[int, int]:
+def _blocks(d: int, dtype: torch.dtype) -> Tuple[int, int, int]:
+    """(BLOCK_D, BLOCK_K, num_warps). A (BLOCK_K, BLOCK_D) tile of 2,048 values
+    (512 in float64) is 16 (4) per thread at 4 warps: the kernels then stay in
+    registers at every D (scripts/check_triton_kernels.py checks the cubins:
+    tiles of 4,096 spilled at D = 128, the default projection size)."""
     block_d = max(16, triton.next_power_of_2(max(d, 1)))
-    # Keep a (BLOCK_K, BLOCK_D) tile around 4k elements (registers on a GPU).
-    block_k = max(16, min(128, 4096 // block_d))
-    return block_d, block_k
+    budget = 512 if dtype == torch.float64 else 2048
+    block_k = max(1, min(128, budget // block_d))
+    return block_d, block_k, 4 if block_d <= 512 else 8
 
 
 @triton_op("cwarp::contrastive_loss_triton_forward", mutates_args=())
@@ -216,13 +220,13 @@ def contrastive_loss_forward(p: torch.Tensor, z_pos: torch.Tensor, z_neg: Option
         return nce, s_pos, inv_p, inv_z, inv_n, lse
     p, z_pos = p.contiguous(), z_pos.contiguous()
     zn = z_neg.contiguous() if z_neg is not None else p
-    block_d, block_k = _blocks(D)
+    block_d, block_k, warps = _blocks(D, p.dtype)
     wrap_triton(_contrastive_fwd_kernel)[(B,)](
         p, z_pos, zn, nce, s_pos, inv_p, inv_z, inv_n, lse,
         B, N, D, p.stride(0), z_pos.stride(0), zn.stride(0) if z_neg is not None else 0,
         zn.stride(1) if z_neg is not None else 0, 1.0 / tau,
         COMPUTE=_compute(p.dtype), HAS_NEG=z_neg is not None and N > 0, IN_BATCH=bool(in_batch),
-        BLOCK_D=block_d, BLOCK_K=block_k)
+        BLOCK_D=block_d, BLOCK_K=block_k, num_warps=warps)
     return nce, s_pos, inv_p, inv_z, inv_n, lse
 
 
@@ -247,7 +251,7 @@ def contrastive_loss_backward(grad_nce: torch.Tensor, grad_s_pos: torch.Tensor, 
     zn = z_neg.contiguous() if z_neg is not None else p
     gn, gs, ip, iz, inn, ls = (t.to(dt).contiguous() for t in (grad_nce, grad_s_pos, inv_p, inv_z_pos,
                                                                 inv_z_neg, lse))
-    block_d, block_k = _blocks(D)
+    block_d, block_k, warps = _blocks(D, p.dtype)
     compute = _compute(p.dtype)
     wrap_triton(_contrastive_bwd_kernel)[(B,)](
         p, z_pos, zn, gn, gs, ip, iz, inn, ls,
@@ -255,11 +259,12 @@ def contrastive_loss_backward(grad_nce: torch.Tensor, grad_s_pos: torch.Tensor, 
         B, N, D, p.stride(0), z_pos.stride(0), zn.stride(0) if z_neg is not None else 0,
         zn.stride(1) if z_neg is not None else 0, 1.0 / tau,
         COMPUTE=compute, HAS_NEG=z_neg is not None and N > 0, IN_BATCH=bool(in_batch),
-        NEED_P=need_p, NEED_Z=need_z, NEED_N=need_n and N > 0, BLOCK_D=block_d, BLOCK_K=block_k)
+        NEED_P=need_p, NEED_Z=need_z, NEED_N=need_n and N > 0, BLOCK_D=block_d, BLOCK_K=block_k,
+        num_warps=warps)
     if in_batch and need_z:
         wrap_triton(_contrastive_bwd_col_kernel)[(B,)](
             p, z_pos, gn, gs, ip, iz, ls, gz, B, D, p.stride(0), z_pos.stride(0), 1.0 / tau,
-            COMPUTE=compute, BLOCK_D=block_d, BLOCK_K=block_k)
+            COMPUTE=compute, BLOCK_D=block_d, BLOCK_K=block_k, num_warps=warps)
     return gp, gz, gzn
 
 
