@@ -258,3 +258,56 @@ def warp_field(prm_ptr, K, px, py, KIND: tl.constexpr, SKIP_ZERO: tl.constexpr):
         qx -= w * dx
         qy -= w * dy
     return qx, qy
+
+
+@triton.jit
+def load_affine(th_ptr, b, HAS_THETA: tl.constexpr):
+    """Image b's affine (a, bb, c, d, e, f) from th_ptr, or the identity."""
+    if HAS_THETA:
+        t = th_ptr + 6 * b
+        a = tl.load(t)
+        bb = tl.load(t + 1)
+        c = tl.load(t + 2)
+        d = tl.load(t + 3)
+        e = tl.load(t + 4)
+        f = tl.load(t + 5)
+    else:
+        a = 1.0
+        bb = 0.0
+        c = 0.0
+        d = 0.0
+        e = 1.0
+        f = 0.0
+    return a, bb, c, d, e, f
+
+
+@triton.jit
+def sample_setup(pid, prm_ptr, th_ptr, H, W, Ho, Wo, K,
+                 KIND: tl.constexpr, PADDING: tl.constexpr, ALIGN_CORNERS: tl.constexpr,
+                 HAS_THETA: tl.constexpr, INDEX64: tl.constexpr, SKIP_ZERO: tl.constexpr, BLOCK: tl.constexpr):
+    """What every sampling kernel (warp forward and backward, view renderer)
+    does first: this program's pixels, where they sample (local warps, then
+    the affine, then padding) and their bilinear corners. prm_ptr holds (K, 5)
+    warps per image (its dtype is the compute type), th_ptr 6 affine
+    coefficients per image; SKIP_ZERO as in warp_field.
+
+    Returns the tuples (b, i, j, live), (px, py, qx, qy), the affine
+    (a, bb, c, d, e, f), d source index / d source coord (gmx, gmy), the top-left
+    corner (x0, y0) (int64 with INDEX64), the axis weights (wx0, wx1, wy0, wy1),
+    the corner masks (m00, m01, m10, m11) and weights (w00, w01, w10, w11)."""
+    CT = prm_ptr.dtype.element_ty  # the compute type: float32, or float64 for float64 images
+    b, i, j, live = program_pixels(pid, Ho, Wo, BLOCK, INDEX64)
+    px = base_coord(j, Wo, ALIGN_CORNERS, CT)
+    py = base_coord(i, Ho, ALIGN_CORNERS, CT)
+    qx, qy = warp_field(prm_ptr + b * K * 5, K, px, py, KIND, SKIP_ZERO)
+    a, bb, c, d, e, f = load_affine(th_ptr, b, HAS_THETA)
+    sx, sy = apply_affine(a, bb, c, d, e, f, qx, qy)
+    ix, gmx = source_index(sx, W, PADDING, ALIGN_CORNERS)
+    iy, gmy = source_index(sy, H, PADDING, ALIGN_CORNERS)
+    x0, y0, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1 = bilinear(ix, iy, W, H)
+    if INDEX64:
+        x0 = x0.to(tl.int64)
+        y0 = y0.to(tl.int64)
+    m00, m01, m10, m11, w00, w01, w10, w11 = corner_masks_weights(live, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1)
+    return ((b, i, j, live), (px, py, qx, qy), (a, bb, c, d, e, f), (gmx, gmy), (x0, y0),
+            (wx0, wx1, wy0, wy1), (m00, m01, m10, m11), (w00, w01, w10, w11))

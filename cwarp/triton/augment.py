@@ -22,8 +22,7 @@ import triton
 import triton.language as tl
 
 from cwarp import augment_ops, augment_reference
-from cwarp.triton._common import (KINDS, PADDINGS, apply_affine, base_coord, bilinear, corner_masks_weights,
-                                  program_pixels, source_index, warp_field)
+from cwarp.triton._common import KINDS, PADDINGS, sample_setup
 
 __all__ = ["augment_views", "augment_views_forward", "INTERPRETED"]
 
@@ -141,24 +140,16 @@ def _augment_views_kernel(
     C: tl.constexpr, KIND: tl.constexpr, PADDING: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # One program per (image, view) pair's block of pixels: bv = b * V + v.
-    bv, i, j, live = program_pixels(tl.program_id(0).to(tl.int64), S, S, BLOCK, False)
+    # (The warps and affines are float32 (B, V, K, 5) and (B, V, 6): per pair.)
+    (bv, i, j, live), _q, _affine, _gm, (x0, y0), _wxy, (m00, m01, m10, m11), (w00, w01, w10, w11) = \
+        sample_setup(tl.program_id(0).to(tl.int64), wp_ptr, th_ptr, H, W, S, S, K,
+                     KIND, PADDING, False, True, False, True, BLOCK)
     b = bv // V
-    px = base_coord(j, S, False, tl.float32)
-    py = base_coord(i, S, False, tl.float32)
-    qx, qy = warp_field(wp_ptr + bv * K * 5, K, px, py, KIND, True)
-
-    t = th_ptr + bv * 6
-    sx, sy = apply_affine(tl.load(t), tl.load(t + 1), tl.load(t + 2), tl.load(t + 3), tl.load(t + 4),
-                          tl.load(t + 5), qx, qy)
-    ix, _gx = source_index(sx, W, PADDING, False)
-    iy, _gy = source_index(sy, H, PADDING, False)
-    x0, y0, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1 = bilinear(ix, iy, W, H)
     base = y0.to(tl.int64) * s_sh + x0.to(tl.int64) * s_sw
     o00 = base
     o01 = base + s_sw
     o10 = base + s_sh
     o11 = base + s_sh + s_sw
-    m00, m01, m10, m11, w00, w01, w10, w11 = corner_masks_weights(live, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1)
     src_b = src_ptr + b * s_sb
 
     col = col_ptr + bv * 5

@@ -34,9 +34,7 @@ import triton.language as tl
 from torch._prims_common import suggest_memory_format
 
 from cwarp import _checks, ops
-from cwarp.triton._common import (KINDS, PADDINGS, apply_affine, base_coord, bilinear, bilinear_coord_grad,
-                                  corner_masks_weights, load_warp, program_pixels, source_index,
-                                  warp_field, warp_param_grad)
+from cwarp.triton._common import KINDS, PADDINGS, bilinear_coord_grad, load_warp, sample_setup, warp_param_grad
 
 __all__ = ["local_warp", "local_warp_forward", "local_warp_backward", "INTERPRETED"]
 
@@ -73,55 +71,6 @@ _AUTOTUNE_KEY = ["C", "H", "W", "Ho", "Wo", "K"]
 _SIZES = ["C", "H", "W", "Ho", "Wo", "K"]
 
 
-@triton.jit
-def _load_affine(th_ptr, b, HAS_THETA: tl.constexpr):
-    if HAS_THETA:
-        t = th_ptr + 6 * b
-        a = tl.load(t)
-        bb = tl.load(t + 1)
-        c = tl.load(t + 2)
-        d = tl.load(t + 3)
-        e = tl.load(t + 4)
-        f = tl.load(t + 5)
-    else:
-        a = 1.0
-        bb = 0.0
-        c = 0.0
-        d = 0.0
-        e = 1.0
-        f = 0.0
-    return a, bb, c, d, e, f
-
-
-@triton.jit
-def _sample_setup(pid, prm_ptr, th_ptr, H, W, Ho, Wo, K,
-                  KIND: tl.constexpr, PADDING: tl.constexpr, ALIGN_CORNERS: tl.constexpr,
-                  HAS_THETA: tl.constexpr, INDEX64: tl.constexpr, BLOCK: tl.constexpr):
-    """What the forward and backward kernels share: this program's pixels, where
-    they sample (warp, then affine, then padding) and their bilinear corners.
-
-    Returns the tuples (b, i, j, live), (px, py, qx, qy), the affine
-    (a, bb, c, d, e, f), d source index / d source coord (gmx, gmy), the top-left
-    corner (x0, y0) (int64 with INDEX64), the axis weights (wx0, wx1, wy0, wy1),
-    the corner masks (m00, m01, m10, m11) and weights (w00, w01, w10, w11)."""
-    CT = prm_ptr.dtype.element_ty  # the compute type: float32, or float64 for float64 images
-    b, i, j, live = program_pixels(pid, Ho, Wo, BLOCK, INDEX64)
-    px = base_coord(j, Wo, ALIGN_CORNERS, CT)
-    py = base_coord(i, Ho, ALIGN_CORNERS, CT)
-    qx, qy = warp_field(prm_ptr + b * K * 5, K, px, py, KIND, False)
-    a, bb, c, d, e, f = _load_affine(th_ptr, b, HAS_THETA)
-    sx, sy = apply_affine(a, bb, c, d, e, f, qx, qy)
-    ix, gmx = source_index(sx, W, PADDING, ALIGN_CORNERS)
-    iy, gmy = source_index(sy, H, PADDING, ALIGN_CORNERS)
-    x0, y0, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1 = bilinear(ix, iy, W, H)
-    if INDEX64:
-        x0 = x0.to(tl.int64)
-        y0 = y0.to(tl.int64)
-    m00, m01, m10, m11, w00, w01, w10, w11 = corner_masks_weights(live, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1)
-    return ((b, i, j, live), (px, py, qx, qy), (a, bb, c, d, e, f), (gmx, gmy), (x0, y0),
-            (wx0, wx1, wy0, wy1), (m00, m01, m10, m11), (w00, w01, w10, w11))
-
-
 @triton.autotune(configs=_configs(), key=_AUTOTUNE_KEY)
 @triton.jit(do_not_specialize=_SIZES)
 def _local_warp_fwd_kernel(
@@ -133,8 +82,8 @@ def _local_warp_fwd_kernel(
 ):
     CT = prm_ptr.dtype.element_ty
     (b, i, j, live), _q, _affine, _gm, (x0, y0), _wxy, (m00, m01, m10, m11), (w00, w01, w10, w11) = \
-        _sample_setup(tl.program_id(0).to(tl.int64), prm_ptr, th_ptr, H, W, Ho, Wo, K,
-                      KIND, PADDING, ALIGN_CORNERS, HAS_THETA, INDEX64, BLOCK)
+        sample_setup(tl.program_id(0).to(tl.int64), prm_ptr, th_ptr, H, W, Ho, Wo, K,
+                     KIND, PADDING, ALIGN_CORNERS, HAS_THETA, INDEX64, False, BLOCK)
     src = in_ptr + b * in_sb + y0 * in_sh + x0 * in_sw
     dst = out_ptr + b * out_sb + i * out_sh + j * out_sw
     for ch in range(C):
@@ -170,8 +119,8 @@ def _local_warp_bwd_kernel(
     CT = prm_ptr.dtype.element_ty
     pid = tl.program_id(0).to(tl.int64)
     ((b, i, j, live), (px, py, qx, qy), (a, bb, c, d, e, f), (gmx, gmy), (x0, y0), (wx0, wx1, wy0, wy1),
-     (m00, m01, m10, m11), (w00, w01, w10, w11)) = _sample_setup(
-        pid, prm_ptr, th_ptr, H, W, Ho, Wo, K, KIND, PADDING, ALIGN_CORNERS, HAS_THETA, INDEX64, BLOCK)
+     (m00, m01, m10, m11), (w00, w01, w10, w11)) = sample_setup(
+        pid, prm_ptr, th_ptr, H, W, Ho, Wo, K, KIND, PADDING, ALIGN_CORNERS, HAS_THETA, INDEX64, False, BLOCK)
     prm_b = prm_ptr + b * K * 5
     base = b * in_sb + y0 * in_sh + x0 * in_sw
     scale = 1.0
