@@ -127,7 +127,8 @@ def measure(run: str, *, faces: int, num_negatives: int, warps_per_negative: int
                 add("warp_flips", (cn != c2[:, None]).float().mean(), B)
             else:
                 model.train()                           # BN as in a training step (batch statistics)
-                p1, _, _, z2, zn = model(v1, v2, neg)
+                e = model(v1, v2, neg)
+                p1, z2, zn = e.p1, e.z2, e.zneg
                 add("target_cos_warp", _mean_cos(z2[:, None], zn), B)
                 add("p1_nce", cwarp.contrastive_loss(p1, z2, zn, tau=cfg["tau"], byol_weight=0.0, nce_weight=1.0), B)
                 add("p1_warp_acc", T.warp_accuracy(p1, z2, zn), B)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["mlp", "BYOL", "cosine_momentum"]
+__all__ = ["mlp", "BYOL", "Embeddings", "cosine_momentum"]
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int, *, batch_norm: bool = True) -> nn.Sequential:
@@ -38,12 +38,31 @@ def cosine_momentum(step: int, total_steps: int, base: float) -> float:
     return 1.0 - (1.0 - base) * (math.cos(math.pi * t) + 1.0) / 2.0
 
 
+class Embeddings(NamedTuple):
+    """What BYOL.forward returns.
+
+    p1, p2: online predictions of the two views. z1, z2: target projections
+    (no gradient). zneg (B, N, D): projections of the warped negatives, by the
+    target, or by the online network (with gradient) for ``online_negatives``.
+    z1_online, z2_online: the online projections of the views, with gradient,
+    for ``online_negatives`` only (else None): the InfoNCE's positives there,
+    so that its positive and negatives come from the same network.
+    """
+    p1: Tensor
+    p2: Tensor
+    z1: Tensor
+    z2: Tensor
+    zneg: Optional[Tensor]
+    z1_online: Optional[Tensor] = None
+    z2_online: Optional[Tensor] = None
+
+
 class BYOL(nn.Module):
     """Online (backbone, projector, predictor) and target (backbone, projector) networks.
 
     ``forward(pos1, pos2, negatives)`` returns the online predictions of both
-    views and the target projections of both views and of the negatives, i.e.
-    everything ``cwarp.contrastive_loss`` needs. The target runs under
+    views and the target projections of both views and of the negatives
+    (``Embeddings``), i.e. everything ``cwarp.contrastive_loss`` needs. The target runs under
     ``torch.no_grad`` and its parameters never require grad, so
     DistributedDataParallel reduces the online gradients only.
     """
@@ -71,22 +90,27 @@ class BYOL(nn.Module):
                 yield name, p
 
     def forward(self, pos1: Tensor, pos2: Tensor, negatives: Optional[Tensor] = None, *,
-                online_negatives: bool = False):
-        """(p1, p2, z1, z2, zneg). With ``online_negatives`` the negatives go
-        through the online backbone and projector, with gradient, instead of the
-        target: the loss then pushes the online network's own embedding of a
-        warped face away from its prediction, a direct signal to become
-        sensitive to local warps (through the target that signal only arrives
-        via the EMA)."""
+                online_negatives: bool = False) -> Embeddings:
+        """Embeddings of the views and negatives. With ``online_negatives`` the
+        negatives go through the online backbone and projector, with gradient,
+        instead of the target: the loss then pushes the online network's own
+        embedding of a warped face away, a direct signal to become sensitive to
+        local warps (through the target that signal only arrives via the EMA).
+        Their positives are then the online projections of the views
+        (z1_online, z2_online), not the target's: scored against the target's
+        view and the online network's copies, the InfoNCE could be lowered by
+        telling the two networks apart, without looking at any warp."""
         B = pos1.shape[0]
         n = negatives.shape[1] if negatives is not None else 0
-        zneg = None
+        online_negatives = online_negatives and n > 0
+        zneg = z1_online = z2_online = None
         # The views in one backbone call: BN sees the whole batch once, as in
         # the reference BYOL implementation, and the conv runs on one big batch.
-        online = [pos1, pos2] + ([negatives.flatten(0, 1)] if online_negatives and n else [])
+        online = [pos1, pos2] + ([negatives.flatten(0, 1)] if online_negatives else [])
         z_online = self.projector(self.backbone(torch.cat(online)))
         p1, p2 = self.predictor(z_online[:2 * B]).split(B)
-        if online_negatives and n:
+        if online_negatives:
+            z1_online, z2_online = z_online[:B], z_online[B:2 * B]
             zneg = z_online[2 * B:].view(B, n, -1)
         with torch.no_grad():
             views = [pos1, pos2] + ([negatives.flatten(0, 1)] if n and not online_negatives else [])
@@ -94,7 +118,7 @@ class BYOL(nn.Module):
             z1, z2 = z[:B], z[B:2 * B]
             if n and not online_negatives:
                 zneg = z[2 * B:].view(B, n, -1)
-        return p1, p2, z1, z2, zneg
+        return Embeddings(p1, p2, z1, z2, zneg, z1_online, z2_online)
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:

@@ -156,7 +156,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                    help="also use the other images' positives as negatives (gathered over ranks)")
     g.add_argument("--negatives-through", choices=NEGATIVE_NETWORKS, default=d("negatives_through"),
                    help="which network embeds the warped negatives: the EMA target (no gradient) or the "
-                        "online backbone+projector (with gradient)")
+                        "online backbone+projector (with gradient; the InfoNCE's positive is then the online "
+                        "projection of the other view too, so that only the warps tell them apart)")
     g.add_argument("--nce-on", choices=NCE_PREDICTIONS, default=d("nce_on"),
                    help="which predictions meet the warped negatives (copies of view 2): p1 alone, whose "
                         "positive (view 2's target) they differ from by the local warps only, or both halves of "
@@ -368,28 +369,52 @@ class Trainer:
             pos2 = pos2.contiguous(memory_format=torch.channels_last)
         return pos1, pos2, (neg if neg is not None and neg.shape[1] > 0 else None)
 
-    def loss(self, p1, p2, z1, z2, zneg) -> torch.Tensor:
+    def loss(self, p1, p2, z1, z2, zneg, z1_online=None, z2_online=None) -> torch.Tensor:
+        """The training loss of one step's embeddings (BYOL.forward's Embeddings).
+
+        byol_weight * mean BYOL term of both halves + nce_weight * half the
+        InfoNCE of p1 (and of p2 with --nce-on both). The InfoNCE scores a
+        prediction against the other view's target and the negatives; with
+        --negatives-through online, against the other view's online
+        projection (z1_online, z2_online) and the online negatives instead.
+        """
         import cwarp
 
         cfg = self.cfg
+        online = z2_online is not None
         if cfg["in_batch"] and self.info.enabled:
             # In-batch negatives span the global batch: gather every rank's rows
             # (predictions with their gradients) and compute the global loss.
             p1, p2 = cdist.gather_with_grad(p1), cdist.gather_with_grad(p2)
             z1, z2 = cdist.gather_with_grad(z1), cdist.gather_with_grad(z2)
             zneg = cdist.gather_with_grad(zneg) if zneg is not None else None
+            if online:
+                z1_online, z2_online = cdist.gather_with_grad(z1_online), cdist.gather_with_grad(z2_online)
         kw = dict(tau=cfg["tau"], byol_weight=cfg["byol_weight"], nce_weight=cfg["nce_weight"],
                   in_batch=cfg["in_batch"])
         # Symmetric BYOL: each view predicts the other's target. The warped
         # negatives share view 2's crop and colours and differ from it only by
         # local (expression-like) deformations: hard negatives for p1, whose
-        # positive is view 2's target. For p2 they are copies of its own view,
-        # so --nce-on p1 (the default) leaves them out of that half.
+        # positive is view 2's embedding. For p2 they are copies of its own
+        # view, so --nce-on p1 (the default) leaves them out of that half.
         p1, p2, z1, z2 = p1.float(), p2.float(), z1.float(), z2.float()
         zneg = zneg.float() if zneg is not None else None
         zneg2 = zneg if cfg["nce_on"] == "both" else None
-        loss = 0.5 * (cwarp.contrastive_loss(p1, z2, zneg, **kw) + cwarp.contrastive_loss(p2, z1, zneg2, **kw))
-        self.last_loss_inputs = tuple(t.detach() if t is not None else None for t in (p1, p2, z1, z2, zneg, loss))
+        if not online:
+            loss = 0.5 * (cwarp.contrastive_loss(p1, z2, zneg, **kw) + cwarp.contrastive_loss(p2, z1, zneg2, **kw))
+            nce_pos = z2
+        else:
+            # The same sum, with the BYOL term against the target and the
+            # InfoNCE against online embeddings: two calls of the fused loss.
+            z1_online, z2_online = z1_online.float(), z2_online.float()
+            byol = dict(kw, nce_weight=0.0, in_batch=False)  # no InfoNCE here: no keys needed
+            nce = dict(kw, byol_weight=0.0)
+            loss = 0.5 * (cwarp.contrastive_loss(p1, z2, None, **byol) + cwarp.contrastive_loss(p2, z1, None, **byol)
+                          + cwarp.contrastive_loss(p1, z2_online, zneg, **nce)
+                          + cwarp.contrastive_loss(p2, z1_online, zneg2, **nce))
+            nce_pos = z2_online
+        self.last_loss_inputs = tuple(t.detach() if t is not None else None
+                                      for t in (p1, p2, z1, z2, zneg, loss, nce_pos))
         return loss
 
     def last_terms(self) -> Dict[str, torch.Tensor]:
@@ -397,15 +422,17 @@ class Trainer:
         return self.loss_terms(*self.last_loss_inputs) if self.last_loss_inputs is not None else {}
 
     @torch.no_grad()
-    def loss_terms(self, p1, p2, z1, z2, zneg, loss) -> Dict[str, torch.Tensor]:
+    def loss_terms(self, p1, p2, z1, z2, zneg, loss, nce_pos=None) -> Dict[str, torch.Tensor]:
         """The loss's parts, for the log (tensors: no host sync here).
 
         byol_term: the BYOL term, mean of 2 - 2 cos(p, z) over both halves.
         nce_term: the InfoNCE term (the loss less the weighted BYOL term).
-        warp_acc: how often p1's cosine with view 2's target beats its cosine
-        with every warped copy of view 2 (1 / (1 + N) is chance): whether the
-        target tells the warps apart. (p2 against the same copies is left out:
-        they share p2's own view, so beating them needs no warp.)
+        warp_acc: how often p1's cosine with view 2's embedding (nce_pos: the
+        target's, or the online one with --negatives-through online) beats its
+        cosine with every warped copy of view 2 (1 / (1 + N) is chance):
+        whether the network that embeds the negatives tells the warps apart.
+        (p2 against the same copies is left out: they share p2's own view, so
+        beating them needs no warp.)
         """
         import torch.nn.functional as F
 
@@ -417,7 +444,7 @@ class Trainer:
         if cfg["nce_weight"] > 0:
             terms["nce_term"] = (loss - cfg["byol_weight"] * terms["byol_term"]) / cfg["nce_weight"]
         if zneg is not None:
-            terms["warp_acc"] = warp_accuracy(p1, z2, zneg)
+            terms["warp_acc"] = warp_accuracy(p1, z2 if nce_pos is None else nce_pos, zneg)
         return terms
 
     def train_step(self, pos1, pos2, neg, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -435,9 +462,8 @@ class Trainer:
             loss = nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
         else:
             with self.autocast:
-                p1, p2, z1, z2, zneg = net(pos1, pos2, neg,
-                                           online_negatives=self.cfg["negatives_through"] == "online")
-            loss = self.loss(p1, p2, z1, z2, zneg)
+                emb = net(pos1, pos2, neg, online_negatives=self.cfg["negatives_through"] == "online")
+            loss = self.loss(*emb)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -64,32 +64,36 @@ def test_log_carries_the_loss_parts(tmp_path):
         assert r["loss"] == pytest.approx(0.5 * r["nce_term"] + 2 * r["byol_term"], rel=1e-5)
 
 
+@pytest.mark.parametrize("through", ["target", "online"])
 @pytest.mark.parametrize("nce_on", ["p1", "both"])
 @pytest.mark.parametrize("in_batch", [False, True])
-def test_loss_terms_match_the_reference(in_batch, nce_on):
+def test_loss_terms_match_the_reference(in_batch, nce_on, through):
     from cwarp import reference
 
     cfg = T.validate_config(T.config_from_args(tiny_args("unused", "--nce-weight", "0.7", "--byol-weight", "0.3",
-                                                         "--nce-on", nce_on,
+                                                         "--nce-on", nce_on, "--negatives-through", through,
                                                          *(["--in-batch"] if in_batch else [])))[0])
     trainer = T.Trainer(cfg, T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
     g = torch.Generator().manual_seed(0)
-    p1, p2, z1, z2 = (torch.randn(6, 16, generator=g) for _ in range(4))
+    p1, p2, z1, z2, o1, o2 = (torch.randn(6, 16, generator=g) for _ in range(6))
+    # The InfoNCE's positives: the targets, or with online negatives the online projections.
+    k1, k2 = (z1, z2) if through == "target" else (o1, o2)
     zneg = torch.randn(6, 2, 16, generator=g)
-    zneg[:3] = z2[:3, None] + 0.01 * zneg[:3]     # rows 0-2: the negatives beat the positive's cosine (mostly)
-    loss = trainer.loss(p1, p2, z1, z2, zneg)
+    zneg[:3] = k2[:3, None] + 0.01 * zneg[:3]     # rows 0-2: the negatives beat the positive's cosine (mostly)
+    loss = trainer.loss(p1, p2, z1, z2, zneg, *((o1, o2) if through == "online" else ()))
 
     def part(nce_weight, byol_weight):
         kw = dict(tau=cfg["tau"], nce_weight=nce_weight, byol_weight=byol_weight, in_batch=in_batch)
         zneg2 = zneg if nce_on == "both" else None
-        return 0.5 * (reference.contrastive_loss(p1, z2, zneg, **kw) + reference.contrastive_loss(p2, z1, zneg2, **kw))
+        pos1, pos2 = (k2, k1) if byol_weight == 0 else (z2, z1)
+        return 0.5 * (reference.contrastive_loss(p1, pos1, zneg, **kw) + reference.contrastive_loss(p2, pos2, zneg2, **kw))
 
     terms = trainer.last_terms()
     torch.testing.assert_close(terms["byol_term"], part(0.0, 1.0))
     torch.testing.assert_close(terms["nce_term"], part(1.0, 0.0))
     torch.testing.assert_close(loss, 0.7 * part(1.0, 0.0) + 0.3 * part(0.0, 1.0))
     cos = lambda a, b: torch.nn.functional.cosine_similarity(a, b, dim=-1)  # noqa: E731
-    wins = (cos(p1, z2)[:, None] > cos(p1[:, None], zneg)).all(1)
+    wins = (cos(p1, k2)[:, None] > cos(p1[:, None], zneg)).all(1)
     assert terms["warp_acc"].item() == wins.float().mean().item()
 
 
@@ -219,20 +223,25 @@ def test_online_negatives_carry_gradient_target_negatives_do_not():
     x1, x2 = torch.randn(4, 3, 16, 16, generator=g), torch.randn(4, 3, 16, 16, generator=g)
     neg = torch.randn(4, 2, 3, 16, 16, generator=g)
     for online in (False, True):
-        p1, p2, z1, z2, zneg = model(x1, x2, neg, online_negatives=online)
-        assert zneg.shape == (4, 2, 8) and zneg.requires_grad == online
-        assert not z1.requires_grad and not z2.requires_grad
+        e = model(x1, x2, neg, online_negatives=online)
+        assert e.zneg.shape == (4, 2, 8) and e.zneg.requires_grad == online
+        assert not e.z1.requires_grad and not e.z2.requires_grad
+        assert (e.z2_online is not None) == online and (e.z1_online is not None) == online
         if online:
-            zneg.retain_grad()
+            e.zneg.retain_grad()
+            e.z2_online.retain_grad()
             model.zero_grad()
-            cwarp.contrastive_loss(p1, z2, zneg, byol_weight=0.0, nce_weight=1.0).backward()
-            assert zneg.grad.abs().sum() > 0
+            cwarp.contrastive_loss(e.p1, e.z2_online, e.zneg, byol_weight=0.0, nce_weight=1.0).backward()
+            assert e.zneg.grad.abs().sum() > 0 and e.z2_online.grad.abs().sum() > 0
             assert all(p.grad is None for p in model.target_backbone.parameters())
-    # Through the online network the negatives are the projector's output (no predictor).
+    # Through the online network the negatives and their positives are the
+    # projector's output (no predictor), from one batch.
     model.eval()
-    _, _, _, _, zneg = model(x1, x2, neg, online_negatives=True)
-    expect = model.projector(model.backbone(torch.cat([x1, x2, neg.flatten(0, 1)])))[8:].view(4, 2, 8)
-    torch.testing.assert_close(zneg, expect)
+    e = model(x1, x2, neg, online_negatives=True)
+    expect = model.projector(model.backbone(torch.cat([x1, x2, neg.flatten(0, 1)])))
+    torch.testing.assert_close(e.zneg, expect[8:].view(4, 2, 8))
+    torch.testing.assert_close(e.z1_online, expect[:4])
+    torch.testing.assert_close(e.z2_online, expect[4:8])
 
 
 @pytest.mark.parametrize("extra", [["--negatives-through", "online"], ["--precision", "bf16"]])
