@@ -61,7 +61,7 @@ DEFAULTS: Dict[str, Any] = dict(
     base_momentum=0.99, proj_dim=128, hidden_dim=1024, head_bn=True, sync_bn=False,
     # ContraWarping
     num_negatives=2, warps_per_negative=4, warp_magnitude=[0.05, 0.15], warp_radius=[0.15, 0.35],
-    tau=0.2, byol_weight=1.0, nce_weight=1.0, in_batch=False, negatives_through="target", nce_on="p1",
+    tau=0.2, byol_weight=1.0, nce_weight=1.0, in_batch=False, negatives_through="online", nce_on="p1",
     # global views (ContraWarpAugment); jitter_strength scales its colour jitter
     crop_scale=[0.5, 1.0], rotation=10.0, jitter_strength=1.0, grayscale_p=0.2,
     # bookkeeping
@@ -69,7 +69,7 @@ DEFAULTS: Dict[str, Any] = dict(
 )
 
 # Fields whose default changed: a checkpoint without them ran with these values.
-FORMER_DEFAULTS: Dict[str, Any] = {"nce_on": "both"}
+FORMER_DEFAULTS: Dict[str, Any] = {"nce_on": "both", "negatives_through": "target"}
 
 # Fields a resumed run may change; every other field must match the checkpoint.
 RESUME_MUTABLE = {"device", "precision", "resume", "workers", "log_every", "save_every", "progress", "tensorboard",
@@ -237,7 +237,7 @@ def validate_config(cfg: Dict[str, Any]) -> Dict[str, Any]:
         # Cross-entropy on view 1: no negatives, no BYOL or InfoNCE terms.
         if cfg["in_batch"]:
             raise ConfigError("--in-batch: --method supervised has no contrastive loss to take in-batch keys")
-        if cfg["negatives_through"] != "target":
+        if cfg["negatives_through"] != DEFAULTS["negatives_through"]:
             raise ConfigError("--negatives-through: --method supervised has no warped negatives, got "
                               f"{cfg['negatives_through']!r}")
         cfg["num_negatives"] = 0
@@ -382,6 +382,9 @@ class Trainer:
 
         cfg = self.cfg
         online = z2_online is not None
+        if zneg is not None and online != (cfg["negatives_through"] == "online"):
+            raise ValueError(f"Trainer.loss: --negatives-through {cfg['negatives_through']} "
+                             f"{'needs' if not online else 'takes no'} z1_online / z2_online")
         if cfg["in_batch"] and self.info.enabled:
             # In-batch negatives span the global batch: gather every rank's rows
             # (predictions with their gradients) and compute the global loss.

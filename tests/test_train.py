@@ -101,7 +101,8 @@ def test_nce_on_p1_keeps_the_negatives_out_of_p2s_half():
     from cwarp import reference
 
     cfg = T.validate_config(T.config_from_args(tiny_args("unused"))[0])
-    assert cfg["nce_on"] == "p1"                                # the default
+    assert cfg["nce_on"] == "p1" and cfg["negatives_through"] == "online"   # the defaults
+    cfg["negatives_through"] = "target"
     trainer = T.Trainer(cfg, T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
     g = torch.Generator().manual_seed(1)
     p1, p2, z1, z2 = (torch.randn(5, 8, generator=g) for _ in range(4))
@@ -112,6 +113,13 @@ def test_nce_on_p1_keeps_the_negatives_out_of_p2s_half():
     both = T.Trainer(dict(cfg, nce_on="both"), T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3,
                      steps_per_epoch=3)
     assert not torch.allclose(both.loss(p1, p2, z1, z2, zneg), want)
+    # The embeddings must match the config's --negatives-through.
+    with pytest.raises(ValueError, match="--negatives-through target takes no z1_online"):
+        trainer.loss(p1, p2, z1, z2, zneg, z1, z2)
+    online = T.Trainer(dict(cfg, negatives_through="online"), T.cdist.init_from_env("cpu"), torch.device("cpu"),
+                       in_channels=3, steps_per_epoch=3)
+    with pytest.raises(ValueError, match="--negatives-through online needs z1_online"):
+        online.loss(p1, p2, z1, z2, zneg)
 
 
 def test_ctrl_c_then_resume_matches_uninterrupted(tmp_path):
@@ -276,16 +284,18 @@ def test_precision_resolution():
 
 
 def test_resume_a_checkpoint_from_before_precision_negatives_through_and_nce_on(tmp_path):
-    """Such a run trained with auto precision and target negatives (today's
-    defaults) and with negatives on both halves (nce_on's former default)."""
+    """Such a run trained with auto precision (today's default), target
+    negatives and negatives on both halves (the former defaults of
+    negatives_through and nce_on)."""
     full, old = tmp_path / "full", tmp_path / "old"
-    run(tiny_args(full, "--nce-on", "both"))
+    former = ("--nce-on", "both", "--negatives-through", "target")
+    run(tiny_args(full, *former))
 
     def interrupt(step, loss):
         if step == 3:
             os.kill(os.getpid(), signal.SIGINT)
 
-    assert run(tiny_args(old, "--nce-on", "both"), step_hook=interrupt)["status"] == "interrupted"
+    assert run(tiny_args(old, *former), step_hook=interrupt)["status"] == "interrupted"
     path = old / "checkpoint.pt"
     state = torch.load(path, weights_only=False)
     for key in ("precision", "negatives_through", "nce_on"):
@@ -329,6 +339,6 @@ def test_supervised_step_fits_the_labels_and_needs_them():
         trainer.train_step(x, x, None)
     with pytest.raises(ValueError, match="needs num_classes"):
         T.Trainer(T.validate_config(cfg), D.DistInfo(), torch.device("cpu"), 3, steps_per_epoch=10)
-    for key, value in (("in_batch", True), ("negatives_through", "online")):
+    for key, value in (("in_batch", True), ("negatives_through", "target")):
         with pytest.raises(T.ConfigError, match="--" + key.replace("_", "-") + ": --method supervised"):
             T.validate_config(dict(cfg, **{key: value}))
