@@ -74,8 +74,11 @@ def default_so() -> str:
     return cwarp._C.__file__
 
 
-def resource_usage(cuobjdump: str, so: str) -> Dict[int, Dict[str, Dict[str, int]]]:
-    """{arch: {mangled kernel name: {"REG", "STACK", "SHARED", "LOCAL"}}} of the SASS in `so`."""
+def resource_usage(cuobjdump: str, so: str, arch: Optional[int] = None) -> Dict[int, Dict[str, Dict[str, int]]]:
+    """{arch: {mangled kernel name: {"REG", "STACK", "SHARED", "LOCAL"}}} of the SASS in `so`.
+
+    A fat binary names each architecture ("arch = sm_XX"); a bare cubin does
+    not, and its functions are filed under `arch`."""
     proc = subprocess.run([cuobjdump, "-res-usage", so], capture_output=True, text=True)
     if proc.returncode != 0 and (not proc.stderr.strip() or "does not contain device code" in proc.stderr):
         return {}  # no device code at all (a build without CUDA): every arch is reported missing
@@ -83,7 +86,7 @@ def resource_usage(cuobjdump: str, so: str) -> Dict[int, Dict[str, Dict[str, int
         raise RuntimeError(f"{cuobjdump} -res-usage {so} failed ({proc.returncode}): {proc.stderr.strip()}")
     text = proc.stdout
     usage: Dict[int, Dict[str, Dict[str, int]]] = {}
-    arch, func = None, None
+    func = None
     for line in text.splitlines():
         m = _ARCH.match(line.strip())
         if m:
@@ -96,7 +99,7 @@ def resource_usage(cuobjdump: str, so: str) -> Dict[int, Dict[str, Dict[str, int
             continue
         m = _RES.search(line)
         if m and arch is not None and func is not None:
-            usage[arch][func] = dict(zip(("REG", "STACK", "SHARED", "LOCAL"), map(int, m.groups())))
+            usage.setdefault(arch, {})[func] = dict(zip(("REG", "STACK", "SHARED", "LOCAL"), map(int, m.groups())))
             func = None
     return usage
 

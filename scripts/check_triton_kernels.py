@@ -129,28 +129,14 @@ class Recorder:
 
     def _usage(self, cubin: bytes, arch: int) -> Dict[str, int]:
         """REG / STACK / SHARED / LOCAL of the one function in a cubin."""
-        import subprocess
-
         path = os.path.join(self.workdir, f"k{len(self.rows)}.cubin")
         with open(path, "wb") as f:
             f.write(cubin)
-        proc = subprocess.run([self.cuobjdump, "-res-usage", path], capture_output=True, text=True)
-        # A bare cubin has no "arch = sm_XX" header: pair each Function line with its resources.
-        found = {}
-        func = None
-        for line in proc.stdout.splitlines():
-            m = check_cuda_kernels._FUNC.match(line)
-            if m:
-                func = m.group(1)
-                continue
-            m = check_cuda_kernels._RES.search(line)
-            if m and func is not None:
-                found[func] = dict(zip(("REG", "STACK", "SHARED", "LOCAL"), map(int, m.groups())))
-                func = None
-        if proc.returncode != 0 or len(found) != 1:
-            raise RuntimeError(f"cuobjdump -res-usage of the sm_{arch} cubin: expected one function, got "
-                               f"{sorted(found)} (exit {proc.returncode}: {proc.stderr.strip()[:200]})")
-        return next(iter(found.values()))
+        funcs = check_cuda_kernels.resource_usage(self.cuobjdump, path, arch=arch).get(arch, {})
+        if len(funcs) != 1:
+            raise RuntimeError(f"cuobjdump -res-usage of the sm_{arch} cubin: expected one function, "
+                               f"got {sorted(funcs)}")
+        return next(iter(funcs.values()))
 
 
 def cases(quick: bool) -> List[tuple]:
