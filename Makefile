@@ -35,7 +35,7 @@ test: build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: build
-	$(PY) -m cwarp.demo
+	$(PY) -m cwarp.apps.demo
 
 bench: build
 	$(PY) benchmarks/warp_throughput.py
@@ -47,7 +47,7 @@ cmake-build: $(DEPS_STAMP)
 	cmake --build cmake-build
 	$(PY) scripts/cmake_smoke.py cmake-build/_C*.so
 
-# csrc/cpu/vec_exp.h's exp against the correctly rounded one, every float in [-104, 89] (about a minute).
+# csrc/vec_exp.h's exp against the correctly rounded one, every float in [-104, 89] (about a minute).
 check-vexp: $(DEPS_STAMP)
 	mkdir -p build
 	$(CXX) -O2 -std=c++17 -I"$$($(PY) -c 'import torch.utils.cpp_extension as c; print(c.include_paths()[0])')" \

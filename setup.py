@@ -100,14 +100,14 @@ def _extension():
     ]
     if _flag("CWARP_NATIVE"):
         cxx.append("-march=native")
-    sources = ["csrc/registration.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    sources = ["csrc/registration.cpp"] + sorted(glob.glob("csrc/ops/*/*_cpu.cpp"))
     define_macros = []
     include_dirs = [os.path.join(ROOT, "csrc")]
     extra = {"cxx": cxx}
     ext_cls = CppExtension
     if with_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-        sources += sorted(glob.glob("csrc/cuda/*.cu"))
+        sources += sorted(glob.glob("csrc/ops/*/*_cuda.cu"))
         define_macros.append(("CWARP_WITH_CUDA", None))
         include_dirs += _pip_cuda_include_dirs()
         extra["nvcc"] = opt + ["--expt-relaxed-constexpr", "-lineinfo",

@@ -7,7 +7,7 @@ number of warped negatives and the warps' size.
                                   [--jitter-strength S] [--grayscale-p P] [--json PATH]
 
 Each seed pretrains ContraWarping and BYOL-only with the demo's budget
-(cwarp.demo.DEMO_RECIPE, identical for both), trains the supervised reference
+(cwarp.apps.demo.DEMO_RECIPE, identical for both), trains the supervised reference
 with the same budget and the labels, and probes the three beside a random
 init and raw pixels on SyntheticFaces' held-out test split. The supervised
 reference shows what that many steps allow at all. The sweeps
@@ -39,7 +39,7 @@ def _ms(values):
 
 
 def run_one(tag, method, seed, recipe_over, out_root, extra=None, baselines=False):
-    from cwarp import demo
+    from cwarp.apps import demo
 
     out = os.path.join(out_root, tag, f"{method}_s{seed}")
     if os.path.exists(os.path.join(out, "checkpoint.pt")):
@@ -80,9 +80,9 @@ def train_flags(args) -> list:
 
 
 def main(argv=None):
-    from cwarp import demo
-    from cwarp import train as T
-    from cwarp.train import PRECISIONS, autocast_dtype
+    from cwarp.apps import demo
+    from cwarp.train import trainer as T
+    from cwarp.train.trainer import PRECISIONS, autocast_dtype
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

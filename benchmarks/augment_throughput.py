@@ -40,7 +40,7 @@ import cwarp  # noqa: E402
 from cwarp import reference  # noqa: E402
 
 BASELINE = "torchvision v2 per-sample"
-MEAN, STD = cwarp.augment.IMAGENET_MEAN, cwarp.augment.IMAGENET_STD
+MEAN, STD = cwarp.nn.augment.IMAGENET_MEAN, cwarp.nn.augment.IMAGENET_STD
 
 
 def make_images(B: int, side: int, device, seed: int = 0) -> torch.Tensor:

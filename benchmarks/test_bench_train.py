@@ -11,8 +11,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 @pytest.fixture(scope="module")
 def setup():
-    from cwarp import distributed as D
-    from cwarp import train as T
+    from cwarp.train import distributed as D
+    from cwarp.train import trainer as T
     from cwarp.data import SyntheticFaces
 
     cfg, _ = T.config_from_args(["--out", "unused", "--arch", T.compact_arch(), "--image-size", "16",

@@ -23,8 +23,8 @@ from common import Row, add_speedups, format_table, time_cpu, time_fn, write_jso
 
 
 def main(argv=None):
-    from cwarp import distributed as D
-    from cwarp import train as T
+    from cwarp.train import distributed as D
+    from cwarp.train import trainer as T
     from cwarp.data import SyntheticFaces
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

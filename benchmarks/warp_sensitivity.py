@@ -72,9 +72,9 @@ def max_displacement_px(warps: torch.Tensor, size: int) -> torch.Tensor:
 def measure(run: str, *, faces: int, num_negatives: int, warps_per_negative: int, warp_radius=None,
             warp_magnitude=None, seed: int = 123) -> Dict[str, Any]:
     import cwarp
-    from cwarp import checkpoint as ckpt
-    from cwarp import distributed as cdist
-    from cwarp import train as T
+    from cwarp.train import checkpoint as ckpt
+    from cwarp.train import distributed as cdist
+    from cwarp.train import trainer as T
 
     state = ckpt.load_checkpoint(run)
     cfg = T.saved_config(state["config"])

@@ -1,7 +1,7 @@
 // Input validation for the cwarp ops: one check_*_inputs() per op, shared by
 // the CPU and CUDA implementations, so that every backend rejects bad input
 // with the same message. The messages name the op, the argument, what was
-// expected and what was given; cwarp/ops.py mirrors them in the fake kernels.
+// expected and what was given; cwarp/ops/*/register.py mirrors them in the fake kernels.
 #pragma once
 
 #include <ATen/core/Tensor.h>

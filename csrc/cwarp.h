@@ -1,5 +1,5 @@
-// Declarations shared by the cwarp backends (CPU in csrc/cpu, CUDA in
-// csrc/cuda). The schemas live in csrc/registration.cpp.
+// Declarations shared by the cwarp backends (CPU in csrc/ops/<op>/*_cpu.cpp, CUDA in
+// csrc/ops/<op>/*_cuda.cu). The schemas live in csrc/registration.cpp.
 #pragma once
 
 #include <ATen/core/Tensor.h>

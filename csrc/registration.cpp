@@ -1,7 +1,7 @@
 // The cwarp operator library: every schema, in one place, and the Python
 // module that loading cwarp._C needs. Backends register their kernels with
-// TORCH_LIBRARY_IMPL next to the kernels (csrc/cpu, csrc/cuda); fake kernels
-// and autograd are registered in cwarp/ops.py.
+// TORCH_LIBRARY_IMPL next to the kernels (csrc/ops/<op>/<op>_cpu.cpp, <op>_cuda.cu); fake kernels
+// and autograd are registered in cwarp/ops/*/register.py.
 #include <Python.h>
 #include <torch/library.h>
 

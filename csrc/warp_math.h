@@ -1,9 +1,9 @@
 // The math of cwarp::local_warp, written once.
 //
 // Every function here is a C10_HOST_DEVICE inline function of plain scalars,
-// so the CPU kernel (csrc/cpu/warp_kernel.cpp) and the CUDA kernel
-// (csrc/cuda/warp_kernel.cu) include this header unchanged and the Triton
-// kernel (cwarp/triton/warp.py) mirrors it function by function, by name.
+// so the CPU kernel (csrc/ops/local_warp/local_warp_cpu.cpp) and the CUDA kernel
+// (csrc/ops/local_warp/local_warp_cuda.cu) include this header unchanged and the Triton
+// kernel (cwarp/ops/local_warp/triton_kernels.py) mirrors it function by function, by name.
 // The oracle is cwarp/reference.py: the warp field built with PyTorch ops,
 // then F.grid_sample. Where the formulas below follow ATen's grid sampler
 // (unnormalize, clip, reflect, the int-range guard) they do so on purpose,

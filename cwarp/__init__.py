@@ -1,16 +1,12 @@
 """cwarp: fused local warping and contrastive losses for ContraWarping.
 
-The public names of SPEC.md, and nothing else. Importing cwarp loads the
-compiled kernels (cwarp._C) when they were built; see cwarp.backends() for
-what is available.
+The public API, and nothing else. Importing cwarp loads the compiled kernels
+(cwarp._C) when they were built; ``cwarp.backends()`` says what can run here.
 """
-from cwarp import _extension, ops  # noqa: F401  (registers fakes and autograd)
-from cwarp.sampling import FACE_LANDMARKS_5, sample_local_warps
-from cwarp.warp import local_warp, local_warp_grid
-from cwarp.augment import ContraWarpAugment
-from cwarp.loss import ContraWarpingLoss, contrastive_loss
-
-__version__ = "0.1.0"
+from cwarp import _extension  # noqa: F401  (loads cwarp._C)
+from cwarp._version import __version__
+from cwarp.nn import ContraWarpAugment, ContraWarpingLoss
+from cwarp.ops import FACE_LANDMARKS_5, contrastive_loss, local_warp, local_warp_grid, sample_local_warps
 
 
 def backends() -> dict:

@@ -22,22 +22,22 @@ import subprocess
 import sys
 from typing import Dict, List, Optional
 
-# Every CUDA kernel of csrc/cuda/warp_kernel.cu; other ops append theirs.
+# Every CUDA kernel of csrc/ops/local_warp/local_warp_cuda.cu; other ops append theirs.
 REQUIRED_KERNELS = (
-    # local_warp (csrc/cuda/warp_kernel.cu)
+    # local_warp (csrc/ops/local_warp/local_warp_cuda.cu)
     "local_warp_forward_kernel",
     "local_warp_backward_kernel",
     "reduce_partials_kernel",
     "fixed_point_scale_kernel",
     "fixed_point_to_float_kernel",
-    # contrastive loss (csrc/cuda/contrastive_kernel.cu)
+    # contrastive loss (csrc/ops/contrastive_loss/contrastive_loss_cuda.cu)
     "contrastive_kernel_cu",
     "forward_rows_kernel",
     "backward_rows_kernel",
     "forward_in_batch_kernel",
     "backward_in_batch_p_kernel",
     "backward_in_batch_z_kernel",
-    # view rendering (csrc/cuda/augment_kernel.cu)
+    # view rendering (csrc/ops/augment_views/augment_views_cuda.cu)
     "augment_views_kernel",
 )
 

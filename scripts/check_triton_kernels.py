@@ -4,7 +4,7 @@ The CPU test suite runs the Triton kernels under the interpreter, which runs
 their Python, not their compiled form: a kernel that the interpreter accepts
 can still fail to compile (a construct the compiler does not support, a type
 mismatch the interpreter's numpy promotes away) or spill registers. This
-script runs the real host wrappers of cwarp.triton (argument order, dtypes,
+script runs the real host wrappers of cwarp.ops.*.triton_kernels (argument order, dtypes,
 constexprs exactly as they launch), but with `wrap_triton` replaced by a
 recorder that compiles each launch for the requested architectures - through
 ptx and ptxas to a cubin, for every autotuning config - instead of running
@@ -140,12 +140,12 @@ class Recorder:
 
 
 def cases(quick: bool) -> List[tuple]:
-    """(name, callable) pairs that call cwarp.triton's host wrappers on small CPU tensors."""
+    """(name, callable) pairs that call the Triton host wrappers on small CPU tensors."""
     import torch
 
-    from cwarp.triton import augment as TA
-    from cwarp.triton import contrastive as TC
-    from cwarp.triton import warp as TW
+    from cwarp.ops.augment_views import triton_kernels as TA
+    from cwarp.ops.contrastive_loss import triton_kernels as TC
+    from cwarp.ops.local_warp import triton_kernels as TW
 
     g = torch.Generator().manual_seed(0)
 
@@ -215,9 +215,9 @@ def run(archs: List[int], quick: bool) -> List[Dict[str, Any]]:
         sys.path.insert(0, ROOT)
     import torch
 
-    from cwarp.triton import augment as TA
-    from cwarp.triton import contrastive as TC
-    from cwarp.triton import warp as TW
+    from cwarp.ops.augment_views import triton_kernels as TA
+    from cwarp.ops.contrastive_loss import triton_kernels as TC
+    from cwarp.ops.local_warp import triton_kernels as TW
 
     tool = check_cuda_kernels.find_cuobjdump()
     if tool is None:

@@ -1,4 +1,4 @@
-// Exhaustive accuracy check of csrc/cpu/vec_exp.h's float vexp against the
+// Exhaustive accuracy check of csrc/vec_exp.h's float vexp against the
 // correctly rounded exp (double exp rounded to float), over every finite
 // float in [-104, 89], plus the special cases. `make check-vexp` builds and
 // runs it (CI does).
@@ -10,7 +10,7 @@
 #include <cstring>
 #include <limits>
 
-#include "../csrc/cpu/vec_exp.h"
+#include "../csrc/vec_exp.h"
 
 static int64_t ordered(float f) {  // floats as integers in the order of their values
   int32_t i;

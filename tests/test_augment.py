@@ -1,8 +1,8 @@
 """cwarp.ContraWarpAugment and cwarp::augment_views: parity with the
-torchvision-based oracle (cwarp/augment_reference.py), geometry against
+torchvision-based oracle (cwarp/ops/augment_views/reference.py), geometry against
 torchvision's own crop / flip / rotate, replay, landmarks, bad input,
 opcheck and torch.compile. Tolerances per step are documented in
-cwarp/augment_reference.py; float32 output is compared with atol 2e-4 / std.
+cwarp/ops/augment_views/reference.py; float32 output is compared with atol 2e-4 / std.
 """
 import os
 
@@ -12,10 +12,11 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
 import cwarp
-from cwarp import augment_reference, reference
-from cwarp.augment import AugmentParams, ContraWarpAugment, _crop_theta
+from cwarp import reference
+from cwarp.ops.augment_views import reference as augment_reference
+from cwarp.nn.augment import AugmentParams, ContraWarpAugment, _crop_theta
 
-STD = torch.tensor(cwarp.augment.IMAGENET_STD)
+STD = torch.tensor(cwarp.nn.augment.IMAGENET_STD)
 ATOL = {torch.float32: 2e-4 / float(STD.min()), torch.bfloat16: 1e-2 / float(STD.min())}
 
 needs_cpp = pytest.mark.skipif(not cwarp.backends()["cpp"], reason="cwarp._C was not built")
@@ -294,7 +295,7 @@ def test_torch_compile_fullgraph():
 @pytest.mark.parametrize("C, kind, dtype", [(3, "translate", torch.uint8), (1, "gaussian", torch.float32)])
 def test_triton_backend_matches_oracle(C, kind, dtype):
     pytest.importorskip("triton")
-    pytest.importorskip("cwarp.triton._common", reason="the Triton mirror of warp_math.h (cwarp/triton/_common.py) "
+    pytest.importorskip("cwarp.ops.triton_math", reason="the Triton mirror of warp_math.h (cwarp/ops/triton_math.py) "
                         "comes with the Triton local_warp backend; it is not in this tree")
     if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
         pytest.skip("Triton on CPU tensors needs TRITON_INTERPRET=1 (set before triton is imported)")

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from cwarp import checkpoint as C
+from cwarp.train import checkpoint as C
 
 
 def _state(v=1.0):

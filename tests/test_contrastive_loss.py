@@ -160,7 +160,7 @@ def test_triton_matches_reference(dtype, in_batch):
     (5, 1, 600, torch.float64, 1),    # BLOCK_D 1024: one row per tile
 ])
 def test_triton_in_batch_tiles(B, N, D, dtype, block_k):
-    from cwarp.triton.contrastive import _blocks
+    from cwarp.ops.contrastive_loss.triton_kernels import _blocks
 
     assert _blocks(D, dtype)[1] == block_k
     check_against_reference("triton", B, N, D, dtype, True)
@@ -301,7 +301,7 @@ INTERPRETED_TRACING = "torch.compile / fake tracing of triton_op needs compiled 
 @pytest.mark.triton
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[needs_cuda, pytest.mark.cuda])])
 def test_opcheck_triton(device):
-    from cwarp.triton import contrastive as tc  # noqa: F401  (registers the ops)
+    from cwarp.ops.contrastive_loss import triton_kernels as tc  # noqa: F401  (registers the ops)
     p, z, zn = make_inputs(4, 2, 8, torch.float32, device=device)
     p.requires_grad_()
     utils = ("test_schema", "test_autograd_registration")

@@ -1,7 +1,7 @@
 """The demo end to end at a toy budget: every representation probed, summary and plots written."""
 import json
 
-from cwarp import demo
+from cwarp.apps import demo
 
 
 def test_demo_runs_every_method_and_writes_summary_and_plots(tmp_path, capsys):

@@ -17,8 +17,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from cwarp import distributed as D
-from cwarp import train as T
+from cwarp.train import distributed as D
+from cwarp.train import trainer as T
 
 WORLD = 2
 

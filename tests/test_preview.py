@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import cwarp
-from cwarp import preview
+from cwarp.apps import preview
 
 needs_cpp = pytest.mark.skipif(not cwarp.backends()["cpp"], reason="cwarp._C was not built")
 

@@ -5,10 +5,10 @@ import sys
 import pytest
 import torch
 
-import cwarp.probe as probe
+import cwarp.eval.probe as probe
 from cwarp.data import TensorFaces
-from cwarp.models import build_backbone
-from cwarp.probe import evaluate_features, extract_features, main, map_at_r
+from cwarp.train.models import build_backbone
+from cwarp.eval.probe import evaluate_features, extract_features, main, map_at_r
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 

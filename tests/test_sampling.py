@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import cwarp
-from cwarp.sampling import FACE_REGION
+from cwarp.ops.local_warp.sampling import FACE_REGION
 
 
 def _sample(seed=0, **kw):

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from cwarp.data import ACTION_UNITS, EXPRESSIONS, SyntheticFaces, build_dataset
 from cwarp.data.render import CANONICAL_LANDMARKS
-from cwarp.probe import evaluate_features
+from cwarp.eval.probe import evaluate_features
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 

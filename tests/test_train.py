@@ -6,9 +6,9 @@ import signal
 import pytest
 import torch
 
-from cwarp import train as T
-from cwarp.byol import cosine_momentum
-from cwarp.optim import LARS, WarmupCosine, build_optimizer
+from cwarp.train import trainer as T
+from cwarp.train.byol import cosine_momentum
+from cwarp.train.optim import LARS, WarmupCosine, build_optimizer
 
 
 def tiny_args(out, *extra):
@@ -40,7 +40,7 @@ def test_run_writes_log_config_checkpoint(tmp_path):
     for k in ("arch", "image_size", "in_channels", "format"):
         assert k in state["config"]
     assert state["step"] == 6 and state["epoch"] == 2
-    from cwarp.models import build_backbone
+    from cwarp.train.models import build_backbone
     bb = build_backbone(cfg["arch"], cfg["in_channels"], cfg["image_size"])
     bb.load_state_dict(state["backbone"])           # the probe's contract
     assert not any(p.startswith(".checkpoint-") for p in os.listdir(out))
@@ -222,8 +222,8 @@ def test_lars_scales_by_trust_ratio():
 
 def test_online_negatives_carry_gradient_target_negatives_do_not():
     import cwarp
-    from cwarp.byol import BYOL
-    from cwarp.models import build_backbone
+    from cwarp.train.byol import BYOL
+    from cwarp.train.models import build_backbone
 
     torch.manual_seed(0)
     model = BYOL(build_backbone(T.compact_arch(), 3, 16), proj_dim=8, hidden_dim=16)
@@ -319,14 +319,14 @@ def test_supervised_reference_run(tmp_path):
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
     assert all("momentum" not in r for r in rows)               # no EMA target
     state = torch.load(out / "checkpoint.pt", weights_only=True)
-    from cwarp.models import build_backbone
+    from cwarp.train.models import build_backbone
     bb = build_backbone(state["config"]["arch"], 3, 16)
     bb.load_state_dict(state["backbone"])                       # probed like the BYOL runs
     assert "classifier.weight" in state["model"]
 
 
 def test_supervised_step_fits_the_labels_and_needs_them():
-    from cwarp import distributed as D
+    from cwarp.train import distributed as D
 
     cfg, _ = T.config_from_args(tiny_args("unused", "--method", "supervised", "--warmup-epochs", "0"))
     trainer = T.Trainer(T.validate_config(cfg), D.DistInfo(), torch.device("cpu"), 3, steps_per_epoch=1000,

@@ -1,4 +1,4 @@
-"""The CUDA kernels of cwarp.local_warp (csrc/cuda/warp_kernel.cu), and the
+"""The CUDA kernels of cwarp.local_warp (csrc/ops/local_warp/local_warp_cuda.cu), and the
 parity of every backend on CUDA tensors. Each test is skipped on its own,
 with a reason, when there is no GPU or the extension lacks its CUDA kernels.
 """

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from cwarp import train as T
+from cwarp.train import trainer as T
 
 from test_train import tiny_args
 
@@ -83,7 +83,7 @@ def test_bad_arguments(script, runs, capsys, argv, message):
 
 
 def test_missing_run(script, tmp_path):
-    from cwarp.checkpoint import CheckpointError
+    from cwarp.train.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         script.main([str(tmp_path / "nothing")])

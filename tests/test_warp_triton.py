@@ -25,8 +25,8 @@ triton = pytest.importorskip("triton", reason="the Triton backend needs the trit
 
 import cwarp  # noqa: E402
 from cwarp import reference  # noqa: E402
-from cwarp import warp as cwarp_warp  # noqa: E402
-from cwarp.triton import warp as tw  # noqa: E402
+from cwarp.ops.local_warp import api as cwarp_warp  # noqa: E402
+from cwarp.ops.local_warp import triton_kernels as tw  # noqa: E402
 
 if tw._HALF_INTERPRETED:
     DEVICE = None

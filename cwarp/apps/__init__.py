@@ -1,0 +1,1 @@
+"""Programs built on the library: the demo (`make demo`) and cwarp-preview."""

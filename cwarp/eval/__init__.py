@@ -1,0 +1,1 @@
+"""Evaluation of frozen features: linear / kNN probes, retrieval, the cwarp-probe CLI."""

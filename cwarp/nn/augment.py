@@ -1,0 +1,386 @@
+"""ContraWarping's views, rendered in one fused kernel (SPEC.md §4).
+
+``ContraWarpAugment`` samples small per-sample parameter tensors (outside the
+kernels, from an optional torch.Generator) and renders pos1, pos2 and the N
+negatives of a whole batch with one call of ``cwarp::augment_views``: per
+output pixel the affine (crop, resize, rotation, flip) composed with the local
+warps, a bilinear sample of the uint8 or float source, brightness, contrast,
+saturation, hue, grayscale, normalization; one read of the source, one write
+of the result.
+
+Differences from a torchvision pipeline, on purpose:
+
+- Colour jitter order. torchvision's ColorJitter applies brightness,
+  contrast, saturation and hue in a random permutation per call; cwarp
+  always applies them in that fixed order (one code path per pixel).
+- Contrast. torchvision blends with the mean gray value of the image it is
+  given (already cropped, resized, brightness-adjusted). cwarp blends with
+  ``clamp(brightness * mean_gray)``, where ``mean_gray`` is the mean gray of
+  the whole source image, from one cheap pre-pass inside the op (oracle:
+  ``augment_reference.source_mean_gray``). For an aligned face crop the two
+  means are close; they differ most for crops that cut off a bright or dark
+  border, and where brightness saturates.
+- Crop and rotation in one resampling. RandomResizedCrop followed by
+  RandomRotation resamples twice and fills the rotated-in corners with
+  zeros; cwarp samples the source once, so those corners show the source
+  around the crop (``padding_mode`` decides beyond the source's edge).
+- Crop sampling. The crop is continuous (not rounded to pixels) and an
+  aspect/scale draw that does not fit is clipped to the image instead of
+  re-drawn up to 10 times.
+
+Input values: uint8 images are read as x / 255. Float images are expected in
+[0, 1]; values outside are not checked (that would cost a pass and a host
+sync) — every sampled value is clamped to [0, 1] before the colour ops, so
+out-of-range input saturates. float16 / bfloat16 / float64 images are
+converted to float32 first (one extra pass); the kernels read uint8 and
+float32 directly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from cwarp.ops import _checks
+from cwarp.ops.augment_views.api import augment_views
+from cwarp.ops.local_warp.sampling import FACE_LANDMARKS_5, sample_local_warps
+
+__all__ = ["ContraWarpAugment", "AugmentParams", "Views"]
+
+_OP = "cwarp.ContraWarpAugment"
+_INPUT_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass
+class AugmentParams:
+    """Everything that decides the views of a batch; V = 2 + num_negatives.
+
+    ``theta`` (B, V, 2, 3): output position -> source position, as in
+    F.affine_grid (view 0 is pos1, view 1 pos2, views 2.. the negatives,
+    which share pos2's theta). ``warps`` (B, V, K, 5): local warps
+    (cx, cy, r, dx, dy) in view coordinates; rows with d = 0 (all of pos1's
+    and pos2's) do nothing. ``color`` (B, V, 5): brightness, contrast and
+    saturation factors, hue shift, grayscale flag (factors 1, shift 0 and
+    flag 0 are the identity). ``crop`` (B, 2, 4) (x0, y0, w, h in source
+    pixels), ``angle`` (B, 2) in degrees and ``flip`` (B, 2) describe pos1's
+    and pos2's geometry for logging; rendering uses theta, warps and color.
+    """
+    theta: torch.Tensor
+    warps: torch.Tensor
+    color: torch.Tensor
+    crop: Optional[torch.Tensor] = None
+    angle: Optional[torch.Tensor] = None
+    flip: Optional[torch.Tensor] = None
+
+    @property
+    def num_views(self) -> int:
+        return int(self.theta.shape[1])
+
+    def to(self, device) -> "AugmentParams":
+        return AugmentParams(*(None if t is None else t.to(device) for t in dataclasses.astuple(self)))
+
+
+@dataclasses.dataclass
+class Views:
+    """pos1, pos2 (B, C, S, S); negatives (B, N, C, S, S); params for replay.
+
+    The three are views of one (B, 2 + N, C, S, S) tensor, ``all``.
+    """
+    pos1: torch.Tensor
+    pos2: torch.Tensor
+    negatives: torch.Tensor
+    params: AugmentParams
+    all: torch.Tensor
+
+
+def _pair(name: str, value, *, default_lo=None, lo_bound=-math.inf, hi_bound=math.inf) -> Tuple[float, float]:
+    """A (min, max) range from a number or a pair; min > max raises."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        v = float(value)
+        if default_lo == "symmetric":
+            lo, hi = -abs(v), abs(v)
+        elif default_lo == "jitter":
+            if v < 0:
+                raise ValueError(f"{_OP}(): expected {name} >= 0, got {value!r}")
+            lo, hi = max(0.0, 1.0 - v), 1.0 + v
+        else:
+            lo, hi = v, v
+    else:
+        try:
+            lo, hi = (float(x) for x in value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{_OP}(): expected {name} as a number or (min, max), got {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{_OP}(): expected finite {name}, got {value!r}")
+    if lo > hi:
+        raise ValueError(f"{_OP}(): expected {name} as (min, max) with min <= max, got {value!r}")
+    if lo < lo_bound or hi > hi_bound:
+        raise ValueError(f"{_OP}(): expected {name} within [{lo_bound}, {hi_bound}], got {value!r}")
+    return lo, hi
+
+
+def _prob(name: str, p) -> float:
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{_OP}(): expected {name} in [0, 1], got {p!r}")
+    return p
+
+
+class ContraWarpAugment(nn.Module):
+    """Renders pos1, pos2 and N locally warped negatives of a batch (SPEC.md §4).
+
+    Args:
+        size: output side S (views are S x S).
+        crop_scale: (min, max) fraction of the source area of the crop.
+        crop_ratio: (min, max) aspect ratio w / h of the crop, log-uniform.
+        rotation: degrees; a number d means uniform in (-d, d).
+        flip_p: probability of a horizontal flip.
+        brightness, contrast, saturation: a number x means factors uniform in
+            (max(0, 1 - x), 1 + x), as torchvision's ColorJitter; or (min, max).
+        hue: a number h means a shift uniform in (-h, h), h <= 0.5; or (min, max).
+        jitter_p: probability that a view gets colour jitter at all.
+        grayscale_p: probability that a view is turned gray.
+        mean, std: normalization, C values (3 values for a 1-channel input
+            are averaged to one).
+        num_negatives: N, the locally warped copies of pos2.
+        warps_per_negative: K local warps per negative.
+        warp_radius, warp_magnitude: ranges of the warps, in view units.
+        kind: "translate" or "gaussian" (SPEC.md §2).
+        padding_mode: how samples beyond the source's edge read: "border"
+            (default), "zeros" or "reflection".
+        out_dtype: torch.float32 or torch.bfloat16.
+        backend: "auto", "cpp", "triton" or "torch" (the reference, slow).
+
+    ``aug(images, landmarks=None, generator=None, params=None)`` returns
+    ``Views``. ``landmarks`` (B, L, 2) or (L, 2) in the source's normalized
+    coordinates (grid_sample convention) place the warps; without them the
+    warps sit at FACE_LANDMARKS_5. ``params=views.params`` replays a batch
+    exactly; so does ``aug.render(images, params)``.
+    """
+
+    def __init__(self, size: int = 112, crop_scale=(0.6, 1.0), crop_ratio=(1.0, 1.0), rotation=10.0,
+                 flip_p: float = 0.5, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, jitter_p: float = 0.8,
+                 grayscale_p: float = 0.2, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 num_negatives: int = 2, warps_per_negative: int = 2, warp_radius=(0.15, 0.35),
+                 warp_magnitude=(0.05, 0.15), kind: str = "translate", *, padding_mode: str = "border",
+                 out_dtype: torch.dtype = torch.float32, backend: str = "auto"):
+        super().__init__()
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise ValueError(f"{_OP}(): expected size to be an int > 0, got {size!r}")
+        self.size = size
+        self.crop_scale = _pair("crop_scale", crop_scale, lo_bound=0.0, hi_bound=1.0)
+        if self.crop_scale[1] <= 0:
+            raise ValueError(f"{_OP}(): expected crop_scale with max > 0, got {crop_scale!r}")
+        self.crop_ratio = _pair("crop_ratio", crop_ratio, lo_bound=1e-6)
+        self.rotation = _pair("rotation", rotation, default_lo="symmetric")
+        self.flip_p = _prob("flip_p", flip_p)
+        self.brightness = _pair("brightness", brightness, default_lo="jitter", lo_bound=0.0)
+        self.contrast = _pair("contrast", contrast, default_lo="jitter", lo_bound=0.0)
+        self.saturation = _pair("saturation", saturation, default_lo="jitter", lo_bound=0.0)
+        self.hue = _pair("hue", hue, default_lo="symmetric", lo_bound=-0.5, hi_bound=0.5)
+        self.jitter_p = _prob("jitter_p", jitter_p)
+        self.grayscale_p = _prob("grayscale_p", grayscale_p)
+        mean, std = [float(m) for m in mean], [float(s) for s in std]
+        if len(mean) not in (1, 3) or len(std) not in (1, 3):
+            raise ValueError(f"{_OP}(): expected mean and std of 1 or 3 values, got {mean!r} and {std!r}")
+        if any(not (s > 0 and math.isfinite(s)) for s in std):
+            raise ValueError(f"{_OP}(): expected std > 0, got {std!r}")
+        self.mean, self.std = tuple(mean), tuple(std)
+        for name, n in (("num_negatives", num_negatives), ("warps_per_negative", warps_per_negative)):
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise ValueError(f"{_OP}(): expected {name} to be an int >= 0, got {n!r}")
+        self.num_negatives, self.warps_per_negative = num_negatives, warps_per_negative
+        self.warp_radius = _pair("warp_radius", warp_radius, lo_bound=0.0)
+        self.warp_magnitude = _pair("warp_magnitude", warp_magnitude, lo_bound=0.0)
+        if self.warp_radius[0] <= 0:
+            raise ValueError(f"{_OP}(): expected warp_radius with min > 0, got {warp_radius!r}")
+        _checks.check_choice(_OP, "kind", kind, _checks.KINDS)
+        _checks.check_choice(_OP, "padding_mode", padding_mode, _checks.PADDING_MODES)
+        if out_dtype not in _checks.OUT_DTYPES:
+            raise TypeError(f"{_OP}(): expected out_dtype torch.float32 or torch.bfloat16, got {out_dtype}")
+        _checks.check_choice(_OP, "backend", backend, _checks.BACKENDS)
+        self.kind, self.padding_mode, self.out_dtype, self.backend = kind, padding_mode, out_dtype, backend
+
+    def extra_repr(self) -> str:
+        return (f"size={self.size}, crop_scale={self.crop_scale}, rotation={self.rotation}, flip_p={self.flip_p}, "
+                f"num_negatives={self.num_negatives}, warps_per_negative={self.warps_per_negative}, "
+                f"kind={self.kind!r}, backend={self.backend!r}")
+
+    # ------------------------------------------------------------------ input
+
+    def _check_images(self, images) -> torch.Tensor:
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"{_OP}(): expected images to be a Tensor, got {type(images).__name__}")
+        if images.dim() != 4:
+            raise ValueError(f"{_OP}(): expected images of shape (B, C, H, W), got {list(images.shape)}")
+        if images.dtype not in _INPUT_DTYPES:
+            raise TypeError(f"{_OP}(): expected images of dtype uint8 or floating (float16, bfloat16, float32, "
+                            f"float64), got {images.dtype}")
+        if images.shape[1] not in (1, 3):
+            raise ValueError(f"{_OP}(): expected images with C = 1 or 3 channels, got {list(images.shape)}")
+        if images.shape[2] <= 0 or images.shape[3] <= 0:
+            raise ValueError(f"{_OP}(): expected images with non-empty spatial dims, got {list(images.shape)}")
+        if images.dtype not in _checks.SRC_DTYPES:
+            # The kernels read uint8 and float32; other floats cost one conversion pass.
+            images = images.to(torch.float32)
+        return images
+
+    def _norm_stats(self, C: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
+        def fit(vals):
+            if len(vals) == C:
+                return list(vals)
+            if len(vals) == 1:
+                return list(vals) * C
+            return [sum(vals) / len(vals)]  # 3 values, 1 channel
+        # Cached per (C, device): building them is a host-to-device copy on GPUs.
+        key = (C, str(device))
+        cache = self.__dict__.setdefault("_stats_cache", {})
+        if key not in cache:
+            f32 = dict(dtype=torch.float32, device=device)
+            cache[key] = (torch.tensor(fit(self.mean), **f32), torch.tensor(fit(self.std), **f32))
+        return cache[key]
+
+    # --------------------------------------------------------------- sampling
+
+    def sample_params(self, images: torch.Tensor, landmarks: Optional[torch.Tensor] = None,
+                      generator: Optional[torch.Generator] = None) -> AugmentParams:
+        """Draw the parameters of one batch, as small tensors on the images' device.
+
+        Drawn on the generator's device (the images' device without one), so
+        the same generator state gives the same parameters on every device.
+        """
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            raise ValueError(f"{_OP}(): expected images of shape (B, C, H, W), got "
+                             f"{list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+        B, _, H, W = images.shape
+        device = images.device
+        gdev = generator.device if generator is not None else device
+        f32 = dict(device=gdev, dtype=torch.float32)
+
+        def rand(*shape):
+            return torch.rand(*shape, generator=generator, **f32)
+
+        def uniform(rng, *shape):
+            return rng[0] + (rng[1] - rng[0]) * rand(*shape)
+
+        # Geometry of pos1 and pos2: crop box (continuous, clipped to the image).
+        area = uniform(self.crop_scale, B, 2) * float(H * W)
+        log_r = uniform((math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1])), B, 2)
+        ratio = torch.exp(log_r)
+        w = torch.sqrt(area * ratio).clamp(min=1.0, max=float(W))
+        h = torch.sqrt(area / ratio).clamp(min=1.0, max=float(H))
+        x0 = rand(B, 2) * (W - w)
+        y0 = rand(B, 2) * (H - h)
+        angle = uniform(self.rotation, B, 2)
+        flip = rand(B, 2) < self.flip_p
+        theta2 = _crop_theta(x0, y0, w, h, angle, flip, H, W)  # (B, 2, 2, 3)
+
+        # Colour of pos1 and pos2.
+        jitter = rand(B, 2) < self.jitter_p
+        one = torch.ones(B, 2, **f32)
+        fb = torch.where(jitter, uniform(self.brightness, B, 2), one)
+        fc = torch.where(jitter, uniform(self.contrast, B, 2), one)
+        fs = torch.where(jitter, uniform(self.saturation, B, 2), one)
+        fh = torch.where(jitter, uniform(self.hue, B, 2), torch.zeros_like(one))
+        gray = (rand(B, 2) < self.grayscale_p).float()
+        color2 = torch.stack([fb, fc, fs, fh, gray], dim=-1)  # (B, 2, 5)
+
+        # Negatives: pos2's geometry and colour, plus K local warps each.
+        N, K = self.num_negatives, self.warps_per_negative
+        theta = torch.cat([theta2, theta2[:, 1:2].expand(B, N, 2, 3)], dim=1)
+        color = torch.cat([color2, color2[:, 1:2].expand(B, N, 5)], dim=1)
+        warps = torch.zeros(B, 2 + N, K, 5, **f32)
+        warps[..., 2] = 1.0  # r = 1, d = 0: a warp that does nothing (pos1, pos2)
+        if N > 0 and K > 0:
+            centers = self._view_centers(landmarks, theta2[:, 1], B, gdev)
+            neg = sample_local_warps(B, N * K, radius=self.warp_radius, magnitude=self.warp_magnitude,
+                                     centers=centers, generator=generator, device=gdev)
+            warps[:, 2:] = neg.view(B, N, K, 5)
+        return AugmentParams(theta=theta.to(device), warps=warps.to(device), color=color.to(device),
+                             crop=torch.stack([x0, y0, w, h], dim=-1).to(device), angle=angle.to(device),
+                             flip=flip.to(device))
+
+    def _view_centers(self, landmarks, theta_pos2: torch.Tensor, B: int, gdev) -> torch.Tensor:
+        # The local warps act in the view's coordinates (SPEC.md §2: q = p -
+        # sum_k w_k(p) d_k, then s = theta q), but landmarks are positions in
+        # the *source*. Map them into pos2's view through the inverse of its
+        # affine, p = A^-1 (s - t), so that the warps land on the eyes, nose
+        # and mouth wherever the crop, rotation and flip moved them.
+        if landmarks is None:
+            pts = FACE_LANDMARKS_5.to(gdev).unsqueeze(0).expand(B, -1, -1)
+        else:
+            if not isinstance(landmarks, torch.Tensor):
+                raise TypeError(f"{_OP}(): expected landmarks to be a Tensor, got {type(landmarks).__name__}")
+            if landmarks.dim() == 2 and landmarks.shape[-1] == 2 and landmarks.shape[0] > 0:
+                pts = landmarks.unsqueeze(0).expand(B, -1, -1)
+            elif landmarks.dim() == 3 and landmarks.shape[0] == B and landmarks.shape[-1] == 2 \
+                    and landmarks.shape[1] > 0:
+                pts = landmarks
+            else:
+                raise ValueError(f"{_OP}(): expected landmarks of shape (B, L, 2) with B = {B} and L >= 1, "
+                                 f"got {list(landmarks.shape)}")
+            if not landmarks.is_floating_point():
+                raise TypeError(f"{_OP}(): expected landmarks of a floating dtype, got {landmarks.dtype}")
+            pts = pts.to(device=gdev, dtype=torch.float32)
+        a, b_, t0 = theta_pos2[:, 0, 0], theta_pos2[:, 0, 1], theta_pos2[:, 0, 2]
+        c, d, t1 = theta_pos2[:, 1, 0], theta_pos2[:, 1, 1], theta_pos2[:, 1, 2]
+        det = a * d - b_ * c
+        sx = pts[..., 0] - t0[:, None]
+        sy = pts[..., 1] - t1[:, None]
+        px = (d[:, None] * sx - b_[:, None] * sy) / det[:, None]
+        py = (-c[:, None] * sx + a[:, None] * sy) / det[:, None]
+        return torch.stack([px, py], dim=-1)
+
+    # -------------------------------------------------------------- rendering
+
+    def render(self, images: torch.Tensor, params: AugmentParams) -> Views:
+        """Render the views of ``images`` for given parameters (replay)."""
+        images = self._check_images(images)
+        if not isinstance(params, AugmentParams):
+            raise TypeError(f"{_OP}(): expected params to be AugmentParams, got {type(params).__name__}")
+        B, C = images.shape[:2]
+        dev = images.device
+        theta = params.theta.to(device=dev, dtype=torch.float32)
+        warps = params.warps.to(device=dev, dtype=torch.float32)
+        color = params.color.to(device=dev, dtype=torch.float32)
+        if theta.dim() != 4 or theta.shape[0] != B:
+            raise ValueError(f"{_OP}(): expected params.theta of shape (B, V, 2, 3) with B = {B}, "
+                             f"got {list(theta.shape)}")
+        mean, std = self._norm_stats(C, dev)
+        args = (images, theta, warps, color, mean, std, self.size, self.kind, self.padding_mode, self.out_dtype)
+        out = augment_views(*args, backend=self.backend)
+        return Views(pos1=out[:, 0], pos2=out[:, 1], negatives=out[:, 2:], params=params, all=out)
+
+    def forward(self, images: torch.Tensor, landmarks: Optional[torch.Tensor] = None,
+                generator: Optional[torch.Generator] = None, params: Optional[AugmentParams] = None) -> Views:
+        images = self._check_images(images)
+        if params is None:
+            params = self.sample_params(images, landmarks, generator)
+        return self.render(images, params)
+
+
+def _crop_theta(x0, y0, w, h, angle_deg, flip, H: int, W: int) -> torch.Tensor:
+    """theta (..., 2, 3) of the view = rotate(flip(resized crop)).
+
+    An output position p is un-rotated, un-flipped, then mapped into the crop
+    box: s = centre + diag(w / W, h / H) F R(-angle) p, with F = diag(-1, 1)
+    for a flip. Positive angles turn the content counter-clockwise, as
+    torchvision's rotate does (y points down, so R(-angle) below has the
+    signs of a clockwise turn in maths convention).
+    """
+    cx = (2 * x0 + w) / W - 1
+    cy = (2 * y0 + h) / H - 1
+    sx, sy = w / W, h / H
+    a = torch.deg2rad(angle_deg)
+    cos, sin = torch.cos(a), torch.sin(a)
+    f = torch.where(flip, -1.0, 1.0)
+    # R = [[cos, -sin], [sin, cos]] acting on (x, y) with y down.
+    r00, r01, r10, r11 = cos, -sin, sin, cos
+    row0 = torch.stack([sx * f * r00, sx * f * r01, cx], dim=-1)
+    row1 = torch.stack([sy * r10, sy * r11, cy], dim=-1)
+    return torch.stack([row0, row1], dim=-2)

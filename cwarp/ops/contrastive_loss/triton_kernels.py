@@ -1,0 +1,269 @@
+"""cwarp::contrastive_loss in Triton: forward and backward kernels (SPEC.md §3).
+
+Mirrors csrc/ops/contrastive_loss/contrastive_math.h function by function (_inv_norm, _norm_mask,
+_logit_grad, _positive_grad, _sim_grad_self) and the C++ kernels' plan: one
+program per row reads p_i, zpos_i and its N negatives once; in-batch mode
+sweeps z_pos in tiles of BLOCK_K rows with an online logsumexp, so no (B, B)
+matrix exists. The backward recomputes each logit's gradient from the saved
+logsumexp; in-batch mode adds one program per row of z_pos that sweeps p
+(z_pos's gradient), so every program owns the rows it writes: no atomics.
+
+Registered with torch.library.triton_op (torch.ops.cwarp.contrastive_loss_triton_*),
+so torch.compile sees the kernels; autograd comes from cwarp/ops/contrastive_loss/register.py.
+On CPU tensors the kernels run under TRITON_INTERPRET=1 (set it before
+importing triton), which is how CI tests them.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+from cwarp.ops import _checks
+from cwarp.ops._checks import opmath
+from cwarp.ops.contrastive_loss import register
+
+__all__ = ["contrastive_loss_forward", "contrastive_loss_backward"]
+
+_EPS = tl.constexpr(1e-12)  # F.normalize's eps
+
+
+@triton.jit
+def _inv_norm(sumsq):
+    # 1 / max(|x|, eps), as F.normalize divides; NaN stays NaN (n < eps is false).
+    n = tl.sqrt(sumsq)
+    return 1.0 / tl.where(n < _EPS, _EPS, n)
+
+
+@triton.jit
+def _norm_mask(inv):
+    # 0 where the norm was clamped to eps (then inv is exactly inv_norm(0)).
+    return tl.where(inv >= _inv_norm(inv * 0.0), 0.0, 1.0)
+
+
+@triton.jit
+def _logit_grad(s, lse, inv_tau, g_nce):
+    return g_nce * tl.exp(s * inv_tau - lse) * inv_tau
+
+
+@triton.jit
+def _positive_grad(s, lse, inv_tau, g_nce, g_s):
+    return g_nce * (tl.exp(s * inv_tau - lse) - 1.0) * inv_tau + g_s
+
+
+@triton.jit
+def _sim_grad_self(a, t):
+    return -a * a * _norm_mask(a) * t
+
+
+@triton.jit
+def _contrastive_fwd_kernel(p_ptr, z_ptr, zn_ptr, nce_ptr, s_pos_ptr, inv_p_ptr, inv_z_ptr, inv_n_ptr, lse_ptr,
+                            B, N, D, stride_p, stride_z, stride_nb, stride_nn, inv_tau,
+                            COMPUTE: tl.constexpr, HAS_NEG: tl.constexpr, IN_BATCH: tl.constexpr,
+                            BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
+    i = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK_D)
+    dmask = offs < D
+    x = tl.load(p_ptr + i * stride_p + offs, mask=dmask, other=0.0).to(COMPUTE)
+    y = tl.load(z_ptr + i * stride_z + offs, mask=dmask, other=0.0).to(COMPUTE)
+    a = _inv_norm(tl.sum(x * x, axis=0))
+    b = _inv_norm(tl.sum(y * y, axis=0))
+    s = a * b * tl.sum(x * y, axis=0)
+    m = s * inv_tau
+    l = tl.exp(m - m)  # 1, or NaN for a NaN logit
+    if HAS_NEG:
+        for j in range(N):
+            w = tl.load(zn_ptr + i * stride_nb + j * stride_nn + offs, mask=dmask, other=0.0).to(COMPUTE)
+            c = _inv_norm(tl.sum(w * w, axis=0))
+            tl.store(inv_n_ptr + i * N + j, c)
+            xj = a * c * tl.sum(x * w, axis=0) * inv_tau
+            m_new = tl.maximum(m, xj)
+            l = l * tl.exp(m - m_new) + tl.exp(xj - m_new)
+            m = m_new
+    if IN_BATCH:
+        for k0 in range(0, B, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
+            kmask = ks < B
+            zt = tl.load(z_ptr + ks[:, None] * stride_z + offs[None, :], mask=kmask[:, None] & dmask[None, :],
+                         other=0.0).to(COMPUTE)
+            bk = _inv_norm(tl.sum(zt * zt, axis=1))
+            xk = a * bk * tl.sum(zt * x[None, :], axis=1) * inv_tau
+            xk = tl.where(kmask & (ks != i), xk, float("-inf"))
+            m_new = tl.maximum(m, tl.max(xk, axis=0))
+            l = l * tl.exp(m - m_new) + tl.sum(tl.exp(xk - m_new), axis=0)
+            m = m_new
+    lse = m + tl.log(l)
+    tl.store(nce_ptr + i, lse - s * inv_tau)
+    tl.store(s_pos_ptr + i, s)
+    tl.store(inv_p_ptr + i, a)
+    tl.store(inv_z_ptr + i, b)
+    tl.store(lse_ptr + i, lse)
+
+
+@triton.jit
+def _contrastive_bwd_kernel(p_ptr, z_ptr, zn_ptr, g_nce_ptr, g_s_ptr, inv_p_ptr, inv_z_ptr, inv_n_ptr, lse_ptr,
+                            gp_ptr, gz_ptr, gzn_ptr,
+                            B, N, D, stride_p, stride_z, stride_nb, stride_nn, inv_tau,
+                            COMPUTE: tl.constexpr, HAS_NEG: tl.constexpr, IN_BATCH: tl.constexpr,
+                            NEED_P: tl.constexpr, NEED_Z: tl.constexpr, NEED_N: tl.constexpr,
+                            BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
+    # Row i: the gradient of p_i and of its negatives; z_pos_i's too unless in-batch.
+    i = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK_D)
+    dmask = offs < D
+    x = tl.load(p_ptr + i * stride_p + offs, mask=dmask, other=0.0).to(COMPUTE)
+    y = tl.load(z_ptr + i * stride_z + offs, mask=dmask, other=0.0).to(COMPUTE)
+    a = tl.load(inv_p_ptr + i).to(COMPUTE)
+    b = tl.load(inv_z_ptr + i).to(COMPUTE)
+    lse = tl.load(lse_ptr + i).to(COMPUTE)
+    gn = tl.load(g_nce_ptr + i).to(COMPUTE)
+    gs = tl.load(g_s_ptr + i).to(COMPUTE)
+    s = a * b * tl.sum(x * y, axis=0)
+    g0 = _positive_grad(s, lse, inv_tau, gn, gs)
+    acc = g0 * b * y
+    tp = g0 * s
+    if HAS_NEG:
+        for j in range(N):
+            w = tl.load(zn_ptr + i * stride_nb + j * stride_nn + offs, mask=dmask, other=0.0).to(COMPUTE)
+            c = tl.load(inv_n_ptr + i * N + j).to(COMPUTE)
+            sj = a * c * tl.sum(x * w, axis=0)
+            gj = _logit_grad(sj, lse, inv_tau, gn)
+            tp += gj * sj
+            acc += gj * c * w
+            if NEED_N:
+                gw = c * gj * a * x + _sim_grad_self(c, gj * sj) * w
+                tl.store(gzn_ptr + (i * N + j) * D + offs, gw.to(gzn_ptr.dtype.element_ty), mask=dmask)
+    if NEED_P:
+        if IN_BATCH:
+            for k0 in range(0, B, BLOCK_K):
+                ks = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
+                kmask = ks < B
+                zt = tl.load(z_ptr + ks[:, None] * stride_z + offs[None, :], mask=kmask[:, None] & dmask[None, :],
+                             other=0.0).to(COMPUTE)
+                bk = tl.load(inv_z_ptr + ks, mask=kmask, other=0.0).to(COMPUTE)
+                sk = a * bk * tl.sum(zt * x[None, :], axis=1)
+                gk = tl.where(kmask & (ks != i), _logit_grad(sk, lse, inv_tau, gn), 0.0)
+                tp += tl.sum(gk * sk, axis=0)
+                acc += tl.sum((gk * bk)[:, None] * zt, axis=0)
+        gp = a * acc + _sim_grad_self(a, tp) * x
+        tl.store(gp_ptr + i * D + offs, gp.to(gp_ptr.dtype.element_ty), mask=dmask)
+    if NEED_Z:
+        if not IN_BATCH:
+            gz = b * g0 * a * x + _sim_grad_self(b, g0 * s) * y
+            tl.store(gz_ptr + i * D + offs, gz.to(gz_ptr.dtype.element_ty), mask=dmask)
+
+
+@triton.jit
+def _contrastive_bwd_col_kernel(p_ptr, z_ptr, g_nce_ptr, g_s_ptr, inv_p_ptr, inv_z_ptr, lse_ptr, gz_ptr,
+                                B, D, stride_p, stride_z, inv_tau,
+                                COMPUTE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
+    # In-batch mode, row k of z_pos: its positive (row k of p) and every p_i, i != k.
+    k = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK_D)
+    dmask = offs < D
+    y = tl.load(z_ptr + k * stride_z + offs, mask=dmask, other=0.0).to(COMPUTE)
+    xk = tl.load(p_ptr + k * stride_p + offs, mask=dmask, other=0.0).to(COMPUTE)
+    b = tl.load(inv_z_ptr + k).to(COMPUTE)
+    ak = tl.load(inv_p_ptr + k).to(COMPUTE)
+    s = ak * b * tl.sum(xk * y, axis=0)
+    g0 = _positive_grad(s, tl.load(lse_ptr + k).to(COMPUTE), inv_tau, tl.load(g_nce_ptr + k).to(COMPUTE),
+                        tl.load(g_s_ptr + k).to(COMPUTE))
+    acc = g0 * ak * xk
+    tz = g0 * s
+    for i0 in range(0, B, BLOCK_K):
+        rows = i0 + tl.arange(0, BLOCK_K).to(tl.int64)
+        rmask = rows < B
+        pt = tl.load(p_ptr + rows[:, None] * stride_p + offs[None, :], mask=rmask[:, None] & dmask[None, :],
+                     other=0.0).to(COMPUTE)
+        ai = tl.load(inv_p_ptr + rows, mask=rmask, other=0.0).to(COMPUTE)
+        li = tl.load(lse_ptr + rows, mask=rmask, other=0.0).to(COMPUTE)
+        gni = tl.load(g_nce_ptr + rows, mask=rmask, other=0.0).to(COMPUTE)
+        si = ai * b * tl.sum(pt * y[None, :], axis=1)
+        gi = tl.where(rmask & (rows != k), _logit_grad(si, li, inv_tau, gni), 0.0)
+        tz += tl.sum(gi * si, axis=0)
+        acc += tl.sum((gi * ai)[:, None] * pt, axis=0)
+    gz = b * acc + _sim_grad_self(b, tz) * y
+    tl.store(gz_ptr + k * D + offs, gz.to(gz_ptr.dtype.element_ty), mask=dmask)
+
+
+def _compute(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _blocks(d: int, dtype: torch.dtype) -> Tuple[int, int, int]:
+    """(BLOCK_D, BLOCK_K, num_warps). A (BLOCK_K, BLOCK_D) tile of 2,048 values
+    (512 in float64) is 16 (4) per thread at 4 warps: the kernels then stay in
+    registers at every D (scripts/check_triton_kernels.py checks the cubins:
+    tiles of 4,096 spilled at D = 128, the default projection size)."""
+    block_d = max(16, triton.next_power_of_2(max(d, 1)))
+    budget = 512 if dtype == torch.float64 else 2048
+    block_k = max(1, min(128, budget // block_d))
+    return block_d, block_k, 4 if block_d <= 512 else 8
+
+
+@triton_op("cwarp::contrastive_loss_triton_forward", mutates_args=())
+def contrastive_loss_forward(p: torch.Tensor, z_pos: torch.Tensor, z_neg: Optional[torch.Tensor], tau: float,
+                             in_batch: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                      torch.Tensor, torch.Tensor]:
+    _checks.check_contrastive_inputs("cwarp::contrastive_loss_triton_forward", p, z_pos, z_neg, tau)
+    B, D = p.shape
+    N = z_neg.shape[1] if z_neg is not None else 0
+    dt = opmath(p.dtype)
+    nce, s_pos, inv_p, inv_z, lse = (p.new_empty((B,), dtype=dt) for _ in range(5))
+    inv_n = p.new_empty((B, N), dtype=dt)
+    if B == 0:
+        return nce, s_pos, inv_p, inv_z, inv_n, lse
+    p, z_pos = p.contiguous(), z_pos.contiguous()
+    zn = z_neg.contiguous() if z_neg is not None else p
+    block_d, block_k, warps = _blocks(D, p.dtype)
+    wrap_triton(_contrastive_fwd_kernel)[(B,)](
+        p, z_pos, zn, nce, s_pos, inv_p, inv_z, inv_n, lse,
+        B, N, D, p.stride(0), z_pos.stride(0), zn.stride(0) if z_neg is not None else 0,
+        zn.stride(1) if z_neg is not None else 0, 1.0 / tau,
+        COMPUTE=_compute(p.dtype), HAS_NEG=z_neg is not None and N > 0, IN_BATCH=bool(in_batch),
+        BLOCK_D=block_d, BLOCK_K=block_k, num_warps=warps)
+    return nce, s_pos, inv_p, inv_z, inv_n, lse
+
+
+@triton_op("cwarp::contrastive_loss_triton_backward", mutates_args=())
+def contrastive_loss_backward(grad_nce: torch.Tensor, grad_s_pos: torch.Tensor, p: torch.Tensor,
+                              z_pos: torch.Tensor, z_neg: Optional[torch.Tensor], inv_p: torch.Tensor,
+                              inv_z_pos: torch.Tensor, inv_z_neg: torch.Tensor, lse: torch.Tensor, tau: float,
+                              in_batch: bool, output_mask: List[bool]) -> Tuple[torch.Tensor, torch.Tensor,
+                                                                               torch.Tensor]:
+    _checks.check_contrastive_inputs("cwarp::contrastive_loss_triton_backward", p, z_pos, z_neg, tau)
+    B, D = p.shape
+    N = z_neg.shape[1] if z_neg is not None else 0
+    need_p, need_z = bool(output_mask[0]), bool(output_mask[1])
+    need_n = bool(output_mask[2]) and z_neg is not None
+    gp = p.new_empty((B, D)) if need_p else p.new_empty((0,))
+    gz = p.new_empty((B, D)) if need_z else p.new_empty((0,))
+    gzn = p.new_empty((B, N, D)) if need_n else p.new_empty((0,))
+    if B == 0 or not (need_p or need_z or need_n):
+        return gp, gz, gzn
+    dt = opmath(p.dtype)
+    p, z_pos = p.contiguous(), z_pos.contiguous()
+    zn = z_neg.contiguous() if z_neg is not None else p
+    gn, gs, ip, iz, inn, ls = (t.to(dt).contiguous() for t in (grad_nce, grad_s_pos, inv_p, inv_z_pos,
+                                                                inv_z_neg, lse))
+    block_d, block_k, warps = _blocks(D, p.dtype)
+    compute = _compute(p.dtype)
+    wrap_triton(_contrastive_bwd_kernel)[(B,)](
+        p, z_pos, zn, gn, gs, ip, iz, inn, ls,
+        gp if need_p else p, gz if need_z else p, gzn if need_n else p,
+        B, N, D, p.stride(0), z_pos.stride(0), zn.stride(0) if z_neg is not None else 0,
+        zn.stride(1) if z_neg is not None else 0, 1.0 / tau,
+        COMPUTE=compute, HAS_NEG=z_neg is not None and N > 0, IN_BATCH=bool(in_batch),
+        NEED_P=need_p, NEED_Z=need_z, NEED_N=need_n and N > 0, BLOCK_D=block_d, BLOCK_K=block_k,
+        num_warps=warps)
+    if in_batch and need_z:
+        wrap_triton(_contrastive_bwd_col_kernel)[(B,)](
+            p, z_pos, gn, gs, ip, iz, ls, gz, B, D, p.stride(0), z_pos.stride(0), 1.0 / tau,
+            COMPUTE=compute, BLOCK_D=block_d, BLOCK_K=block_k, num_warps=warps)
+    return gp, gz, gzn
+
+
+register.register_contrastive_autograd("cwarp::contrastive_loss_triton_forward", contrastive_loss_backward)

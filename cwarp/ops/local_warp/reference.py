@@ -1,0 +1,82 @@
+"""Plain-PyTorch oracles: the semantics every compiled backend is tested against.
+
+These functions are written for clarity and exactness, not speed. They are
+also the baseline the benchmarks compare to ("eager reference"), so they stay
+a faithful picture of what a user would write without cwarp: build the
+sampling grid with tensor ops, then call ``F.grid_sample``.
+
+By default the warp field is computed and sampled in float64 and the result
+is cast back to the input dtype: that is the oracle. ``compute_dtype=None``
+computes in the input's own dtype instead, which is what a user would write
+and what the benchmarks time as "eager reference". The loop over the K warps accumulates into one
+(B, Ho, Wo) field, so no (B, K, Ho, Wo) temporary is ever built.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["local_warp", "local_warp_grid", "base_grid"]
+
+
+def base_grid(out_size: Sequence[int], align_corners: bool, *, device=None,
+              dtype=torch.float64) -> torch.Tensor:
+    """(Ho, Wo, 2) positions p of the output pixels, as ``F.affine_grid`` lays them."""
+    ho, wo = int(out_size[0]), int(out_size[1])
+    eye = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], dtype=dtype, device=device)
+    return F.affine_grid(eye, [1, 1, ho, wo], align_corners=align_corners)[0]
+
+
+def local_warp_grid(params: torch.Tensor, out_size: Sequence[int],
+                    theta: Optional[torch.Tensor] = None, *, kind: str = "translate",
+                    align_corners: bool = False,
+                    compute_dtype: Optional[torch.dtype] = torch.float64) -> torch.Tensor:
+    """The sampling grid s (B, Ho, Wo, 2) of ``local_warp``, in ``compute_dtype``
+    (``params.dtype`` when None)."""
+    if kind not in ("translate", "gaussian"):
+        raise ValueError(f"cwarp.reference.local_warp_grid(): unknown kind {kind!r}; "
+                         "expected 'translate' or 'gaussian'")
+    dtype = params.dtype if compute_dtype is None else compute_dtype
+    prm = params.to(dtype)
+    batch = prm.shape[0]
+    p = base_grid(out_size, align_corners, device=params.device, dtype=dtype)  # (Ho, Wo, 2)
+    q = p.expand(batch, *p.shape).clone()                                  # (B, Ho, Wo, 2)
+    for k in range(prm.shape[1]):
+        c = prm[:, k, None, None, 0:2]                                     # (B, 1, 1, 2)
+        r = prm[:, k, None, None, 2]
+        d = prm[:, k, None, None, 3:5]
+        rho2 = ((p - c) ** 2).sum(-1)                                      # (B, Ho, Wo)
+        r2 = r * r
+        if kind == "translate":
+            m2 = (d * d).sum(-1)
+            u = r2 - rho2
+            inside = u > 0
+            # The inner where keeps 0/0 out of the unselected branch, whose
+            # NaN would otherwise leak into the gradient.
+            w = torch.where(inside, (u / torch.where(inside, u + m2, 1.0)) ** 2, 0.0)
+        else:
+            w = torch.exp(-rho2 / (2 * r2))
+        q = q - w[..., None] * d
+    if theta is None:
+        return q
+    th = theta.to(dtype)
+    # s = A q + t, as F.affine_grid applies theta to the base grid.
+    return torch.einsum("bhwj,bij->bhwi", q, th[:, :, :2]) + th[:, None, None, :, 2]
+
+
+def local_warp(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.Tensor] = None,
+               *, out_size: Optional[Sequence[int]] = None, kind: str = "translate",
+               padding_mode: str = "border", align_corners: bool = False,
+               compute_dtype: Optional[torch.dtype] = torch.float64) -> torch.Tensor:
+    """``F.grid_sample(image, local_warp_grid(...))``, computed in ``compute_dtype``
+    (the image's dtype when None)."""
+    if out_size is None:
+        out_size = image.shape[-2:]
+    dtype = image.dtype if compute_dtype is None else compute_dtype
+    grid = local_warp_grid(params, out_size, theta, kind=kind, align_corners=align_corners,
+                           compute_dtype=dtype)
+    out = F.grid_sample(image.to(dtype), grid, mode="bilinear",
+                        padding_mode=padding_mode, align_corners=align_corners)
+    return out.to(image.dtype)

@@ -1,0 +1,1 @@
+"""The training stack: config, methods, trainer, models, optimizers, checkpoints, CLI."""
