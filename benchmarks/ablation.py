@@ -42,18 +42,17 @@ def run_one(tag, method, seed, recipe_over, out_root, extra=None, baselines=Fals
     from cwarp.apps import demo
 
     out = os.path.join(out_root, tag, f"{method}_s{seed}")
-    if os.path.exists(os.path.join(out, "checkpoint.pt")):
-        os.remove(os.path.join(out, "checkpoint.pt"))
-        if os.path.exists(os.path.join(out, "log.jsonl")):
-            os.remove(os.path.join(out, "log.jsonl"))
     argv = demo.demo_config(method, out, seed=seed, overrides=recipe_over) + ["--progress", "false"] + (extra or [])
-    demo.pretrain(argv)
+    res = demo.pretrain(argv, fresh=True)
+    if res["status"] != "done":   # Ctrl-C stopped the pretraining: stop the ablation too
+        print(f"ablation: stopped during {out}", file=sys.stderr)
+        raise SystemExit(130)
     return out
 
 
 # The size sweep: (--warp-radius, --warp-magnitude). Shifts of at most about 1, 2.6
 # and 6.5 px at 48 px; the wide warps change a label-trained network's prediction
-# as often as a second global view does (README, "How big the warps are").
+# as often as a second global view does (docs/experiments.md, "How big the warps are").
 WARP_SIZES = ("0.15,0.35:0.02,0.06", "0.15,0.35:0.05,0.15", "0.4,0.6:0.15,0.3")
 
 
@@ -81,8 +80,8 @@ def train_flags(args) -> list:
 
 def main(argv=None):
     from cwarp.apps import demo
-    from cwarp.train import trainer as T
-    from cwarp.train.trainer import PRECISIONS, autocast_dtype
+    from cwarp.train.config import PRECISIONS, ConfigError, config_from_argv
+    from cwarp.train.trainer import autocast_dtype
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -127,9 +126,8 @@ def main(argv=None):
         sweep_flags = [] if args.no_sweep else [warp_size_flags(w) for w in args.warp_sizes]
         negative_flags = [] if args.no_sweep else [["--num-negatives", str(n)] for n in args.negatives]
         for extra in [[]] + negative_flags + sweep_flags:
-            T.validate_config(T.config_from_args(demo.demo_config("contrawarp", "unchecked", overrides=over)
-                                                 + common + extra)[0])
-    except (T.ConfigError, ValueError) as e:
+            config_from_argv(demo.demo_config("contrawarp", "unchecked", overrides=over) + common + extra)
+    except (ConfigError, ValueError) as e:
         p.error(str(e))
     autocast = str(autocast_dtype(args.precision, torch.device("cpu")) or "fp32")
     print(f"pretraining precision: {args.precision} ({autocast} here)", flush=True)

@@ -13,11 +13,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def setup():
     from cwarp.train import distributed as D
     from cwarp.train import trainer as T
+    from cwarp.train.config import compact_arch, config_from_argv
     from cwarp.data import SyntheticFaces
 
-    cfg, _ = T.config_from_args(["--out", "unused", "--arch", T.compact_arch(), "--image-size", "16",
-                                 "--batch-size", "8", "--hidden-dim", "64", "--proj-dim", "32"])
-    trainer = T.Trainer(T.validate_config(cfg), D.DistInfo(), torch.device("cpu"), 3, steps_per_epoch=1000)
+    cfg = config_from_argv(["--out", "unused", "--arch", compact_arch(), "--image-size", "16",
+                            "--batch-size", "8", "--hidden-dim", "64", "--proj-dim", "32"])
+    trainer = T.Trainer(cfg, D.DistInfo(), torch.device("cpu"), 3, steps_per_epoch=1000)
     images, _, landmarks = SyntheticFaces(8, image_size=16, seed=0).tensors()
     return trainer, images, landmarks
 

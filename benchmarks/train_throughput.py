@@ -25,6 +25,7 @@ from common import Row, add_speedups, format_table, time_cpu, time_fn, write_jso
 def main(argv=None):
     from cwarp.train import distributed as D
     from cwarp.train import trainer as T
+    from cwarp.train.config import PRECISIONS, config_from_argv
     from cwarp.data import SyntheticFaces
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -33,7 +34,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--method", default="contrawarp", choices=("contrawarp", "byol"))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="auto", choices=T.PRECISIONS, help="cwarp-train --precision")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="cwarp-train --precision")
     p.add_argument("--min-run-time", type=float, default=3.0)
     p.add_argument("--quick", action="store_true", help="small batch, short timing")
     p.add_argument("--json", default=None)
@@ -41,10 +42,9 @@ def main(argv=None):
     if args.quick:
         args.batch_size, args.min_run_time = 16, 1.0
 
-    cfg, _ = T.config_from_args(["--out", "unused", "--arch", args.arch, "--image-size", str(args.image_size),
-                                 "--batch-size", str(args.batch_size), "--method", args.method,
-                                 "--device", args.device, "--precision", args.precision])
-    cfg = T.validate_config(cfg)
+    cfg = config_from_argv(["--out", "unused", "--arch", args.arch, "--image-size", str(args.image_size),
+                            "--batch-size", str(args.batch_size), "--method", args.method,
+                            "--device", args.device, "--precision", args.precision])
     dev = torch.device(args.device)
     trainer = T.Trainer(cfg, D.DistInfo(), dev, 3, steps_per_epoch=10_000)
     ds = SyntheticFaces(args.batch_size, image_size=args.image_size, seed=0)
@@ -61,7 +61,7 @@ def main(argv=None):
         trainer.make_views(images, landmarks)
 
     case = (f"{args.method} {args.arch} B={args.batch_size} {args.image_size}x{args.image_size} "
-            f"N={cfg['num_negatives']}x{cfg['warps_per_negative']} warps")
+            f"N={cfg.negatives.num_negatives}x{cfg.negatives.warps_per_negative} warps")
     dtype = str(trainer.amp_dtype or torch.float32).replace("torch.", "")   # the networks' compute dtype
     rows = []
     for name, fn in (("pre-rendered views (reference loop)", prerendered),

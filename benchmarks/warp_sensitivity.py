@@ -75,24 +75,24 @@ def measure(run: str, *, faces: int, num_negatives: int, warps_per_negative: int
     from cwarp.train import checkpoint as ckpt
     from cwarp.train import distributed as cdist
     from cwarp.train import trainer as T
+    from cwarp.train.config import migrate
 
     state = ckpt.load_checkpoint(run)
-    cfg = T.saved_config(state["config"])
-    method = cfg["method"]
+    cfg = migrate(state["config"])
+    method = cfg.method
     ds, images, labels, landmarks = T.load_data(cfg)
     n = min(faces, len(images))
-    trainer = T.Trainer(cfg, cdist.init_from_env("cpu"), torch.device("cpu"), cfg["in_channels"], 1,
+    trainer = T.Trainer(cfg, cdist.init_from_env("cpu"), torch.device("cpu"), cfg.data.in_channels, 1,
                         num_classes=len(ds.classes))
     trainer.load_state_dict(state)
     model = trainer.model
-    view_cfg = dict(cfg, num_negatives=num_negatives, warps_per_negative=warps_per_negative)
-    if warp_radius is not None:
-        view_cfg["warp_radius"] = list(warp_radius)
-    if warp_magnitude is not None:
-        view_cfg["warp_magnitude"] = list(warp_magnitude)
+    view_cfg = cfg.replace(num_negatives=num_negatives, warps_per_negative=warps_per_negative,
+                           warp_radius=cfg.negatives.warp_radius if warp_radius is None else tuple(warp_radius),
+                           warp_magnitude=cfg.negatives.warp_magnitude if warp_magnitude is None
+                           else tuple(warp_magnitude))
     augment = T.build_augment(view_cfg)
     gen = torch.Generator().manual_seed(seed)
-    size = int(cfg["image_size"])
+    size = int(cfg.data.image_size)
 
     sums: Dict[str, float] = {}
 
@@ -130,7 +130,8 @@ def measure(run: str, *, faces: int, num_negatives: int, warps_per_negative: int
                 e = model(v1, v2, neg)
                 p1, z2, zn = e.p1, e.z2, e.zneg
                 add("target_cos_warp", _mean_cos(z2[:, None], zn), B)
-                add("p1_nce", cwarp.contrastive_loss(p1, z2, zn, tau=cfg["tau"], byol_weight=0.0, nce_weight=1.0), B)
+                nce = cwarp.contrastive_loss(p1, z2, zn, tau=cfg.negatives.tau, byol_weight=0.0, nce_weight=1.0)
+                add("p1_nce", nce, B)
                 add("p1_warp_acc", T.warp_accuracy(p1, z2, zn), B)
             sums["faces"] = sums.get("faces", 0) + B
     count = sums.pop("faces", 0)
@@ -138,8 +139,8 @@ def measure(run: str, *, faces: int, num_negatives: int, warps_per_negative: int
         raise ValueError(f"warp_sensitivity: {run}: expected at least 2 training faces, got {n}")
     out = {k: v / count for k, v in sums.items()}
     out.update(run=run, method=method, faces=int(count), num_negatives=num_negatives,
-               warps_per_negative=warps_per_negative, warp_radius=view_cfg["warp_radius"],
-               warp_magnitude=view_cfg["warp_magnitude"], image_size=size)
+               warps_per_negative=warps_per_negative, warp_radius=list(view_cfg.negatives.warp_radius),
+               warp_magnitude=list(view_cfg.negatives.warp_magnitude), image_size=size)
     if method != "supervised":
         out["p1_chance_nce"], out["p1_chance_acc"] = math.log(1 + num_negatives), 1 / (1 + num_negatives)
     return out

@@ -7,6 +7,9 @@ silently.
 """
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
 from typing import Optional
 
 import torch
@@ -45,3 +48,50 @@ def require(op: str, device: torch.device) -> None:
     if device.type not in ("cpu", "cuda"):
         raise RuntimeError(f"{op}: no compiled kernel for device type '{device.type}'; "
                            "pass backend='torch' for the reference implementation")
+
+
+def backend_status() -> dict:
+    """{"cpp", "cuda", "triton"} -> "available", or the reason that backend cannot run here."""
+    return {"cpp": _cpp_status(), "cuda": _cuda_status(), "triton": _triton_status()}
+
+
+def _cpp_status() -> str:
+    if _C is None:
+        return f"the compiled extension cwarp._C did not load ({_IMPORT_ERROR}); {_HOW_TO_BUILD}"
+    return "available"
+
+
+def _cuda_status() -> str:
+    if _C is None:
+        return _cpp_status()
+    if not with_cuda():
+        return "cwarp._C was built without its CUDA kernels (no nvcc at build time; FORCE_CUDA=1 builds them)"
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible (torch.cuda.is_available() is False)"
+    return "available"
+
+
+def _triton_status() -> str:
+    if importlib.util.find_spec("triton") is None:
+        return "the triton package is not installed"
+    if torch.cuda.is_available():
+        return "available"
+    if not _triton_interpreter_requested():
+        return ("no CUDA device is visible, and Triton runs CPU tensors only under its interpreter "
+                "(set TRITON_INTERPRET=1 before triton is first imported)")
+    if "triton" in sys.modules and not _triton_interpreting():
+        return "TRITON_INTERPRET=1 was set after triton was imported; set it before the first `import triton`"
+    return "available"
+
+
+def _triton_interpreter_requested() -> bool:
+    # The values Triton's own environment switch accepts as true.
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on", "yes", "y")
+
+
+def _triton_interpreting() -> bool:
+    # @triton.jit decided at triton's import whether its own helpers are interpreted.
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(tl.cdiv, InterpretedFunction)

@@ -2,44 +2,48 @@
 
 On a CPU, with nothing downloaded, it
 
-1. runs the short warp throughput benchmark (benchmarks/warp_throughput.py --quick);
+1. times cwarp's fused warp against the eager PyTorch reference (benchmarks/warp_throughput.py --quick)
+   and says how much faster it is;
 2. pretrains ContraWarping and a BYOL-only baseline with identical budgets on
    the built-in SyntheticFaces, and, with the same budget and the labels, the
-   supervised reference (what the budget allows at all);
+   supervised reference (what the budget allows at all), each with a progress bar;
 3. probes the three, plus a randomly initialized backbone and raw pixels, with
    a linear classifier on frozen features (train split -> test split);
 4. prints one table and writes results/demo/summary.json, loss_curves.png,
    accuracy.png and views.png.
+
+Finished pretrainings whose settings match are reused when the demo runs
+again, and one stopped half-way (Ctrl-C) resumes; ``--fresh`` starts over.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
-import torch
+from cwarp.train.config import METHODS, compact_arch
 
 __all__ = ["main", "demo_config", "pretrain", "probe_all", "DEMO_RECIPE", "METHODS"]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The demo's budget, sized for 2 CPU cores and 15 minutes in all. Every method
-# gets exactly these settings; only --method differs. See cwarp.train.trainer.DEFAULTS
-# and the README section "Pretraining recipe, and what to expect".
+# gets exactly these settings; only --method differs. See cwarp.train.config
+# and docs/experiments.md (what this budget allows).
 DEMO_RECIPE: Dict[str, object] = dict(image_size=48, num_train=1500, epochs=3, batch_size=128, probe_test=1400)
-# The two self-supervised methods, then the supervised reference (same budget, with labels).
-METHODS = ("contrawarp", "byol", "supervised")
+CHANCE = 1 / 7   # seven expression classes
+RUN_FILES = ("checkpoint.pt", "log.jsonl", "config.json", "config.toml")
 
 
 def demo_config(method: str, out: str, *, seed: int = 0, arch: Optional[str] = None,
                 overrides: Optional[dict] = None) -> List[str]:
     """cwarp-train arguments of one demo pretraining."""
-    from cwarp.train.trainer import compact_arch
-
     r = dict(DEMO_RECIPE, **(overrides or {}))
     argv = ["--format", "synthetic", "--method", method, "--out", out, "--arch", arch or compact_arch(),
             "--image-size", str(r["image_size"]), "--num-train", str(r["num_train"]),
@@ -54,28 +58,82 @@ def demo_config(method: str, out: str, *, seed: int = 0, arch: Optional[str] = N
 
 
 def run_benchmark(python: str = sys.executable) -> Optional[str]:
-    """benchmarks/warp_throughput.py --quick; only its absence is tolerated."""
+    """benchmarks/warp_throughput.py --quick, run quietly; returns one sentence on what it found.
+
+    Only the script's absence is tolerated (an installed cwarp has no benchmarks/).
+    """
     script = os.path.join(ROOT, "benchmarks", "warp_throughput.py")
     if not os.path.exists(script):
-        print(f"[demo] skipping the throughput benchmark: {script} is not in this checkout", flush=True)
         return None
-    print("[demo] warp throughput benchmark (--quick)", flush=True)
-    proc = subprocess.run([python, script, "--quick"], cwd=ROOT, capture_output=True, text=True)
-    sys.stdout.write(proc.stdout)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr)
-        raise RuntimeError(f"benchmarks/warp_throughput.py --quick failed with exit code {proc.returncode}")
-    return proc.stdout
+    print("[demo] timing cwarp's fused local warp against the eager PyTorch reference (about a minute)", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        record_path = os.path.join(tmp, "warp.json")
+        proc = subprocess.run([python, script, "--quick", "--json", record_path], cwd=ROOT, capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr[-2000:])
+            raise RuntimeError(f"benchmarks/warp_throughput.py --quick failed with exit code {proc.returncode}")
+        with open(record_path) as f:
+            rows = json.load(f)["rows"]
+    return _speedup_sentence(rows)
 
 
-def pretrain(argv: Sequence[str]) -> Dict[str, object]:
-    from cwarp.train import trainer as T
+def _speedup_sentence(rows: List[dict]) -> str:
+    def speedup(mode: str) -> Optional[float]:
+        found = [r["speedup"] for r in rows if r["contender"] == "cwarp cpp" and r["case"].split()[0] == mode
+                 and r.get("speedup")]
+        return found[0] if found else None
 
-    cfg, explicit = T.config_from_args(list(argv))
+    fwd, both = speedup("fwd"), speedup("fwd+bwd")
+    if fwd is None:
+        return "the fused kernel could not be timed here (see python benchmarks/warp_throughput.py)"
+    case = next(r["case"] for r in rows if r["contender"] == "cwarp cpp")
+    tail = f", {both:.1f}x with the backward pass" if both is not None else ""
+    return f"cwarp warps images {fwd:.1f}x faster than the eager PyTorch pipeline ({case.split(' ', 1)[1]}{tail})"
+
+
+def _clear_run(out: str) -> None:
+    for name in RUN_FILES:
+        if os.path.exists(os.path.join(out, name)):
+            os.remove(os.path.join(out, name))
+
+
+def _reusable(out: str, wanted) -> bool:
+    """Whether out's checkpoint ran with the wanted settings (so it can be reused or resumed)."""
+    from cwarp.train.checkpoint import CheckpointError, load_checkpoint
+    from cwarp.train.config import ConfigError, migrate, run_differences
+
+    try:
+        saved = migrate(load_checkpoint(out)["config"])
+    except (CheckpointError, ConfigError) as e:
+        print(f"[demo] {out}: starting over ({e})", flush=True)
+        return False
+    diff = run_differences(saved, wanted)
+    if diff:
+        k, (old, new) = next(iter(sorted(diff.items())))
+        print(f"[demo] {out}: its settings differ ({k}: {old!r} there, {new!r} now); starting over", flush=True)
+    return not diff
+
+
+def pretrain(argv: Sequence[str], *, fresh: bool = False) -> Dict[str, object]:
+    """Run cwarp-train's ``train`` for these arguments; returns its summary plus ``seconds``.
+
+    A finished run in --out with the same settings is reused and a stopped one
+    resumed, unless ``fresh``; status "interrupted" means Ctrl-C stopped it
+    (resumable by calling again).
+    """
+    from cwarp.train.config import parse_command_line, validate
+    from cwarp.train.trainer import train
+
+    cfg, explicit = parse_command_line(list(argv))
+    wanted = validate(cfg)
+    out = wanted.out
+    if fresh or not os.path.exists(os.path.join(out, "checkpoint.pt")) or not _reusable(out, wanted):
+        _clear_run(out)
+    else:
+        cfg = cfg.replace(resume=True)
     t0 = time.perf_counter()
-    res = T.train(cfg, explicit)
-    if res["status"] != "done":
-        raise RuntimeError(f"pretraining {cfg['out']} stopped early ({res['status']})")
+    res = train(cfg, explicit)
     res["seconds"] = time.perf_counter() - t0
     return res
 
@@ -89,71 +147,91 @@ def probe_all(runs: Dict[str, str], *, arch: str, image_size: int, num_train: in
     set (labels are used only here); the test split is SyntheticFaces' held-out
     split, rendered from a different random stream. Nothing is tuned on it.
     """
-    from cwarp.train.checkpoint import load_checkpoint
+    import torch
+
     from cwarp.data import build_dataset
+    from cwarp.eval.probe import backbone_from_checkpoint, evaluate_features, extract_features
     from cwarp.train.models import build_backbone
-    from cwarp.eval.probe import evaluate_features, extract_features
 
     train_ds = build_dataset("synthetic", None, "train", image_size, num_samples=num_train, seed=data_seed)
     test_ds = build_dataset("synthetic", None, "test", image_size, num_samples=num_test, seed=data_seed)
     n_cls = len(train_ds.classes)
     dev = torch.device(device)
-    results = {}
+    tr_i, tr_y, _ = train_ds.tensors()
+    te_i, te_y, _ = test_ds.tensors()
 
-    tr_y, te_y = train_ds.tensors()[1], test_ds.tensors()[1]
-
-    def feats(backbone, norm):
+    def probe(backbone, norm):
         kw = dict(mean=norm.get("mean"), std=norm.get("std"), progress=False)
-        return (extract_features(backbone, train_ds, 256, dev, **kw), tr_y,
-                extract_features(backbone, test_ds, 256, dev, **kw), te_y)
+        return evaluate_features(extract_features(backbone, train_ds, 256, dev, **kw), tr_y,
+                                 extract_features(backbone, test_ds, 256, dev, **kw), te_y, n_cls, seed=seed)
 
-    c: dict = {}
+    results, config = {}, {}
     for name, path in runs.items():
-        state = load_checkpoint(path)
-        c = state["config"]
-        bb = build_backbone(c["arch"], c["in_channels"], c["image_size"])
-        bb.load_state_dict(state["backbone"])
-        results[name] = evaluate_features(*feats(bb, c), n_cls, seed=seed)
+        backbone, config = backbone_from_checkpoint(path)
+        results[name] = probe(backbone, config)
     if not baselines:
         return results
     torch.manual_seed(seed)
-    bb = build_backbone(arch, train_ds.channels, image_size)
-    results["random_init"] = evaluate_features(*feats(bb, c), n_cls, seed=seed)
-    tr_i, tr_y, _ = train_ds.tensors()
-    te_i, te_y, _ = test_ds.tensors()
+    results["random_init"] = probe(build_backbone(arch, train_ds.channels, image_size), config)
     px = lambda t: t.flatten(1).float() / 255.0  # noqa: E731
     results["raw_pixels"] = evaluate_features(px(tr_i), tr_y, px(te_i), te_y, n_cls, seed=seed)
     return results
 
 
 def _table(results: Dict[str, dict]) -> str:
-    head = f"{'representation':<14} {'linear acc':>10} {'kNN acc':>8} {'mAP@R':>7}"
+    """Method, linear accuracy, and its gap to BYOL and to random init, in points."""
+    acc = {name: 100 * r["linear_acc"] for name, r in results.items()}
+
+    def gap(name: str, to: str) -> str:
+        return "" if name == to or to not in acc else f"{acc[name] - acc[to]:+.1f}"
+
+    head = f"{'representation':<14} {'linear acc':>10} {'vs BYOL':>8} {'vs random init':>15}"
     lines = [head, "-" * len(head)]
-    for name, r in results.items():
-        lines.append(f"{name:<14} {100 * r['linear_acc']:>9.1f}% {100 * r['knn_acc']:>7.1f}% "
-                     f"{100 * r.get('map_at_r', float('nan')):>6.1f}%")
+    for name in results:
+        lines.append(f"{name:<14} {acc[name]:>9.1f}% {gap(name, 'byol'):>8} {gap(name, 'random_init'):>15}")
     return "\n".join(lines)
 
 
-def _plots(out_dir: str, run_dirs: Dict[str, str], results: Dict[str, dict], image_size: int, seed: int) -> List[str]:
+def _meaning(results: Dict[str, dict], recipe: dict, steps: Optional[int]) -> str:
+    """One paragraph on what the table's numbers can and cannot say."""
+    n_test = int(next(iter(results.values()))["n_test"])
+    noise = 200 * math.sqrt(CHANCE * (1 - CHANCE) / n_test)   # two binomial standard errors, in points
+    budget = f"{steps} steps" if steps else f"{recipe['epochs']} epochs"
+    spread = max(100 * r["linear_acc"] for r in results.values()) - min(100 * r["linear_acc"] for r in results.values())
+    verdict = ("all of them lie within that band of each other, so this run does not tell the methods apart"
+               if spread <= noise else "only gaps wider than that band say more than the test sample's luck")
+    return (f"Linear-probe accuracy on {n_test} held-out synthetic faces (chance {100 * CHANCE:.1f}%), one seed, "
+            f"{budget} of pretraining. The test sample alone makes differences of about {noise:.1f} points "
+            f"noise; {verdict}. Seeds vary more: benchmarks/ablation.py repeats this over several.")
+
+
+def _loss_plot(path: str, run_dirs: Dict[str, str]) -> str:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, d in run_dirs.items():
         with open(os.path.join(d, "log.jsonl")) as f:
-            rows = [json.loads(x) for x in f]
-        ax.plot([r["step"] for r in rows], [r["loss_avg"] for r in rows], label=name)
+            rows = [json.loads(x) for x in f if x.strip()]
+        # Markers: a run with a single logged step still shows a point.
+        ax.plot([r["step"] for r in rows], [r["loss_avg"] for r in rows], "o-", markersize=3, label=name)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_title("Training loss (each method on its own objective)")
     ax.legend()
     fig.tight_layout()
-    written.append(os.path.join(out_dir, "loss_curves.png"))
-    fig.savefig(written[-1], dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path
+
+
+def _accuracy_plot(path: str, results: Dict[str, dict]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
     names = list(results)
@@ -163,109 +241,126 @@ def _plots(out_dir: str, run_dirs: Dict[str, str], results: Dict[str, dict], ima
     bars = ax.bar(names, accs, color=[palette.get(n, "tab:purple") for n in names])
     for b, a in zip(bars, accs):
         ax.text(b.get_x() + b.get_width() / 2, a + 0.5, f"{a:.1f}", ha="center")
-    ax.axhline(100 / 7, ls="--", c="k", lw=0.8, label="chance (7 classes)")
+    ax.axhline(100 * CHANCE, ls="--", c="k", lw=0.8, label="chance (7 classes)")
     ax.set_ylabel("linear-probe accuracy (%)")
     ax.set_title("SyntheticFaces test split")
     ax.legend()
-    fig.tight_layout()
-    written.append(os.path.join(out_dir, "accuracy.png"))
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
-
-    written.append(save_views_preview(os.path.join(out_dir, "views.png"), image_size, seed))
-    return written
-
-
-def save_views_preview(path: str, image_size: int, seed: int = 0, n: int = 4, num_negatives: int = 3) -> str:
-    """A grid: source face, view 1, view 2, and view 2's warped negatives, for n faces."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from cwarp.data import SyntheticFaces
-    from cwarp.train.trainer import DEFAULTS, build_augment
-
-    ds = SyntheticFaces(n, image_size=image_size, seed=seed)
-    images, labels, landmarks = ds.tensors()
-    aug = build_augment(dict(DEFAULTS, image_size=image_size), num_negatives=num_negatives)
-    views = aug(images, landmarks=landmarks, generator=torch.Generator().manual_seed(seed))
-    cols = [("source", images.float() / 255.0), ("view 1", views.pos1), ("view 2", views.pos2)]
-    cols += [(f"negative {j + 1}", views.negatives[:, j]) for j in range(views.negatives.shape[1])]
-
-    def show(t):
-        t = t.detach().float()
-        t = (t - t.amin()) / (t.amax() - t.amin()).clamp_min(1e-6)   # undo any normalization for display
-        return t.permute(1, 2, 0).squeeze(-1).numpy()
-
-    fig, axes = plt.subplots(n, len(cols), figsize=(1.6 * len(cols), 1.6 * n))
-    for i in range(n):
-        for j, (title, batch) in enumerate(cols):
-            ax = axes[i, j]
-            ax.imshow(show(batch[i]), cmap="gray" if batch.shape[1] == 1 else None)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(title, fontsize=8)
-        axes[i, 0].set_ylabel(ds.classes[int(labels[i])], fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cwarp.apps.demo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=os.path.join("results", "demo"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--skip-benchmark", action="store_true")
-    p.add_argument("--epochs", type=int, default=None, help="override the demo's budget (both methods)")
-    p.add_argument("--num-train", type=int, default=None)
-    p.add_argument("--image-size", type=int, default=None)
+def save_views(path: str, run_dir: str, seed: int = 0, faces: int = 4, num_negatives: int = 3) -> str:
+    """cwarp-preview's figure (crops, views, warped negatives with their warp arrows) of a few synthetic
+    faces, through the augmentation of the run in run_dir."""
+    import torch
+
+    from cwarp.apps.preview import make_figure
+    from cwarp.data import SyntheticFaces
+    from cwarp.train.checkpoint import load_checkpoint
+    from cwarp.train.config import migrate
+    from cwarp.train.trainer import build_augment
+
+    cfg = migrate(load_checkpoint(run_dir)["config"])
+    ds = SyntheticFaces(faces, image_size=cfg.data.image_size, seed=seed)
+    images, labels, landmarks = ds.tensors()
+    aug = build_augment(cfg, num_negatives=num_negatives)
+    make_figure(images, aug, path, landmarks=landmarks, generator=torch.Generator().manual_seed(seed),
+                row_labels=[ds.classes[int(y)] for y in labels])
+    return path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cwarp.apps.demo", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default=os.path.join("results", "demo"), help="where runs, plots and summary go")
+    p.add_argument("--seed", type=int, default=0, help="seed of every pretraining and probe")
+    p.add_argument("--fresh", action="store_true", help="retrain even where a finished matching run exists")
+    p.add_argument("--skip-benchmark", action="store_true", help="skip the warp throughput timing")
+    p.add_argument("--epochs", type=int, default=None, help="override the demo's budget (every method)")
+    p.add_argument("--num-train", type=int, default=None, help="synthetic faces to pretrain on")
+    p.add_argument("--image-size", type=int, default=None, help="side of the faces, in pixels")
     p.add_argument("--probe-test", type=int, default=None, help="test faces for the probes")
-    args = p.parse_args(argv)
-    t0 = time.perf_counter()
-    os.makedirs(args.out, exist_ok=True)
-    if not args.skip_benchmark:
-        run_benchmark()
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("num_train", args.num_train),
-                                   ("image_size", args.image_size), ("probe_test", args.probe_test)) if v is not None}
-    recipe = dict(DEMO_RECIPE, **overrides)
-    run_dirs, timings = {}, {}
+    return p
+
+
+def _pretrain_all(args, overrides: dict, recipe: dict) -> Optional[Dict[str, dict]]:
+    """{method: train summary}, or None when Ctrl-C stopped one."""
+    results = {}
     for method in METHODS:
         d = os.path.join(args.out, "runs", method)
-        if os.path.exists(os.path.join(d, "checkpoint.pt")):
-            os.remove(os.path.join(d, "checkpoint.pt"))   # the demo always starts fresh
-        if os.path.exists(os.path.join(d, "log.jsonl")):
-            os.remove(os.path.join(d, "log.jsonl"))
         verb = "training" if method == "supervised" else "pretraining"
         print(f"[demo] {verb} {method} ({recipe['epochs']} epochs on {recipe['num_train']} synthetic faces)",
               flush=True)
-        res = pretrain(demo_config(method, d, seed=args.seed, overrides=overrides) + ["--progress", "false"])
-        run_dirs[method], timings[f"pretrain_{method}_s"] = d, res["seconds"]
-    print("[demo] probing", flush=True)
+        res = pretrain(demo_config(method, d, seed=args.seed, overrides=overrides), fresh=args.fresh)
+        if res["status"] == "interrupted":
+            print(f"[demo] stopped during {method} (step {res['step']}/{res['total_steps']}); run the same "
+                  f"command again to resume", file=sys.stderr)
+            return None
+        if res.get("already_complete"):
+            print(f"[demo] reused the finished run in {d} (--fresh retrains)", flush=True)
+        results[method] = res
+    return results
+
+
+def _run(args) -> int:
+    t0 = time.perf_counter()
+    os.makedirs(args.out, exist_ok=True)
+    speed = None if args.skip_benchmark else run_benchmark()
+    if speed:
+        print(f"[demo] {speed}", flush=True)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("num_train", args.num_train),
+                                   ("image_size", args.image_size), ("probe_test", args.probe_test)) if v is not None}
+    recipe = dict(DEMO_RECIPE, **overrides)
+    trained = _pretrain_all(args, overrides, recipe)
+    if trained is None:
+        return 130
+    run_dirs = {m: r["out"] for m, r in trained.items()}
+    timings = {f"pretrain_{m}_s": r["seconds"] for m, r in trained.items()}
+    print("[demo] probing the frozen features with a linear classifier", flush=True)
     t1 = time.perf_counter()
-    with open(os.path.join(run_dirs["contrawarp"], "config.json")) as f:
-        run_cfg = json.load(f)
-    arch = run_cfg["arch"]
+    arch = trained["contrawarp"]["config"].arch
     results = probe_all({m: os.path.join(d, "checkpoint.pt") for m, d in run_dirs.items()}, arch=arch,
                         image_size=int(recipe["image_size"]), num_train=int(recipe["num_train"]),
                         num_test=int(recipe["probe_test"]), seed=args.seed)
     timings["probe_s"] = time.perf_counter() - t1
-    print()
-    print(_table(results))
-    plots = _plots(args.out, run_dirs, results, int(recipe["image_size"]), args.seed)
+    print("\n" + _table(results) + "\n")
+    print(_meaning(results, recipe, trained["contrawarp"]["step"]))
+    plots = [_loss_plot(os.path.join(args.out, "loss_curves.png"), run_dirs),
+             _accuracy_plot(os.path.join(args.out, "accuracy.png"), results),
+             save_views(os.path.join(args.out, "views.png"), run_dirs["contrawarp"], args.seed)]
     timings["total_s"] = time.perf_counter() - t0
-    summary = {key: {name: r[key] for name, r in results.items() if key in r}
-               for key in ("linear_acc", "knn_acc", "map_at_r", "per_class_acc", "n_train", "n_test")}
-    from cwarp.train.trainer import autocast_dtype
-    autocast = autocast_dtype(run_cfg["precision"], torch.device("cpu"))
-    summary.update(recipe=recipe, seed=args.seed, arch=arch, timings=timings, autocast=str(autocast or "fp32"),
-                   plots=[os.path.basename(x) for x in plots])
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2, default=float)
+    _write_summary(args, results, recipe, trained, timings, plots, speed)
     print(f"\n[demo] done in {timings['total_s'] / 60:.1f} min; wrote {args.out}/summary.json and "
           f"{', '.join(os.path.basename(x) for x in plots)}")
     return 0
+
+
+def _write_summary(args, results, recipe, trained, timings, plots, speed) -> None:
+    import torch
+
+    from cwarp.train.trainer import autocast_dtype
+
+    cfg = trained["contrawarp"]["config"]
+    summary = {key: {name: r[key] for name, r in results.items() if key in r}
+               for key in ("linear_acc", "knn_acc", "map_at_r", "per_class_acc", "n_train", "n_test")}
+    autocast = autocast_dtype(cfg.precision, torch.device(cfg.device))
+    summary.update(recipe=recipe, seed=args.seed, arch=cfg.arch, timings=timings, autocast=str(autocast or "fp32"),
+                   warp_speed=speed, plots=[os.path.basename(x) for x in plots])
+    with open(os.path.join(args.out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2, default=float)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point: 0 when done, 130 when Ctrl-C stopped it (a rerun resumes)."""
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("\n[demo] stopped; the last checkpoints were kept, run the same command again to resume",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,146 +1,248 @@
 """cwarp-preview: see what ContraWarpAugment does to a few images.
 
-    cwarp-preview IMAGE... --out views.png [--size 112] [--negatives 2] [--warps 2] [--seed 0]
-    cwarp-preview --synthetic 4 --out views.png
+    cwarp-preview face1.jpg face2.png --out views.png
+    cwarp-preview --synthetic 4 --size 64 --negatives 3 --out views.png
 
-Draws one row per image: the source (with pos1's and pos2's crop outlined),
-pos1, pos2 and the negatives; on each negative, the local warps' centres
-(dots) and displacements (arrows: content near a centre moves by about d).
-With no IMAGE (or --synthetic N) it uses N faces of cwarp.data.SyntheticFaces
-when that module is importable, else N random-noise images, and says which.
+Draws one row per image: the source (pos1's and pos2's crops outlined, the
+landmarks as green dots where known), pos1, pos2 and the negatives. On pos1
+and pos2 the landmarks are drawn where the view's affine puts them; on each
+negative, the local warps' centres (red dots) and displacements (yellow
+arrows: content near a centre moves by about d). Without IMAGE files it draws
+--synthetic N faces of cwarp.data.SyntheticFaces, with their landmarks.
+Exit status: 0 on success, 2 on bad input (one line on stderr), 130 on Ctrl-C.
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import List, Optional, Sequence, Tuple
+import os
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
 
-import torch
+from cwarp import _cli
 
-from cwarp.nn.augment import ContraWarpAugment
+if TYPE_CHECKING:  # torch loads only once the arguments are parsed, so that --help is fast
+    import torch
 
-__all__ = ["main", "make_figure", "load_images", "synthetic_images"]
+    from cwarp.nn.augment import ContraWarpAugment
 
+__all__ = ["main", "build_parser", "make_figure", "load_images", "synthetic_images"]
+
+PROG = "cwarp-preview"
 PANEL_INCHES = 1.6
 DPI = 100
+MAX_SIZE = 1024
+FIGURE_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")
+SYNTHETIC_SOURCE_SIZE = 128
+# Colours of pos1's and pos2's crop outlines on the source.
+CROP_COLOURS = ("tab:blue", "tab:orange")
 
 
-def load_images(paths: Sequence[str]) -> List[torch.Tensor]:
-    """uint8 (1, 3, H, W) tensors, one per file (sizes may differ)."""
+def load_images(paths: Sequence[str]) -> List["torch.Tensor"]:
+    """uint8 (1, 3, H, W) tensors, one per file (sizes may differ); a file that cannot be read raises ValueError."""
     import numpy as np
+    import torch
     from PIL import Image
 
     out = []
-    for p in paths:
-        with Image.open(p) as im:
-            arr = np.asarray(im.convert("RGB")).copy()
-        out.append(torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous())
+    for path in paths:
+        if not os.path.isfile(path):
+            raise _cli.InputError(f"image {path} does not exist")
+        try:
+            with Image.open(path) as image:
+                array = np.asarray(image.convert("RGB")).copy()
+        except (OSError, ValueError) as err:
+            raise _cli.InputError(f"image {path} cannot be read: {err}") from err
+        out.append(torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous())
     return out
 
 
-def synthetic_images(n: int, size: int = 128, seed: int = 0) -> Tuple[torch.Tensor, Optional[torch.Tensor], str]:
-    """(images uint8 (n, C, size, size), landmarks (n, 5, 2) or None, what they are)."""
-    try:
-        from cwarp.data import SyntheticFaces
-    except ImportError:
-        g = torch.Generator().manual_seed(seed)
-        imgs = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
-        return imgs, None, "random noise (cwarp.data is not importable, so no SyntheticFaces)"
-    ds = SyntheticFaces(n, image_size=size, seed=seed)
-    images, _, landmarks = ds.tensors()
-    return images, landmarks, f"{n} cwarp.data.SyntheticFaces"
+def synthetic_images(n: int, size: int = SYNTHETIC_SOURCE_SIZE, seed: int = 0
+                     ) -> Tuple["torch.Tensor", "torch.Tensor"]:
+    """(images uint8 (n, 3, size, size), landmarks (n, 5, 2)) of n cwarp.data.SyntheticFaces."""
+    from cwarp.data import SyntheticFaces
+
+    images, _, landmarks = SyntheticFaces(n, image_size=size, seed=seed).tensors()
+    return images, landmarks
 
 
-def _to_display(x: torch.Tensor, aug: ContraWarpAugment) -> "object":
-    C = x.shape[0]
-    mean, std = aug._norm_stats(C, x.device)
-    img = (x.float() * std[:, None, None] + mean[:, None, None]).clamp(0, 1)
-    return img.permute(1, 2, 0).squeeze(-1).cpu().numpy()
+def make_figure(images: Union["torch.Tensor", Sequence["torch.Tensor"]], aug: "ContraWarpAugment",
+                out: Optional[str] = None, *, landmarks=None, generator: Optional["torch.Generator"] = None,
+                seed: int = 0, row_labels: Optional[Sequence[str]] = None):
+    """A matplotlib Figure of the views of every image, one row per image; written to ``out`` when given.
 
-
-def _crop_outline(theta: torch.Tensor, H: int, W: int):
-    """Source pixel coordinates of a view's border (the image of the square [-1, 1]^2 under theta)."""
-    corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0]])
-    s = corners @ theta[:, :2].T.float().cpu() + theta[:, 2].float().cpu()
-    return (s[:, 0] + 1) * W / 2 - 0.5, (s[:, 1] + 1) * H / 2 - 0.5
-
-
-def make_figure(batches: Sequence[torch.Tensor], aug: ContraWarpAugment, landmarks: Sequence[Optional[torch.Tensor]],
-                generator: Optional[torch.Generator] = None):
-    """A matplotlib figure of the views of every image; returns (figure, number of panels)."""
+    images: a uint8 batch (B, C, H, W), or a list of batches (files of
+    different sizes). landmarks: None, (B, L, 2) in the source's normalized
+    coordinates, or a list matching the batches (None entries allowed).
+    generator: the views' random stream (default: one seeded with ``seed``).
+    row_labels: one text per image, written left of its row. The figure has
+    3 + aug.num_negatives panels per row (len(fig.axes) in all); once
+    written, it is closed in pyplot (the object stays usable).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import torch
 
-    N = aug.num_negatives
-    cols = 3 + N
-    rows = sum(int(b.shape[0]) for b in batches)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * PANEL_INCHES, rows * PANEL_INCHES), dpi=DPI, squeeze=False)
-    S = aug.size
+    batches = [images] if isinstance(images, torch.Tensor) else list(images)
+    marks = landmarks if isinstance(landmarks, (list, tuple)) else [landmarks] * len(batches)
+    if len(marks) != len(batches):
+        raise ValueError(f"make_figure(): {len(marks)} landmark entries for {len(batches)} image batches")
+    generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+    rows, cols = sum(int(b.shape[0]) for b in batches), 3 + aug.num_negatives
+    if row_labels is not None and len(row_labels) != rows:
+        raise ValueError(f"make_figure(): {len(row_labels)} row labels for {rows} images")
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * PANEL_INCHES, rows * PANEL_INCHES), dpi=DPI,
+                             squeeze=False)
     row = 0
-    for images, lms in zip(batches, landmarks):
-        views = aug(images, landmarks=lms, generator=generator)
-        p = views.params
-        for b in range(images.shape[0]):
-            ax = axes[row]
-            H, W = images.shape[-2:]
-            src = images[b].permute(1, 2, 0).squeeze(-1).cpu().numpy()
-            ax[0].imshow(src, cmap="gray" if images.shape[1] == 1 else None)
-            for v, color in ((0, "tab:blue"), (1, "tab:orange")):
-                xs, ys = _crop_outline(p.theta[b, v], H, W)
-                ax[0].plot(xs.numpy(), ys.numpy(), color=color, linewidth=1)
-            ax[0].set_title("source", fontsize=8)
-            panels = [("pos1", views.pos1[b]), ("pos2", views.pos2[b])]
-            panels += [(f"negative {n + 1}", views.negatives[b, n]) for n in range(N)]
-            for k, (title, x) in enumerate(panels, start=1):
-                ax[k].imshow(_to_display(x, aug), cmap="gray" if x.shape[0] == 1 else None, vmin=0, vmax=1)
-                ax[k].set_title(title, fontsize=8)
-                if k >= 3:
-                    # Warps live in view coordinates: draw them straight on the view.
-                    for cx, cy, _r, dx, dy in p.warps[b, k - 1].cpu().tolist():
-                        if dx == 0 and dy == 0:
-                            continue
-                        u, w = (cx + 1) * S / 2 - 0.5, (cy + 1) * S / 2 - 0.5
-                        ax[k].plot([u], [w], "o", color="red", markersize=3)
-                        ax[k].annotate("", xy=(u + dx * S / 2, w + dy * S / 2), xytext=(u, w),
-                                       arrowprops=dict(arrowstyle="->", color="yellow", linewidth=1.2))
-            for a in ax:
-                a.set_xticks([])
-                a.set_yticks([])
+    for batch, marks_of_batch in zip(batches, marks):
+        views = aug(batch, landmarks=marks_of_batch, generator=generator)
+        for b in range(batch.shape[0]):
+            points = None if marks_of_batch is None else marks_of_batch[b] if marks_of_batch.dim() == 3 \
+                else marks_of_batch
+            _draw_row(axes[row], batch[b], views, b, aug, points)
+            if row_labels is not None:
+                axes[row][0].set_ylabel(row_labels[row], fontsize=8)
             row += 1
     fig.tight_layout()
-    return fig, rows * cols
+    if out is not None:
+        fig.savefig(out, dpi=DPI)
+        plt.close(fig)
+    return fig
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="cwarp-preview", description=__doc__.split("\n\n")[0])
-    ap.add_argument("images", nargs="*", metavar="IMAGE")
-    ap.add_argument("--out", required=True, help="PNG to write")
-    ap.add_argument("--synthetic", type=int, default=None, metavar="N",
-                    help="use N synthetic images (default 4 when no IMAGE is given)")
-    ap.add_argument("--size", type=int, default=112)
-    ap.add_argument("--negatives", type=int, default=2)
-    ap.add_argument("--warps", type=int, default=2)
-    ap.add_argument("--kind", default="translate", choices=["translate", "gaussian"])
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    aug = ContraWarpAugment(size=args.size, num_negatives=args.negatives, warps_per_negative=args.warps,
-                            kind=args.kind)
-    if args.images and args.synthetic is None:
-        batches, lms = load_images(args.images), [None] * len(args.images)
+def _draw_row(ax, image, views, b: int, aug, points) -> None:
+    """One image's panels: the source, pos1, pos2 and the negatives."""
+    params, size = views.params, aug.size
+    height, width = image.shape[-2:]
+    gray = "gray" if image.shape[0] == 1 else None
+    ax[0].imshow(image.permute(1, 2, 0).squeeze(-1).cpu().numpy(), cmap=gray)
+    for v, colour in enumerate(CROP_COLOURS):
+        xs, ys = _crop_outline(params.theta[b, v], height, width)
+        ax[0].plot(xs, ys, color=colour, linewidth=1)
+    if points is not None:
+        _dots(ax[0], _to_pixels(points.float().cpu(), width, height), "lime")
+    panels = [("source", None), ("pos1", views.pos1[b]), ("pos2", views.pos2[b])]
+    panels += [(f"negative {n + 1}", views.negatives[b, n]) for n in range(aug.num_negatives)]
+    for k, (title, view) in enumerate(panels):
+        ax[k].set_title(title, fontsize=8)
+        ax[k].set_xticks([])
+        ax[k].set_yticks([])
+        if view is None:
+            continue
+        ax[k].imshow(_to_display(view, aug), cmap=gray, vmin=0, vmax=1)
+        if k in (1, 2) and points is not None:
+            _dots(ax[k], _to_pixels(_source_to_view(points.float().cpu(), params.theta[b, k - 1]), size, size),
+                  "lime")
+        if k >= 3:
+            _draw_warps(ax[k], params.warps[b, k - 1], size)
+        # Marks that fall outside the view must not widen its panel.
+        ax[k].set_xlim(-0.5, size - 0.5)
+        ax[k].set_ylim(size - 0.5, -0.5)
+
+
+def _draw_warps(ax, warps, size: int) -> None:
+    # Warps live in view coordinates: draw them straight on the view.
+    for cx, cy, _radius, dx, dy in warps.cpu().tolist():
+        if dx == 0 and dy == 0:
+            continue
+        u, w = (cx + 1) * size / 2 - 0.5, (cy + 1) * size / 2 - 0.5
+        ax.plot([u], [w], "o", color="red", markersize=3)
+        ax.annotate("", xy=(u + dx * size / 2, w + dy * size / 2), xytext=(u, w),
+                    arrowprops=dict(arrowstyle="->", color="yellow", linewidth=1.2))
+
+
+def _dots(ax, pixels, colour: str) -> None:
+    ax.plot(pixels[:, 0].numpy(), pixels[:, 1].numpy(), "o", color=colour, markersize=2.5, linestyle="none")
+
+
+def _to_pixels(points, width: int, height: int):
+    """Normalized coordinates (align_corners=False) -> pixel centres."""
+    scale = points.new_tensor([width / 2, height / 2])
+    return (points + 1) * scale - 0.5
+
+
+def _source_to_view(points, theta):
+    """Where source points land in a view whose affine is theta (view -> source): p = A^-1 (s - t)."""
+    import torch
+
+    theta = theta.float().cpu()
+    return (points - theta[:, 2]) @ torch.linalg.inv(theta[:, :2]).T
+
+
+def _to_display(x, aug):
+    mean, std = aug._norm_stats(x.shape[0], x.device)
+    image = (x.float() * std[:, None, None] + mean[:, None, None]).clamp(0, 1)
+    return image.permute(1, 2, 0).squeeze(-1).cpu().numpy()
+
+
+def _crop_outline(theta, height: int, width: int):
+    """Source pixel coordinates of a view's border (the image of the square [-1, 1]^2 under theta)."""
+    import torch
+
+    corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0]])
+    source = corners @ theta[:, :2].T.float().cpu() + theta[:, 2].float().cpu()
+    pixels = _to_pixels(source, width, height)
+    return pixels[:, 0].numpy(), pixels[:, 1].numpy()
+
+
+def build_parser() -> _cli.Parser:
+    parser = _cli.Parser(PROG, __doc__)
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files to draw (any format PIL reads)")
+    parser.add_argument("--out", required=True, metavar="VIEWS.png",
+                        help=f"the figure to write ({', '.join(FIGURE_FORMATS)})")
+    parser.add_argument("--synthetic", type=_cli.positive_int, default=None, metavar="N",
+                        help="draw N synthetic faces (the default, with N = 4, when no IMAGE is given)")
+    parser.add_argument("--size", type=_cli.positive_int, default=112, metavar="S",
+                        help=f"side of the views, at most {MAX_SIZE}")
+    parser.add_argument("--negatives", type=_cli.non_negative_int, default=2, metavar="N",
+                        help="locally warped negatives per image")
+    parser.add_argument("--warps", type=_cli.non_negative_int, default=2, metavar="K",
+                        help="local warps per negative")
+    parser.add_argument("--kind", default="translate", choices=("translate", "gaussian"),
+                        help="the local warps' displacement profile")
+    parser.add_argument("--seed", type=_cli.non_negative_int, default=0,
+                        help="seed of the synthetic faces and of the views")
+    return parser
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.images and args.synthetic is not None:
+        raise _cli.InputError("give IMAGE files or --synthetic N, not both")
+    if args.size > MAX_SIZE:
+        raise _cli.InputError(f"--size must be at most {MAX_SIZE}, got {args.size}")
+    extension = os.path.splitext(args.out)[1].lower()
+    if extension not in FIGURE_FORMATS:
+        raise _cli.InputError(f"--out {args.out}: expected a file name ending in one of {', '.join(FIGURE_FORMATS)}")
+    if os.path.isdir(args.out):
+        raise _cli.InputError(f"--out {args.out} is a folder; give the path of the figure to write")
+
+
+def run(args: argparse.Namespace) -> None:
+    """Draw the preview the parsed command line asks for and write it to args.out."""
+    _check_args(args)
+    if args.images:
+        batches, landmarks = load_images(args.images), None
         what = f"{len(args.images)} image file(s)"
     else:
         n = 4 if args.synthetic is None else args.synthetic
-        if n < 1:
-            ap.error(f"--synthetic expects N >= 1, got {n}")
-        images, landmarks, what = synthetic_images(n, seed=args.seed)
-        batches, lms = [images], [landmarks]
-    fig, panels = make_figure(batches, aug, lms, generator=torch.Generator().manual_seed(args.seed))
-    fig.savefig(args.out, dpi=DPI)
-    print(f"cwarp-preview: {what}; wrote {panels} panels ({len(fig.axes)} axes) to {args.out}")
-    return 0
+        images, marks = synthetic_images(n, seed=args.seed)
+        batches, landmarks = images, marks
+        what = f"{n} synthetic face(s)"
+    from cwarp.nn.augment import ContraWarpAugment
+
+    aug = ContraWarpAugment(size=args.size, num_negatives=args.negatives, warps_per_negative=args.warps,
+                            kind=args.kind)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    fig = make_figure(batches, aug, args.out, landmarks=landmarks, seed=args.seed)
+    rows = len(fig.axes) // (3 + args.negatives)
+    print(f"{PROG}: {what}, {rows} row(s) of source, pos1, pos2 and {args.negatives} negative(s)")
+    print(f"{PROG}: wrote {args.out}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``cwarp-preview``: 0 on success, 2 on bad input, 130 on Ctrl-C."""
+    return _cli.run_script(build_parser(), argv, run)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""cwarp-probe: how good a frozen representation is at facial expressions.
+"""How good a frozen representation is at facial expressions (the library under cwarp-probe).
 
 Features of the train and test splits come from a cwarp-train checkpoint's
 backbone, a randomly initialized backbone, or the raw pixels. On them:
@@ -15,21 +15,17 @@ kNN and retrieval use the same standardized features as the linear probe.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
-import os
-import pickle
-import sys
-import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cwarp.data import FORMATS, build_dataset
-from cwarp.train.models import ARCHS, build_backbone
+from cwarp._constants import IMAGENET_MEAN, IMAGENET_STD
+from cwarp.ops.augment_views.reference import GRAY_WEIGHTS
+from cwarp.train.checkpoint import load_checkpoint  # the one loader: weights_only unless trust=True
+from cwarp.train.models import build_backbone
 
 KNN_K = 20
 KNN_TEMPERATURE = 0.07
@@ -40,11 +36,10 @@ LBFGS_MAX_ITER = 100
 ROW_SPACE_MAX_ROWS = 4096
 
 # What the backbone sees: x / 255 normalized per channel. A checkpoint whose
-# config holds "mean" and "std" overrides these (ImageNet's, grey: their mean).
-DEFAULT_MEAN = {3: (0.485, 0.456, 0.406), 1: (0.449,)}
-DEFAULT_STD = {3: (0.229, 0.224, 0.225), 1: (0.226,)}
-
-CONFIG_KEYS = ("arch", "image_size", "in_channels")
+# config holds "mean" and "std" overrides these: ImageNet's, for grey images
+# their mean, as ContraWarpAugment averages them for one channel.
+DEFAULT_MEAN = {3: IMAGENET_MEAN, 1: (sum(IMAGENET_MEAN) / 3,)}
+DEFAULT_STD = {3: IMAGENET_STD, 1: (sum(IMAGENET_STD) / 3,)}
 
 
 @contextlib.contextmanager
@@ -65,49 +60,6 @@ def _one_thread():
 
 
 # ---------------------------------------------------------------- checkpoints
-
-def load_checkpoint(path: str, *, trust: bool = False) -> dict:
-    """Read a cwarp-train checkpoint; errors name the file and what is wrong with it.
-
-    It is read with ``torch.load(weights_only=True)`` unless ``trust``, since
-    unpickling an untrusted file can run arbitrary code.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=not trust)
-    except pickle.UnpicklingError as err:
-        reason = _unpickler_reason(str(err))
-        if not trust and "Unsupported global" in reason:
-            raise RuntimeError(f"checkpoint {path} holds Python objects that torch.load(weights_only=True) "
-                               f"refuses ({reason}); if you trust the file, pass --trust-checkpoint") from err
-        raise RuntimeError(f"checkpoint {path} is corrupt or not a torch.save file: {reason}") from err
-    except Exception as err:  # torch.load raises many types for a damaged zip or pickle
-        raise RuntimeError(f"checkpoint {path} is corrupt or not a torch.save file: "
-                           f"{type(err).__name__}: {err}") from err
-    if not isinstance(checkpoint, dict):
-        raise RuntimeError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not the dict cwarp-train writes")
-    missing = [key for key in ("config", "backbone") if key not in checkpoint]
-    if missing:
-        raise RuntimeError(f"checkpoint {path} lacks {missing}; cwarp-train checkpoints hold 'config' and "
-                           f"'backbone'")
-    config = checkpoint["config"]
-    if not isinstance(config, dict) or any(key not in config for key in CONFIG_KEYS):
-        have = sorted(config) if isinstance(config, dict) else type(config).__name__
-        raise RuntimeError(f"checkpoint {path}: its config must hold {list(CONFIG_KEYS)}, it has {have}")
-    if not isinstance(checkpoint["backbone"], dict):
-        raise RuntimeError(f"checkpoint {path}: 'backbone' is a {type(checkpoint['backbone']).__name__}, "
-                           f"not a state_dict")
-    return checkpoint
-
-
-def _unpickler_reason(message: str) -> str:
-    # torch.load wraps the unpickler's one-line reason in paragraphs of advice.
-    marker = "WeightsUnpickler error:"
-    if marker in message:
-        message = message.split(marker, 1)[1].split("Check the documentation", 1)[0]
-    return " ".join(message.split())
-
 
 def _strip_wrappers(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
     # DistributedDataParallel and torch.compile prefix every key; the weights are the same.
@@ -159,7 +111,7 @@ def _adapt_channels(images: Tensor, channels: int) -> Tensor:
     if images.shape[1] == 1:
         return images.expand(-1, channels, -1, -1)
     if images.shape[1] == 3 and channels == 1:
-        weights = torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
+        weights = torch.tensor(GRAY_WEIGHTS, device=images.device).view(1, 3, 1, 1)
         return (images * weights).sum(1, keepdim=True)
     raise ValueError(f"cannot feed {images.shape[1]}-channel images to a {channels}-channel backbone")
 
@@ -452,140 +404,3 @@ def save_confusion_png(confusion: Sequence[Sequence[int]], classes: Sequence[str
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-# ------------------------------------------------------------------------ CLI
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cwarp-probe", description=__doc__.split("\n\n")[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", metavar="RUN_DIR/checkpoint.pt", help="a cwarp-train checkpoint")
-    source.add_argument("--random-init", action="store_true", help="an untrained backbone (--arch)")
-    source.add_argument("--raw-pixels", action="store_true", help="the pixels themselves: the baseline")
-    parser.add_argument("--data", metavar="PATH", help="the data set (synthetic: an optional cache folder)")
-    parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument("--out", required=True, metavar="RESULT.json")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="default: the checkpoint's, else 64")
-    parser.add_argument("--arch", choices=ARCHS, default=None,
-                        help="backbone for --random-init (default resnet18); checked against a checkpoint's")
-    parser.add_argument("--seed", type=int, default=0, help="data (synthetic faces, subsets) and probe seed")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (feature extraction)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--num-train", type=int, default=None,
-                        help="synthetic: faces to render; other formats: a seeded random subset")
-    parser.add_argument("--num-test", type=int, default=None)
-    parser.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images with a warning")
-    parser.add_argument("--no-cache", action="store_true", help="decode images per batch instead of up front")
-    parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="unpickle the checkpoint fully (it can run code: only for files you trust)")
-    parser.add_argument("--no-progress", action="store_true")
-    return parser
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {name!r}: {err}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name} was asked for but CUDA is not available")
-    return device
-
-
-def _write_json(path: str, result: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def run(args: argparse.Namespace) -> dict:
-    device = _device(args.device)
-    if args.seed < 0:
-        raise ValueError(f"--seed must be non-negative, got {args.seed}")
-    backbone, config, mode = None, {}, "raw_pixels"
-    if args.checkpoint:
-        mode = "checkpoint"
-        backbone, config = backbone_from_checkpoint(args.checkpoint, arch=args.arch, trust=args.trust_checkpoint)
-    image_size = args.image_size or int(config.get("image_size", 64))
-
-    started = time.perf_counter()
-    common = dict(cache=not args.no_cache, skip_corrupt=args.skip_corrupt, seed=args.seed)
-    train = build_dataset(args.format, args.data, "train", image_size, num_samples=args.num_train, **common)
-    test = build_dataset(args.format, args.data, "test", image_size, num_samples=args.num_test, **common)
-    if len(train) == 0 or len(test) == 0:
-        raise ValueError(f"{args.format} at {args.data}: the {'train' if len(train) == 0 else 'test'} split is empty")
-    if train.classes != test.classes:
-        raise ValueError(f"the train and test splits disagree on the classes: {train.classes} vs {test.classes}")
-    data_s = time.perf_counter() - started
-
-    started = time.perf_counter()
-    if args.random_init:
-        mode = "random_init"
-        torch.manual_seed(args.seed)
-        backbone = build_backbone(args.arch or "resnet18", train.channels, image_size)
-    if backbone is None:
-        train_x, test_x = pixel_features(train), pixel_features(test)
-    else:
-        norm = {"mean": config.get("mean"), "std": config.get("std")}
-        progress = not args.no_progress
-        train_x = extract_features(backbone, train, args.batch_size, device, progress=progress, **norm)
-        test_x = extract_features(backbone, test, args.batch_size, device, progress=progress, **norm)
-    features_s = time.perf_counter() - started
-
-    started = time.perf_counter()
-    result = evaluate_features(train_x, train.labels, test_x, test.labels, len(train.classes), seed=args.seed,
-                               class_names=train.classes)
-    probe_s = time.perf_counter() - started
-
-    png = os.path.splitext(args.out)[0] + "_confusion.png"
-    os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
-    label = {"checkpoint": config.get("arch", ""), "random_init": f"random {args.arch or 'resnet18'}",
-             "raw_pixels": "raw pixels"}[mode]
-    save_confusion_png(result["confusion"], result["classes"], png,
-                       title=f"{label}: linear {result['linear_acc']:.3f}")
-    result.update({
-        "mode": mode,
-        "arch": None if backbone is None else getattr(backbone, "arch", args.arch),
-        "checkpoint": args.checkpoint,
-        "format": args.format,
-        "data": args.data,
-        "image_size": image_size,
-        "seed": args.seed,
-        "device": str(device),
-        "confusion_png": png,
-        "time_data_s": round(data_s, 3),
-        "time_features_s": round(features_s, 3),
-        "time_probe_s": round(probe_s, 3),
-    })
-    _write_json(args.out, result)
-    print(f"cwarp-probe [{label}] {args.format}: linear {result['linear_acc']:.4f}  knn {result['knn_acc']:.4f}  "
-          f"mAP@R {result['map_at_r']:.4f}  (train {result['n_train']}, test {result['n_test']}, "
-          f"probe {probe_s:.1f}s) -> {args.out}")
-    return result
-
-
-def main(argv: Optional[List[str]] = None) -> dict:
-    """Entry point of ``cwarp-probe``; returns the result dict it writes.
-
-    Bad input raises ValueError / FileNotFoundError / RuntimeError with a
-    message; run as the console script (argv None) the message is printed as
-    ``cwarp-probe: error: ...`` with exit status 2 instead of a traceback.
-    """
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if argv is not None:
-        return run(args)
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        parser.exit(2, f"cwarp-probe: error: {err}\n")
-
-
-if __name__ == "__main__":
-    main()
-    sys.exit(0)

@@ -1,4 +1,4 @@
-"""ContraWarping's views, rendered in one fused kernel (SPEC.md §4).
+"""ContraWarping's views, rendered in one fused kernel (docs/api.md).
 
 ``ContraWarpAugment`` samples small per-sample parameter tensors (outside the
 kernels, from an optional torch.Generator) and renders pos1, pos2 and the N
@@ -28,12 +28,15 @@ Differences from a torchvision pipeline, on purpose:
   aspect/scale draw that does not fit is clipped to the image instead of
   re-drawn up to 10 times.
 
-Input values: uint8 images are read as x / 255. Float images are expected in
-[0, 1]; values outside are not checked (that would cost a pass and a host
-sync) — every sampled value is clamped to [0, 1] before the colour ops, so
-out-of-range input saturates. float16 / bfloat16 / float64 images are
-converted to float32 first (one extra pass); the kernels read uint8 and
-float32 directly.
+Input values: uint8 images are read as x / 255. Float images must lie in
+``value_range`` ((0, 1) by default; (0, 255) accepts that scale and divides
+by 255): a batch with a value outside it, NaN included, raises ValueError.
+The check is one min/max pass over the batch and one host sync; it is what
+keeps a float batch in [0, 255] from giving views that are silently wrong.
+float16 / bfloat16 / float64 images are converted to float32 first (one extra
+pass); the kernels read uint8 and float32 directly. Landmarks must be finite
+and within [-LANDMARK_BOUND, LANDMARK_BOUND] in normalized coordinates (the
+image spans [-1, 1]); anything else raises ValueError.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from cwarp._constants import IMAGENET_MEAN, IMAGENET_STD
 from cwarp.ops import _checks
 from cwarp.ops.augment_views.api import augment_views
 from cwarp.ops.local_warp.sampling import FACE_LANDMARKS_5, sample_local_warps
@@ -52,8 +56,9 @@ __all__ = ["ContraWarpAugment", "AugmentParams", "Views"]
 
 _OP = "cwarp.ContraWarpAugment"
 _INPUT_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# Landmarks further than this from the image centre (in normalized units, the
+# image spans [-1, 1]) are taken for a mistake: pixel coordinates, or garbage.
+LANDMARK_BOUND = 2.0
 
 
 @dataclasses.dataclass
@@ -132,7 +137,7 @@ def _prob(name: str, p) -> float:
 
 
 class ContraWarpAugment(nn.Module):
-    """Renders pos1, pos2 and N locally warped negatives of a batch (SPEC.md §4).
+    """Renders pos1, pos2 and N locally warped negatives of a batch (docs/api.md).
 
     Args:
         size: output side S (views are S x S).
@@ -150,17 +155,20 @@ class ContraWarpAugment(nn.Module):
         num_negatives: N, the locally warped copies of pos2.
         warps_per_negative: K local warps per negative.
         warp_radius, warp_magnitude: ranges of the warps, in view units.
-        kind: "translate" or "gaussian" (SPEC.md §2).
+        kind: "translate" or "gaussian" (docs/api.md).
         padding_mode: how samples beyond the source's edge read: "border"
             (default), "zeros" or "reflection".
         out_dtype: torch.float32 or torch.bfloat16.
         backend: "auto", "cpp", "triton" or "torch" (the reference, slow).
+        value_range: (low, high) of float input images, checked on every
+            call and mapped to [0, 1]; uint8 images are always read as x / 255.
 
     ``aug(images, landmarks=None, generator=None, params=None)`` returns
     ``Views``. ``landmarks`` (B, L, 2) or (L, 2) in the source's normalized
-    coordinates (grid_sample convention) place the warps; without them the
-    warps sit at FACE_LANDMARKS_5. ``params=views.params`` replays a batch
-    exactly; so does ``aug.render(images, params)``.
+    coordinates (grid_sample convention; finite, within [-2, 2]) place the
+    warps; without them the warps sit at FACE_LANDMARKS_5.
+    ``params=views.params`` replays a batch exactly; so does
+    ``aug.render(images, params)``.
     """
 
     def __init__(self, size: int = 112, crop_scale=(0.6, 1.0), crop_ratio=(1.0, 1.0), rotation=10.0,
@@ -168,7 +176,8 @@ class ContraWarpAugment(nn.Module):
                  grayscale_p: float = 0.2, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  num_negatives: int = 2, warps_per_negative: int = 2, warp_radius=(0.15, 0.35),
                  warp_magnitude=(0.05, 0.15), kind: str = "translate", *, padding_mode: str = "border",
-                 out_dtype: torch.dtype = torch.float32, backend: str = "auto"):
+                 out_dtype: torch.dtype = torch.float32, backend: str = "auto",
+                 value_range: Tuple[float, float] = (0.0, 1.0)):
         super().__init__()
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
             raise ValueError(f"{_OP}(): expected size to be an int > 0, got {size!r}")
@@ -205,6 +214,9 @@ class ContraWarpAugment(nn.Module):
             raise TypeError(f"{_OP}(): expected out_dtype torch.float32 or torch.bfloat16, got {out_dtype}")
         _checks.check_choice(_OP, "backend", backend, _checks.BACKENDS)
         self.kind, self.padding_mode, self.out_dtype, self.backend = kind, padding_mode, out_dtype, backend
+        self.value_range = _pair("value_range", value_range)
+        if self.value_range[0] >= self.value_range[1]:
+            raise ValueError(f"{_OP}(): expected value_range as (low, high) with low < high, got {value_range!r}")
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, crop_scale={self.crop_scale}, rotation={self.rotation}, flip_p={self.flip_p}, "
@@ -228,6 +240,25 @@ class ContraWarpAugment(nn.Module):
         if images.dtype not in _checks.SRC_DTYPES:
             # The kernels read uint8 and float32; other floats cost one conversion pass.
             images = images.to(torch.float32)
+        if images.is_floating_point():
+            images = self._to_unit_range(images)
+        return images
+
+    def _to_unit_range(self, images: torch.Tensor) -> torch.Tensor:
+        """Float images checked against value_range and mapped to [0, 1]."""
+        low, high = self.value_range
+        if images.numel() > 0:
+            found_low, found_high = torch.stack(torch.aminmax(images)).tolist()  # one host sync
+            if math.isnan(found_low) or math.isnan(found_high):
+                raise ValueError(f"{_OP}(): expected float images without NaN, got NaN values")
+            if found_low < low or found_high > high:
+                hint = ""
+                if (low, high) == (0.0, 1.0) and found_low >= 0.0 and found_high <= 255.0:
+                    hint = "; for images in [0, 255] pass value_range=(0, 255) or a uint8 tensor"
+                raise ValueError(f"{_OP}(): expected float images with values in [{low:g}, {high:g}] "
+                                 f"(value_range), got values in [{found_low:g}, {found_high:g}]{hint}")
+        if (low, high) != (0.0, 1.0):
+            images = images / high if low == 0.0 else (images - low) / (high - low)
         return images
 
     def _norm_stats(self, C: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -306,7 +337,7 @@ class ContraWarpAugment(nn.Module):
                              flip=flip.to(device))
 
     def _view_centers(self, landmarks, theta_pos2: torch.Tensor, B: int, gdev) -> torch.Tensor:
-        # The local warps act in the view's coordinates (SPEC.md §2: q = p -
+        # The local warps act in the view's coordinates (docs/api.md: q = p -
         # sum_k w_k(p) d_k, then s = theta q), but landmarks are positions in
         # the *source*. Map them into pos2's view through the inverse of its
         # affine, p = A^-1 (s - t), so that the warps land on the eyes, nose
@@ -327,6 +358,7 @@ class ContraWarpAugment(nn.Module):
             if not landmarks.is_floating_point():
                 raise TypeError(f"{_OP}(): expected landmarks of a floating dtype, got {landmarks.dtype}")
             pts = pts.to(device=gdev, dtype=torch.float32)
+            _check_landmark_values(pts)
         a, b_, t0 = theta_pos2[:, 0, 0], theta_pos2[:, 0, 1], theta_pos2[:, 0, 2]
         c, d, t1 = theta_pos2[:, 1, 0], theta_pos2[:, 1, 1], theta_pos2[:, 1, 2]
         det = a * d - b_ * c
@@ -340,7 +372,10 @@ class ContraWarpAugment(nn.Module):
 
     def render(self, images: torch.Tensor, params: AugmentParams) -> Views:
         """Render the views of ``images`` for given parameters (replay)."""
-        images = self._check_images(images)
+        return self._render(self._check_images(images), params)
+
+    def _render(self, images: torch.Tensor, params: AugmentParams) -> Views:
+        """render() of images already checked and mapped to the kernels' input (each pass once)."""
         if not isinstance(params, AugmentParams):
             raise TypeError(f"{_OP}(): expected params to be AugmentParams, got {type(params).__name__}")
         B, C = images.shape[:2]
@@ -358,10 +393,27 @@ class ContraWarpAugment(nn.Module):
 
     def forward(self, images: torch.Tensor, landmarks: Optional[torch.Tensor] = None,
                 generator: Optional[torch.Generator] = None, params: Optional[AugmentParams] = None) -> Views:
+        if params is not None and landmarks is not None:
+            raise ValueError(f"{_OP}(): expected landmarks or params, not both: params already place the warps "
+                             "(landmarks act through sample_params)")
         images = self._check_images(images)
         if params is None:
             params = self.sample_params(images, landmarks, generator)
-        return self.render(images, params)
+        return self._render(images, params)
+
+
+def _check_landmark_values(pts: torch.Tensor) -> None:
+    """Raise unless every landmark is finite and within LANDMARK_BOUND (one reduction, one host sync)."""
+    if bool((pts.abs() <= LANDMARK_BOUND).all()):
+        return
+    finite = torch.isfinite(pts).all(-1)
+    if not bool(finite.all()):
+        b, j = (int(i) for i in torch.nonzero(~finite)[0])
+        raise ValueError(f"{_OP}(): expected finite landmarks, got {pts[b, j].tolist()} at landmarks[{b}, {j}]")
+    b, j = (int(i) for i in torch.nonzero((pts.abs() > LANDMARK_BOUND).any(-1))[0])
+    raise ValueError(f"{_OP}(): expected landmarks in normalized coordinates within [-{LANDMARK_BOUND:g}, "
+                     f"{LANDMARK_BOUND:g}] (the image spans [-1, 1]), got {pts[b, j].tolist()} at "
+                     f"landmarks[{b}, {j}]; pixel coordinates u map to 2 * (u + 0.5) / W - 1")
 
 
 def _crop_theta(x0, y0, w, h, angle_deg, flip, H: int, W: int) -> torch.Tensor:

@@ -1,29 +1,36 @@
 """Checkpoints: atomic writes, validated loads, config conflict detection.
 
 A checkpoint is one ``torch.save`` dict. The probe relies on two keys:
-``"config"`` (the run's full config, with at least arch, image_size,
-in_channels and format) and ``"backbone"`` (the state_dict of the online
+``"config"`` (the run's flat config, ``RunConfig.to_flat()``, with at least
+arch, image_size and in_channels) and ``"backbone"`` (the state_dict of the online
 backbone built by ``cwarp.train.models.build_backbone``). The trainer adds what an
 exact resume needs: model (online + target), optimizer, schedule, epoch/step,
-RNG states.
+RNG states. ``load_checkpoint`` is the one loader of cwarp-train, cwarp-probe
+and the benchmarks.
 """
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from typing import Any, Dict, Iterable, Mapping
 
 import torch
 
 __all__ = ["save_checkpoint", "load_checkpoint", "config_conflicts", "REQUIRED_KEYS", "REQUIRED_CONFIG_KEYS",
-           "CheckpointError"]
+           "CheckpointError", "CheckpointNotFoundError"]
 
 REQUIRED_KEYS = ("config", "backbone")
-REQUIRED_CONFIG_KEYS = ("arch", "image_size", "in_channels", "format")
+# What the probe needs to rebuild the backbone.
+REQUIRED_CONFIG_KEYS = ("arch", "image_size", "in_channels")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, unreadable or not a cwarp checkpoint."""
+    """A checkpoint that is unreadable or not a cwarp checkpoint; the message names the file."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint at the given path."""
 
 
 def save_checkpoint(path: str, state: Mapping[str, Any]) -> None:
@@ -53,30 +60,55 @@ def save_checkpoint(path: str, state: Mapping[str, Any]) -> None:
         raise
 
 
-def load_checkpoint(path: str, map_location="cpu") -> Dict[str, Any]:
-    """Load and validate a checkpoint written by save_checkpoint.
+def load_checkpoint(path: str, *, trust: bool = False, map_location="cpu") -> Dict[str, Any]:
+    """Load and validate a checkpoint written by save_checkpoint (``path`` may be its run folder).
 
-    Raises CheckpointError naming the file and what is wrong with it.
+    It is read with ``torch.load(weights_only=True)`` unless ``trust``, since
+    unpickling an untrusted file can run arbitrary code. Raises
+    CheckpointNotFoundError or CheckpointError, one line naming the file and
+    what is wrong with it.
     """
     if os.path.isdir(path):
         path = os.path.join(path, "checkpoint.pt")
     if not os.path.isfile(path):
-        raise CheckpointError(f"no checkpoint at {path}")
+        raise CheckpointNotFoundError(f"checkpoint {path} does not exist")
     try:
-        # Our checkpoints hold only tensors and plain containers.
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001  (re-raised with the file's name)
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+        state = torch.load(path, map_location=map_location, weights_only=not trust)
+    except pickle.UnpicklingError as err:
+        reason = _unpickler_reason(str(err))
+        if not trust and "Unsupported global" in reason:
+            raise CheckpointError(f"checkpoint {path} holds Python objects that torch.load(weights_only=True) "
+                                  f"refuses ({reason}); if you trust the file, pass --trust-checkpoint") from err
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch.save file: {reason}") from err
+    except Exception as err:  # noqa: BLE001  (torch.load raises many types for a damaged zip or pickle)
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch.save file: "
+                              f"{type(err).__name__}: {' '.join(str(err).split())}") from err
+    _check_contents(path, state)
+    return state
+
+
+def _check_contents(path: str, state: Any) -> None:
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path} is not a cwarp checkpoint (a {type(state).__name__}, expected a dict)")
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not the dict cwarp-train writes")
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
-        raise CheckpointError(f"{path} is not a cwarp checkpoint: missing {missing}")
+        raise CheckpointError(f"checkpoint {path} lacks {missing}; cwarp-train checkpoints hold 'config' and "
+                              f"'backbone'")
     cfg = state["config"]
-    missing = [k for k in REQUIRED_CONFIG_KEYS if not isinstance(cfg, dict) or k not in cfg]
-    if missing:
-        raise CheckpointError(f"{path}: its config lacks {missing}")
-    return state
+    if not isinstance(cfg, dict) or any(k not in cfg for k in REQUIRED_CONFIG_KEYS):
+        have = sorted(cfg) if isinstance(cfg, dict) else type(cfg).__name__
+        raise CheckpointError(f"checkpoint {path}: its config must hold {list(REQUIRED_CONFIG_KEYS)}, it has {have}")
+    if not isinstance(state["backbone"], dict):
+        raise CheckpointError(f"checkpoint {path}: 'backbone' is a {type(state['backbone']).__name__}, "
+                              f"not a state_dict")
+
+
+def _unpickler_reason(message: str) -> str:
+    # torch.load wraps the unpickler's one-line reason in paragraphs of advice.
+    marker = "WeightsUnpickler error:"
+    if marker in message:
+        message = message.split(marker, 1)[1].split("Check the documentation", 1)[0]
+    return " ".join(message.split())
 
 
 def config_conflicts(saved: Mapping[str, Any], requested: Mapping[str, Any],

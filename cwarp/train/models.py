@@ -15,7 +15,9 @@ from torch import Tensor, nn
 from torchvision.models import resnet18, resnet50
 from torchvision.models.resnet import BasicBlock
 
-ARCHS = ("resnet18", "resnet50", "resnet18-small", "convnet-small")
+from cwarp.train.config import ARCHS
+
+__all__ = ["ARCHS", "build_backbone", "check_backbone_args", "Backbone"]
 
 # Up to this size the stem keeps full resolution; above it, the ImageNet stem.
 SMALL_STEM_MAX = 96

@@ -7,9 +7,10 @@ from typing import Iterable, List, Tuple
 import torch
 from torch import nn
 
+from cwarp.train.config import OPTIMIZERS
+
 __all__ = ["LARS", "WarmupCosine", "build_optimizer", "OPTIMIZERS"]
 
-OPTIMIZERS = ("lars", "sgd", "adamw")
 
 
 class LARS(torch.optim.Optimizer):

@@ -25,6 +25,15 @@ def base_grid(out_size: Sequence[int], align_corners: bool, *, device=None,
               dtype=torch.float64) -> torch.Tensor:
     """(Ho, Wo, 2) positions p of the output pixels, as ``F.affine_grid`` lays them."""
     ho, wo = int(out_size[0]), int(out_size[1])
+    if align_corners and min(ho, wo) == 1:
+        # affine_grid warns about unit sizes with align_corners=True (its layout
+        # changed in torch 1.3); lay them out as it does now: linspace(-1, 1),
+        # a lone pixel at 0.
+        def axis(n):
+            return torch.linspace(-1.0, 1.0, n, dtype=dtype, device=device) if n > 1 else \
+                torch.zeros(n, dtype=dtype, device=device)
+        y, x = torch.meshgrid(axis(ho), axis(wo), indexing="ij")
+        return torch.stack([x, y], dim=-1)
     eye = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], dtype=dtype, device=device)
     return F.affine_grid(eye, [1, 1, ho, wo], align_corners=align_corners)[0]
 

@@ -43,20 +43,40 @@ def test_save_requires_contract_keys(tmp_path):
 
 
 def test_load_errors_are_clear(tmp_path):
-    with pytest.raises(C.CheckpointError, match="no checkpoint at"):
+    with pytest.raises(C.CheckpointNotFoundError, match="missing.pt does not exist"):
         C.load_checkpoint(str(tmp_path / "missing.pt"))
+    assert issubclass(C.CheckpointNotFoundError, FileNotFoundError)
     bad = tmp_path / "garbage.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(C.CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(C.CheckpointError, match="garbage.pt is corrupt or not a torch.save file"):
         C.load_checkpoint(str(bad))
     lst = tmp_path / "list.pt"
     torch.save([1, 2], lst)
-    with pytest.raises(C.CheckpointError, match="not a cwarp checkpoint"):
+    with pytest.raises(C.CheckpointError, match="holds a list, not the dict cwarp-train writes"):
         C.load_checkpoint(str(lst))
+    nobb = tmp_path / "nobb.pt"
+    torch.save({"config": {}}, nobb)
+    with pytest.raises(C.CheckpointError, match=r"lacks \['backbone'\]"):
+        C.load_checkpoint(str(nobb))
     nocfg = tmp_path / "nocfg.pt"
     torch.save({"config": {"arch": "resnet18"}, "backbone": {}}, nocfg)
-    with pytest.raises(C.CheckpointError, match="config lacks"):
+    with pytest.raises(C.CheckpointError, match="its config must hold"):
         C.load_checkpoint(str(nocfg))
+    for err in (C.CheckpointError("x"), C.CheckpointNotFoundError("x")):
+        assert "\n" not in str(err)
+
+
+def test_python_objects_load_only_when_trusted(tmp_path):
+    import argparse
+
+    path = tmp_path / "objects.pt"
+    state = _state()
+    state["args"] = argparse.Namespace(lr=0.1)       # what older training scripts pickled
+    torch.save(state, path)
+    with pytest.raises(C.CheckpointError, match="refuses .*pass --trust-checkpoint") as e:
+        C.load_checkpoint(str(path))
+    assert "\n" not in str(e.value)
+    assert C.load_checkpoint(str(path), trust=True)["args"].lr == 0.1
 
 
 def test_config_conflicts():

@@ -18,6 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from cwarp.train import distributed as D
+from cwarp.train import config as C
 from cwarp.train import trainer as T
 
 WORLD = 2
@@ -43,11 +44,11 @@ def _env(rank, port):
 
 
 def _cfg(in_batch):
-    cfg, _ = T.config_from_args(["--out", "unused", "--arch", T.compact_arch(), "--image-size", "16",
+    cfg, _ = C.parse_command_line(["--out", "unused", "--arch", C.compact_arch(), "--image-size", "16",
                                  "--batch-size", "8", "--hidden-dim", "32", "--proj-dim", "16",
                                  "--optimizer", "sgd", "--lr", "0.5", "--warmup-epochs", "0"]
                                 + (["--in-batch"] if in_batch else []))
-    return T.validate_config(cfg)
+    return C.validate(cfg)
 
 
 def _views(seed=0, b=4, n=2):

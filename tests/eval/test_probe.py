@@ -1,6 +1,6 @@
-"""cwarp-probe: the metrics on known inputs, the CLI end to end, and its errors."""
+"""cwarp-probe: the metrics on known inputs, the CLI end to end in process, and its errors."""
 import json
-import sys
+import re
 
 import pytest
 import torch
@@ -8,7 +8,8 @@ import torch
 import cwarp.eval.probe as probe
 from cwarp.data import TensorFaces
 from cwarp.train.models import build_backbone
-from cwarp.eval.probe import evaluate_features, extract_features, main, map_at_r
+from cwarp.eval.cli import main
+from cwarp.eval.probe import evaluate_features, extract_features, map_at_r
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
@@ -106,19 +107,39 @@ def test_extract_features_batches_and_adapts_channels():
 
 # ---------------------------------------------------------------- CLI
 
-def test_raw_pixels_cli_writes_json_and_png(tmp_path):
+def run_cli(argv, capsys):
+    """(exit status, stdout, stderr) of cwarp-probe's main in this process."""
+    status = main(argv)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def assert_error(argv, capsys, pattern):
+    status, out, err = run_cli(argv, capsys)
+    assert status == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cwarp-probe: error: "), err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_raw_pixels_cli_writes_json_and_png(tmp_path, capsys):
     out = tmp_path / "res" / "raw.json"
-    result = main(["--raw-pixels", "--out", str(out), *SMALL])
+    status, stdout, _ = run_cli(["--raw-pixels", "--out", str(out), *SMALL], capsys)
+    assert status == 0
     written = json.loads(out.read_text())
     for key in ("linear_acc", "knn_acc", "map_at_r", "per_class_acc", "n_train", "n_test"):
-        assert written[key] == result[key]
+        assert key in written
+    assert f"linear {written['linear_acc']:.4f}" in stdout
+    assert stdout.splitlines()[-1] == f"cwarp-probe: wrote {out} and {tmp_path / 'res' / 'raw_confusion.png'}"
     assert written["n_train"] == 140 and written["n_test"] == 70 and written["mode"] == "raw_pixels"
     assert set(written["per_class_acc"]) == {"surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"}
     assert (tmp_path / "res" / "raw_confusion.png").stat().st_size > 1000
 
 
-def test_random_init_and_checkpoint_cli(tmp_path):
-    random_result = main(["--random-init", "--arch", "convnet-small", "--out", str(tmp_path / "r.json"), *SMALL])
+def test_random_init_and_checkpoint_cli(tmp_path, capsys):
+    assert run_cli(["--random-init", "--arch", "convnet-small", "--out", str(tmp_path / "r.json"), *SMALL],
+                   capsys)[0] == 0
+    random_result = json.loads((tmp_path / "r.json").read_text())
     assert random_result["mode"] == "random_init" and random_result["feature_dim"] == 256
 
     torch.manual_seed(1)
@@ -127,8 +148,9 @@ def test_random_init_and_checkpoint_cli(tmp_path):
     # as saved from a DistributedDataParallel module
     state = {f"module.{k}": v for k, v in backbone.state_dict().items()}
     torch.save({"config": config, "backbone": state, "step": 3}, tmp_path / "checkpoint.pt")
-    result = main(["--checkpoint", str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "c.json"),
-                   *[a for a in SMALL if a not in ("--image-size", "24")]])
+    assert run_cli(["--checkpoint", str(tmp_path / "checkpoint.pt"), "--out", str(tmp_path / "c.json"),
+                    *[a for a in SMALL if a not in ("--image-size", "24")]], capsys)[0] == 0
+    result = json.loads((tmp_path / "c.json").read_text())
     assert result["mode"] == "checkpoint" and result["arch"] == "convnet-small" and result["image_size"] == 24
     assert 0.0 <= result["linear_acc"] <= 1.0
 
@@ -138,73 +160,100 @@ class Opaque:
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
-def test_checkpoint_errors(tmp_path):
+def test_checkpoint_errors(tmp_path, capsys):
     out = str(tmp_path / "x.json")
     args = ["--out", out, *SMALL]
-    with pytest.raises(FileNotFoundError, match="checkpoint .*nothing.pt does not exist"):
-        main(["--checkpoint", str(tmp_path / "nothing.pt"), *args])
+    assert_error(["--checkpoint", str(tmp_path / "nothing.pt"), *args], capsys,
+                 "checkpoint .*nothing.pt does not exist")
 
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x80\x04 this is not a checkpoint" * 10)
-    with pytest.raises(RuntimeError, match="corrupt.pt is corrupt or not a torch.save file: Unsupported operand"):
-        main(["--checkpoint", str(corrupt), *args])
+    assert_error(["--checkpoint", str(corrupt), *args], capsys,
+                 "corrupt.pt is corrupt or not a torch.save file: Unsupported operand")
     torch.save({"config": {}, "backbone": {}}, tmp_path / "cut.pt")
     (tmp_path / "cut.pt").write_bytes((tmp_path / "cut.pt").read_bytes()[:100])
-    with pytest.raises(RuntimeError, match="cut.pt is corrupt or not a torch.save file"):
-        main(["--checkpoint", str(tmp_path / "cut.pt"), *args])
+    assert_error(["--checkpoint", str(tmp_path / "cut.pt"), *args], capsys, "cut.pt is corrupt or not a torch.save file")
 
     config = {"arch": "resnet18-small", "image_size": 24, "in_channels": 3, "format": "synthetic"}
     other = build_backbone("convnet-small", 3, 24).state_dict()
     torch.save({"config": config, "backbone": other}, tmp_path / "other.pt")
-    with pytest.raises(RuntimeError, match="other.pt: its backbone weights do not fit arch 'resnet18-small'"):
-        main(["--checkpoint", str(tmp_path / "other.pt"), *args])
-    with pytest.raises(ValueError, match="trained with arch 'resnet18-small', but --arch 'resnet18' was given"):
-        main(["--checkpoint", str(tmp_path / "other.pt"), "--arch", "resnet18", *args])
+    assert_error(["--checkpoint", str(tmp_path / "other.pt"), *args], capsys,
+                 "other.pt: its backbone weights do not fit arch 'resnet18-small'")
+    assert_error(["--checkpoint", str(tmp_path / "other.pt"), "--arch", "resnet18", *args], capsys,
+                 "trained with arch 'resnet18-small', but --arch 'resnet18' was given")
 
     torch.save({"config": config}, tmp_path / "nobackbone.pt")
-    with pytest.raises(RuntimeError, match="nobackbone.pt lacks \\['backbone'\\]"):
-        main(["--checkpoint", str(tmp_path / "nobackbone.pt"), *args])
+    assert_error(["--checkpoint", str(tmp_path / "nobackbone.pt"), *args], capsys, "nobackbone.pt lacks \\['backbone'\\]")
 
     small = dict(config, arch="convnet-small", image_size=8)
     torch.save({"config": small, "backbone": other}, tmp_path / "tiny.pt")
-    with pytest.raises(RuntimeError, match="tiny.pt: its config cannot build a backbone: image_size 8 is too small"):
-        main(["--checkpoint", str(tmp_path / "tiny.pt"), *args])
+    assert_error(["--checkpoint", str(tmp_path / "tiny.pt"), *args], capsys,
+                 "tiny.pt: its config cannot build a backbone: image_size 8 is too small")
 
     good = dict(config, arch="convnet-small")
     torch.save({"config": good, "backbone": other, "extra": Opaque()}, tmp_path / "pickled.pt")
-    with pytest.raises(RuntimeError, match="pickled.pt holds Python objects.*Opaque.*--trust-checkpoint"):
-        main(["--checkpoint", str(tmp_path / "pickled.pt"), *args])
-    assert main(["--checkpoint", str(tmp_path / "pickled.pt"), "--trust-checkpoint", *args])["mode"] == "checkpoint"
+    assert_error(["--checkpoint", str(tmp_path / "pickled.pt"), *args], capsys,
+                 "pickled.pt holds Python objects.*Opaque.*--trust-checkpoint")
+    assert run_cli(["--checkpoint", str(tmp_path / "pickled.pt"), "--trust-checkpoint", *args], capsys)[0] == 0
+    assert json.loads((tmp_path / "x.json").read_text())["mode"] == "checkpoint"
 
 
-def test_data_and_model_errors(tmp_path):
+def test_data_and_model_errors(tmp_path, capsys):
     out = ["--out", str(tmp_path / "x.json"), "--no-progress"]
-    with pytest.raises(FileNotFoundError, match="missing does not exist"):
-        main(["--raw-pixels", "--format", "rafdb", "--data", str(tmp_path / "missing"), *out])
+    assert_error(["--raw-pixels", "--format", "rafdb", "--data", str(tmp_path / "missing"), *out], capsys,
+                 "--data .*missing does not exist")
+    assert_error(["--raw-pixels", "--format", "rafdb", *out], capsys, "--format rafdb needs --data PATH")
     (tmp_path / "empty" / "train" / "happy").mkdir(parents=True)
     (tmp_path / "empty" / "test" / "happy").mkdir(parents=True)
-    with pytest.raises(ValueError, match="train split is empty"):
-        main(["--raw-pixels", "--format", "imagefolder", "--data", str(tmp_path / "empty"), *out])
-    with pytest.raises(ValueError, match="image_size 12 is too small for resnet18"):
-        main(["--random-init", "--format", "synthetic", "--image-size", "12", "--num-train", "20",
-              "--num-test", "10", *out])
-    with pytest.raises(SystemExit):  # argparse: an unknown format is not a choice
-        main(["--raw-pixels", "--format", "affectnet", *out])
+    assert_error(["--raw-pixels", "--format", "imagefolder", "--data", str(tmp_path / "empty"), *out], capsys,
+                 "train split is empty")
+    assert_error(["--random-init", "--format", "synthetic", "--image-size", "12", "--num-train", "20",
+                  "--num-test", "10", *out], capsys, "image_size 12 is too small for resnet18")
+    assert_error(["--raw-pixels", "--format", "synthetic", "--out", str(tmp_path)], capsys,
+                 "--out .* is a folder")
 
 
-def test_console_script_prints_error_instead_of_traceback(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["cwarp-probe", "--checkpoint", str(tmp_path / "nope.pt"), "--format",
-                                      "synthetic", "--out", str(tmp_path / "x.json")])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    assert exit_info.value.code == 2
-    assert "cwarp-probe: error: checkpoint" in capsys.readouterr().err
+@pytest.mark.parametrize("argv, pattern", [
+    (["--raw-pixels", "--format", "affectnet"], "argument --format: invalid choice: 'affectnet'"),
+    (["--raw-pixels", "--random-init", "--format", "synthetic"], "not allowed with argument"),
+    (["--format", "synthetic"], "one of the arguments --checkpoint --random-init --raw-pixels is required"),
+    (["--raw-pixels", "--format", "synthetic", "--batch-size", "0"], "--batch-size: expected an integer >= 1"),
+    (["--raw-pixels", "--format", "synthetic", "--seed", "-1"], "--seed: expected an integer >= 0"),
+    (["--raw-pixels", "--format", "synthetic", "--num-train", "many"], "--num-train: expected an integer"),
+    (["--raw-pixels", "--format", "synthetic", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_argument_errors_are_one_line(tmp_path, capsys, argv, pattern):
+    assert_error([*argv, "--out", str(tmp_path / "x.json")], capsys, pattern)
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_ctrl_c_exits_130_without_traceback(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(probe, "evaluate_features", interrupted)
+    status, _, err = run_cli(["--raw-pixels", "--out", str(tmp_path / "x.json"), *SMALL], capsys)
+    assert status == 130 and err == "cwarp-probe: interrupted\n"
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_help_lists_every_option_with_its_default(capsys):
+    from cwarp.eval.cli import build_parser
+
+    status, out, _ = run_cli(["--help"], capsys)
+    assert status == 0
+    options = [a for a in build_parser()._actions if a.option_strings and a.dest != "help"]
+    assert len(options) == 17
+    for action in options:
+        assert action.help and action.option_strings[0] in out, action.option_strings
+    flat = " ".join(out.split())  # help lines wrap with the terminal width
+    assert "{synthetic,rafdb,fer2013,imagefolder}" in flat and "(default: 256)" in flat and "(default: 0)" in flat
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without CUDA")
-def test_cuda_device_without_cuda(tmp_path):
-    with pytest.raises(RuntimeError, match="--device cuda was asked for but CUDA is not available"):
-        main(["--random-init", "--device", "cuda", "--out", str(tmp_path / "x.json"), *SMALL])
+def test_cuda_device_without_cuda(tmp_path, capsys):
+    assert_error(["--random-init", "--device", "cuda", "--out", str(tmp_path / "x.json"), *SMALL], capsys,
+                 "--device cuda was asked for but CUDA is not available")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -6,13 +6,16 @@ import signal
 import pytest
 import torch
 
+from cwarp.train import cli
+from cwarp.train import config as C
+from cwarp.train import methods as M
 from cwarp.train import trainer as T
 from cwarp.train.byol import cosine_momentum
 from cwarp.train.optim import LARS, WarmupCosine, build_optimizer
 
 
 def tiny_args(out, *extra):
-    return ["--out", str(out), "--format", "synthetic", "--arch", T.compact_arch(), "--image-size", "16",
+    return ["--out", str(out), "--format", "synthetic", "--arch", C.compact_arch(), "--image-size", "16",
             "--num-train", "24", "--batch-size", "8", "--epochs", "2", "--log-every", "1", "--progress", "false",
             "--hidden-dim", "64", "--proj-dim", "32", "--num-negatives", "2", "--warps-per-negative", "2",
             *extra]
@@ -24,13 +27,13 @@ def read_log(out):
 
 
 def run(argv, **kw):
-    cfg, explicit = T.config_from_args(argv)
+    cfg, explicit = C.parse_command_line(argv)
     return T.train(cfg, explicit, **kw)
 
 
 def test_run_writes_log_config_checkpoint(tmp_path):
     out = tmp_path / "run"
-    assert T.main(tiny_args(out)) == 0
+    assert cli.main(tiny_args(out)) == 0
     rows = read_log(out)
     assert [r["step"] for r in rows] == list(range(1, 7))       # 24 / 8 = 3 steps x 2 epochs
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
@@ -50,7 +53,7 @@ def test_byol_baseline_has_no_negatives(tmp_path):
     out = tmp_path / "byol"
     res = run(tiny_args(out, "--method", "byol", "--epochs", "1"))
     assert res["status"] == "done"
-    assert res["config"]["num_negatives"] == 0 and res["config"]["nce_weight"] == 0.0
+    assert res["config"].negatives.num_negatives == 0 and res["config"].negatives.nce_weight == 0.0
     rows = read_log(out)
     assert all("byol_term" in r and "nce_term" not in r and "warp_acc" not in r for r in rows)
     assert all(r["byol_term"] == pytest.approx(r["loss"], rel=1e-5) for r in rows)
@@ -70,7 +73,7 @@ def test_log_carries_the_loss_parts(tmp_path):
 def test_loss_terms_match_the_reference(in_batch, nce_on, through):
     from cwarp import reference
 
-    cfg = T.validate_config(T.config_from_args(tiny_args("unused", "--nce-weight", "0.7", "--byol-weight", "0.3",
+    cfg = C.validate(C.parse_command_line(tiny_args("unused", "--nce-weight", "0.7", "--byol-weight", "0.3",
                                                          "--nce-on", nce_on, "--negatives-through", through,
                                                          *(["--in-batch"] if in_batch else [])))[0])
     trainer = T.Trainer(cfg, T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
@@ -80,15 +83,15 @@ def test_loss_terms_match_the_reference(in_batch, nce_on, through):
     k1, k2 = (z1, z2) if through == "target" else (o1, o2)
     zneg = torch.randn(6, 2, 16, generator=g)
     zneg[:3] = k2[:3, None] + 0.01 * zneg[:3]     # rows 0-2: the negatives beat the positive's cosine (mostly)
-    loss = trainer.loss(p1, p2, z1, z2, zneg, *((o1, o2) if through == "online" else ()))
+    loss = trainer.method.loss(p1, p2, z1, z2, zneg, *((o1, o2) if through == "online" else ()))
 
     def part(nce_weight, byol_weight):
-        kw = dict(tau=cfg["tau"], nce_weight=nce_weight, byol_weight=byol_weight, in_batch=in_batch)
+        kw = dict(tau=cfg.negatives.tau, nce_weight=nce_weight, byol_weight=byol_weight, in_batch=in_batch)
         zneg2 = zneg if nce_on == "both" else None
         pos1, pos2 = (k2, k1) if byol_weight == 0 else (z2, z1)
         return 0.5 * (reference.contrastive_loss(p1, pos1, zneg, **kw) + reference.contrastive_loss(p2, pos2, zneg2, **kw))
 
-    terms = trainer.last_terms()
+    terms = trainer.method.last_terms()
     torch.testing.assert_close(terms["byol_term"], part(0.0, 1.0))
     torch.testing.assert_close(terms["nce_term"], part(1.0, 0.0))
     torch.testing.assert_close(loss, 0.7 * part(1.0, 0.0) + 0.3 * part(0.0, 1.0))
@@ -100,26 +103,26 @@ def test_loss_terms_match_the_reference(in_batch, nce_on, through):
 def test_nce_on_p1_keeps_the_negatives_out_of_p2s_half():
     from cwarp import reference
 
-    cfg = T.validate_config(T.config_from_args(tiny_args("unused"))[0])
-    assert cfg["nce_on"] == "p1" and cfg["negatives_through"] == "online"   # the defaults
-    cfg["negatives_through"] = "target"
+    cfg = C.validate(C.parse_command_line(tiny_args("unused"))[0])
+    assert cfg.negatives.nce_on == "p1" and cfg.negatives.negatives_through == "online"   # the defaults
+    cfg = cfg.replace(negatives_through="target")
     trainer = T.Trainer(cfg, T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
     g = torch.Generator().manual_seed(1)
     p1, p2, z1, z2 = (torch.randn(5, 8, generator=g) for _ in range(4))
     zneg = torch.randn(5, 2, 8, generator=g)
-    kw = dict(tau=cfg["tau"], nce_weight=1.0, byol_weight=1.0)
+    kw = dict(tau=cfg.negatives.tau, nce_weight=1.0, byol_weight=1.0)
     want = 0.5 * (reference.contrastive_loss(p1, z2, zneg, **kw) + reference.contrastive_loss(p2, z1, None, **kw))
-    torch.testing.assert_close(trainer.loss(p1, p2, z1, z2, zneg), want)
-    both = T.Trainer(dict(cfg, nce_on="both"), T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3,
+    torch.testing.assert_close(trainer.method.loss(p1, p2, z1, z2, zneg), want)
+    both = T.Trainer(cfg.replace(nce_on="both"), T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3,
                      steps_per_epoch=3)
-    assert not torch.allclose(both.loss(p1, p2, z1, z2, zneg), want)
+    assert not torch.allclose(both.method.loss(p1, p2, z1, z2, zneg), want)
     # The embeddings must match the config's --negatives-through.
     with pytest.raises(ValueError, match="--negatives-through target takes no z1_online"):
-        trainer.loss(p1, p2, z1, z2, zneg, z1, z2)
-    online = T.Trainer(dict(cfg, negatives_through="online"), T.cdist.init_from_env("cpu"), torch.device("cpu"),
+        trainer.method.loss(p1, p2, z1, z2, zneg, z1, z2)
+    online = T.Trainer(cfg.replace(negatives_through="online"), T.cdist.init_from_env("cpu"), torch.device("cpu"),
                        in_channels=3, steps_per_epoch=3)
     with pytest.raises(ValueError, match="--negatives-through online needs z1_online"):
-        online.loss(p1, p2, z1, z2, zneg)
+        online.method.loss(p1, p2, z1, z2, zneg)
 
 
 def test_ctrl_c_then_resume_matches_uninterrupted(tmp_path):
@@ -133,7 +136,7 @@ def test_ctrl_c_then_resume_matches_uninterrupted(tmp_path):
     res = run(tiny_args(cut), step_hook=interrupt)
     assert res["status"] == "interrupted" and res["step"] == 4
     assert [r["step"] for r in read_log(cut)] == [1, 2, 3, 4]
-    assert T.main(tiny_args(cut, "--resume")) == 0
+    assert cli.main(tiny_args(cut, "--resume")) == 0
     a, b = read_log(full), read_log(cut)
     assert [r["step"] for r in b] == [r["step"] for r in a]
     # Bitwise on the CPU: same views, same updates, same EMA.
@@ -146,14 +149,20 @@ def test_ctrl_c_then_resume_matches_uninterrupted(tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     out = tmp_path / "nan"
-    real_loss = T.Trainer.loss
+    real_step = T.Trainer.train_step
 
     def poisoned(self, *a):
-        loss = real_loss(self, *a)
-        return loss * float("nan") if self.step >= 4 else loss
+        if self.step < 4:
+            return real_step(self, *a)
+        real_loss = self.method.loss
+        self.method.loss = lambda *e: real_loss(*e) * float("nan")
+        try:
+            return real_step(self, *a)
+        finally:
+            self.method.loss = real_loss
 
-    monkeypatch.setattr(T.Trainer, "loss", poisoned)
-    assert T.main(tiny_args(out)) == 3
+    monkeypatch.setattr(T.Trainer, "train_step", poisoned)
+    assert cli.main(tiny_args(out)) == 3
     err = capsys.readouterr().err
     assert "NaN or Inf" in err and "last good checkpoint" in err
     state = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -176,18 +185,18 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
     (["--nce-on", "p2"], "--nce-on"),
 ])
 def test_bad_input_messages(tmp_path, capsys, extra, match):
-    assert T.main(tiny_args(tmp_path / "bad", *extra)) == 2
+    assert cli.main(tiny_args(tmp_path / "bad", *extra)) == 2
     assert match in capsys.readouterr().err
 
 
 def test_resume_conflict_names_the_field(tmp_path, capsys):
     out = tmp_path / "conf"
-    assert T.main(tiny_args(out, "--epochs", "1")) == 0
-    assert T.main(tiny_args(out, "--epochs", "1", "--resume", "--lr", "0.5")) == 2
+    assert cli.main(tiny_args(out, "--epochs", "1")) == 0
+    assert cli.main(tiny_args(out, "--epochs", "1", "--resume", "--lr", "0.5")) == 2
     err = capsys.readouterr().err
     assert "--lr" in err and "conflicts" in err
     # Re-running into the same folder without --resume is refused too.
-    assert T.main(tiny_args(out, "--epochs", "1")) == 2
+    assert cli.main(tiny_args(out, "--epochs", "1")) == 2
     assert "already holds a checkpoint" in capsys.readouterr().err
 
 
@@ -226,7 +235,7 @@ def test_online_negatives_carry_gradient_target_negatives_do_not():
     from cwarp.train.models import build_backbone
 
     torch.manual_seed(0)
-    model = BYOL(build_backbone(T.compact_arch(), 3, 16), proj_dim=8, hidden_dim=16)
+    model = BYOL(build_backbone(C.compact_arch(), 3, 16), proj_dim=8, hidden_dim=16)
     g = torch.Generator().manual_seed(0)
     x1, x2 = torch.randn(4, 3, 16, 16, generator=g), torch.randn(4, 3, 16, 16, generator=g)
     neg = torch.randn(4, 2, 3, 16, 16, generator=g)
@@ -260,15 +269,15 @@ def test_run_with_online_negatives_or_bf16(tmp_path, extra):
 
 
 def test_global_view_options_reach_the_augmentation():
-    cfg = T.validate_config(T.config_from_args(tiny_args(
+    cfg = C.validate(C.parse_command_line(tiny_args(
         "unused", "--crop-scale", "0.8,1", "--rotation", "3", "--jitter-strength", "0.5", "--grayscale-p", "0"))[0])
     aug = T.build_augment(cfg)
     assert aug.crop_scale == (0.8, 1.0) and aug.rotation == (-3.0, 3.0) and aug.grayscale_p == 0.0
     assert aug.brightness == (0.8, 1.2) and aug.contrast == (0.8, 1.2)
     assert aug.saturation == pytest.approx((0.9, 1.1)) and aug.hue == pytest.approx((-0.05, 0.05))
-    plain = T.build_augment(T.validate_config(T.config_from_args(tiny_args("unused", "--jitter-strength", "0"))[0]))
+    plain = T.build_augment(C.validate(C.parse_command_line(tiny_args("unused", "--jitter-strength", "0"))[0]))
     assert plain.brightness == (1.0, 1.0) and plain.hue == (0.0, 0.0)
-    default = T.build_augment(T.validate_config(T.config_from_args(tiny_args("unused"))[0]))
+    default = T.build_augment(C.validate(C.parse_command_line(tiny_args("unused"))[0]))
     assert default.rotation == (-10.0, 10.0) and default.brightness == pytest.approx((0.6, 1.4))
 
 
@@ -277,10 +286,10 @@ def test_precision_resolution():
     assert T.autocast_dtype("fp32", cpu) is None and T.autocast_dtype("fp32", cuda) is None
     assert T.autocast_dtype("bf16", cpu) is torch.bfloat16 and T.autocast_dtype("bf16", cuda) is torch.bfloat16
     assert T.autocast_dtype("auto", cuda) is torch.bfloat16 and T.autocast_dtype("auto", cpu) is None
-    cfg, _ = T.config_from_args(tiny_args("unused"))
+    cfg, _ = C.parse_command_line(tiny_args("unused"))
     for key, value in (("precision", "fp16"), ("negatives_through", "both")):
-        with pytest.raises(T.ConfigError, match="--" + key.replace("_", "-")):
-            T.validate_config(dict(cfg, **{key: value}))
+        with pytest.raises(C.ConfigError, match="--" + key.replace("_", "-")):
+            C.validate(cfg.replace(**{key: value}))
 
 
 def test_resume_a_checkpoint_from_before_precision_negatives_through_and_nce_on(tmp_path):
@@ -298,23 +307,23 @@ def test_resume_a_checkpoint_from_before_precision_negatives_through_and_nce_on(
     assert run(tiny_args(old, *former), step_hook=interrupt)["status"] == "interrupted"
     path = old / "checkpoint.pt"
     state = torch.load(path, weights_only=False)
-    for key in ("precision", "negatives_through", "nce_on"):
+    for key in ("precision", "negatives_through", "nce_on", "config_version", "skip_corrupt"):
         del state["config"][key]
     torch.save(state, path)
     # Asking for today's default explicitly contradicts what the checkpoint ran with.
-    with pytest.raises(T.ConfigError, match=r"--nce-on \(e.g. nce_on: checkpoint has 'both', command line has 'p1'\)"):
+    with pytest.raises(C.ConfigError, match=r"--nce-on \(e.g. nce_on: checkpoint has 'both', command line has 'p1'\)"):
         run(tiny_args(old, "--resume", "--nce-on", "p1"))
     res = run(tiny_args(old, "--resume"))
     assert res["status"] == "done"
-    assert res["config"]["precision"] == "auto" and res["config"]["negatives_through"] == "target"
-    assert res["config"]["nce_on"] == "both"
+    assert res["config"].precision == "auto" and res["config"].negatives.negatives_through == "target"
+    assert res["config"].negatives.nce_on == "both"
     assert [r["loss"] for r in read_log(old)] == [r["loss"] for r in read_log(full)]
 
 
 def test_supervised_reference_run(tmp_path):
     out = tmp_path / "sup"
     res = run(tiny_args(out, "--method", "supervised", "--epochs", "1"))
-    assert res["status"] == "done" and res["config"]["num_negatives"] == 0
+    assert res["status"] == "done" and res["config"].negatives.num_negatives == 0
     rows = read_log(out)
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
     assert all("momentum" not in r for r in rows)               # no EMA target
@@ -328,8 +337,8 @@ def test_supervised_reference_run(tmp_path):
 def test_supervised_step_fits_the_labels_and_needs_them():
     from cwarp.train import distributed as D
 
-    cfg, _ = T.config_from_args(tiny_args("unused", "--method", "supervised", "--warmup-epochs", "0"))
-    trainer = T.Trainer(T.validate_config(cfg), D.DistInfo(), torch.device("cpu"), 3, steps_per_epoch=1000,
+    cfg, _ = C.parse_command_line(tiny_args("unused", "--method", "supervised", "--warmup-epochs", "0"))
+    trainer = T.Trainer(C.validate(cfg), D.DistInfo(), torch.device("cpu"), 3, steps_per_epoch=1000,
                         num_classes=7)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(8, 3, 16, 16, generator=g), torch.arange(8) % 7
@@ -338,7 +347,33 @@ def test_supervised_step_fits_the_labels_and_needs_them():
     with pytest.raises(ValueError, match="needs labels"):
         trainer.train_step(x, x, None)
     with pytest.raises(ValueError, match="needs num_classes"):
-        T.Trainer(T.validate_config(cfg), D.DistInfo(), torch.device("cpu"), 3, steps_per_epoch=10)
+        T.Trainer(C.validate(cfg), D.DistInfo(), torch.device("cpu"), 3, steps_per_epoch=10)
     for key, value in (("in_batch", True), ("negatives_through", "target")):
-        with pytest.raises(T.ConfigError, match="--" + key.replace("_", "-") + ": --method supervised"):
-            T.validate_config(dict(cfg, **{key: value}))
+        with pytest.raises(C.ConfigError, match="--" + key.replace("_", "-") + ": --method supervised"):
+            C.validate(cfg.replace(**{key: value}))
+
+
+def test_ctrl_c_on_the_last_step_finishes_normally(tmp_path, capsys):
+    out = tmp_path / "last"
+
+    def interrupt(step, loss):
+        if step == 6:                      # the run's last step
+            os.kill(os.getpid(), signal.SIGINT)
+
+    res = run(tiny_args(out), step_hook=interrupt)
+    assert res["status"] == "done" and res["step"] == 6
+    assert "stopping after this step" in capsys.readouterr().err      # said at once
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 6 and state["epoch"] == 2
+    # Resuming the finished run (with --arch auto, which keeps the checkpoint's backbone) has nothing to do.
+    assert cli.main(["--out", str(out), "--resume", "--arch", "auto"]) == 0
+    assert "already complete" in capsys.readouterr().out
+
+
+def test_method_registry_owns_the_losses():
+    assert tuple(M.METHOD_CLASSES) == ("contrawarp", "byol", "supervised")
+    cfg = C.validate(C.parse_command_line(tiny_args("unused"))[0])
+    trainer = T.Trainer(cfg, T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
+    assert isinstance(trainer.method, M.ContraWarping) and trainer.cfg.data.in_channels == 3
+    assert trainer.cfg.views.mean is not None and trainer.state_dict(0, 0)["config"]["mean"] == list(
+        trainer.cfg.views.mean)

@@ -1,0 +1,100 @@
+"""What every cwarp console script shares: its parser and its exit statuses.
+
+Every script exits 0 on success, 2 with one line ``PROG: error: ...`` on bad
+input (no traceback), and 130 on Ctrl-C. Nothing here imports torch, so that
+``--help`` and argument errors answer before the slow import.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, NoReturn, Optional, Sequence
+
+__all__ = ["Parser", "InputError", "run_script", "one_line", "positive_int", "non_negative_int"]
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+# The errors that library code raises for bad input, with a message naming it.
+# (CorruptImageError and the checkpoint loader's errors are RuntimeErrors.)
+INPUT_ERRORS = (ValueError, OSError, RuntimeError)
+
+
+class InputError(ValueError):
+    """Bad input found by a script itself (a missing file, a bad number)."""
+
+
+def one_line(message: str) -> str:
+    """``message`` with its line breaks and runs of spaces folded into single spaces."""
+    return " ".join(str(message).split())
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's layout and appends each option's default, where it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" not in text and default is not None and default is not False \
+                and default != argparse.SUPPRESS:
+            text += " (default: %(default)s)"
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, ``PROG: error: ...``, with exit status 2."""
+
+    def __init__(self, prog: str, doc: str):
+        # A script's docstring: a summary line, an indented block of examples, then the details.
+        summary, examples, details = (doc.strip("\n").split("\n\n", 2) + ["", ""])[:3]
+        super().__init__(prog=prog, description=f"{summary}\n\n{details.strip()}".strip(),
+                         epilog=f"examples:\n{examples}" if examples else None, formatter_class=_HelpFormatter)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def run_script(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
+               body: Callable[[argparse.Namespace], object]) -> int:
+    """Parse ``argv`` and run ``body`` on it: 0 when it returns, 2 on bad input, 130 on Ctrl-C.
+
+    Never raises SystemExit, so that ``main(argv)`` returns its status to a
+    caller in the same process too. Errors of the types in INPUT_ERRORS become
+    one line on stderr; anything else is a bug and keeps its traceback.
+    """
+    prog = parser.prog
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0), or an argument error already printed (2)
+        return stop.code if isinstance(stop.code, int) else EXIT_BAD_INPUT
+    try:
+        body(args)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return EXIT_INTERRUPTED
+    except INPUT_ERRORS as err:
+        sys.stderr.write(f"{prog}: error: {one_line(err)}\n")
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an int >= 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+    return value
+

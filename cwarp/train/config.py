@@ -1,0 +1,556 @@
+"""cwarp-train's settings: frozen dataclasses, one validation, the parser, config files.
+
+A run's config is a ``RunConfig`` of six groups (data, optimisation, BYOL,
+negatives, views, bookkeeping) plus the method, backbone, seed, device and
+precision. Every field carries its command-line help, so ``build_parser``
+derives the whole ``cwarp-train`` parser from the dataclasses, and
+``validate`` is the one place that checks values. Checkpoints and
+``RUN_DIR/config.json`` hold the flat form (``RunConfig.to_flat``: one key per
+field, which the probe reads); ``migrate`` turns any saved flat config, old
+ones included, back into a RunConfig.
+
+This module imports neither torch nor torchvision, so that ``cwarp-train
+--help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple
+
+__all__ = ["RunConfig", "DataConfig", "OptimConfig", "ByolConfig", "NegativesConfig", "ViewsConfig",
+           "BookkeepingConfig", "ConfigError", "METHODS", "FORMATS", "ARCHS", "PRECISIONS", "OPTIMIZERS",
+           "NEGATIVE_NETWORKS", "NCE_PREDICTIONS", "DEFAULTS", "FORMER_DEFAULTS", "RESUME_MUTABLE", "CONFIG_VERSION",
+           "build_parser", "parse_command_line", "config_from_argv", "load_config_file", "validate", "migrate",
+           "run_differences", "compact_arch", "resolve_arch", "write_config_files"]
+
+METHODS = ("contrawarp", "byol", "supervised")
+# The same names as cwarp.data.build.FORMATS (a test pins it); repeated here
+# because importing cwarp.data imports torch, and --help must not.
+FORMATS = ("synthetic", "rafdb", "fer2013", "imagefolder")
+# The backbones of cwarp.train.models, which builds them.
+ARCHS = ("resnet18", "resnet50", "resnet18-small", "convnet-small")
+OPTIMIZERS = ("lars", "sgd", "adamw")
+DEVICES = ("cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+NEGATIVE_NETWORKS = ("target", "online")
+# Which predictions the warped negatives (copies of view 2) score against: only
+# p1 -> z2, whose positive they differ from by the local warps alone, or both
+# (also p2 -> z1, where they share the anchor's own global view, so p2 beats
+# them without seeing any warp).
+NCE_PREDICTIONS = ("p1", "both")
+AUTO_ARCH = "auto"
+# The version of the flat config written into checkpoints and config.json.
+CONFIG_VERSION = 2
+
+
+class ConfigError(ValueError):
+    """A bad command-line, config-file or checkpoint-config value; the message names the option."""
+
+
+def _opt(default, help: str, **flag) -> Any:
+    """A config field with its command-line help and argparse settings (type, choices, metavar, action)."""
+    if isinstance(default, (list, tuple)):
+        return field(default=tuple(default), metadata=dict(help=help, **flag))
+    return field(default=default, metadata=dict(help=help, **flag))
+
+
+def _pair(text: str) -> Tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers 'MIN,MAX', got {text!r}") from None
+    return (lo, hi)
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _kind(annotation: str) -> str:
+    """The value kind of a field's (string) annotation: pair, bool, int, float or str."""
+    for kind, word in (("pair", "Tuple"), ("bool", "bool"), ("int", "int"), ("float", "float")):
+        if word in annotation:
+            return kind
+    return "str"
+
+
+PAIR = dict(type=_pair, metavar="MIN,MAX")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    data: Optional[str] = _opt(None, "data path (synthetic: a cache folder, or omit)")
+    format: str = _opt("synthetic", "data set format", choices=FORMATS)
+    image_size: int = _opt(64, "side of the square training views, in pixels", type=int)
+    num_train: Optional[int] = _opt(None, "training images (synthetic: how many faces to render; else a seeded "
+                                          "subset; default: all)", type=int)
+    data_seed: int = _opt(0, "seed of the data set (not of training)", type=int)
+    workers: int = _opt(0, "CPU threads (0: torch's default)", type=int)
+    skip_corrupt: bool = _opt(False, "skip unreadable images with one warning instead of stopping",
+                              action="store_true")
+    # Set by the trainer from the data set; saved for the probe.
+    in_channels: Optional[int] = field(default=None, metadata=dict(derived=True))
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    epochs: int = _opt(20, "passes over the training set", type=int)
+    batch_size: int = _opt(128, "global batch size (all processes)", type=int)
+    optimizer: str = _opt("adamw", "optimizer", choices=OPTIMIZERS)
+    lr: float = _opt(2e-3, "peak learning rate", type=float)
+    weight_decay: float = _opt(1e-4, "weight decay", type=float)
+    momentum: float = _opt(0.9, "SGD/LARS momentum", type=float)
+    warmup_epochs: float = _opt(2.0, "linear warm-up of the learning rate, in epochs", type=float)
+    final_lr_ratio: float = _opt(0.0, "final learning rate of the cosine schedule, as a fraction of --lr", type=float)
+
+
+@dataclass(frozen=True)
+class ByolConfig:
+    base_momentum: float = _opt(0.99, "EMA momentum of the target network at step 0 (rises to 1)", type=float)
+    proj_dim: int = _opt(128, "projector output size", type=int)
+    hidden_dim: int = _opt(1024, "hidden size of the projector and predictor", type=int)
+    head_bn: bool = _opt(True, "BatchNorm in the projector and predictor (true/false)", type=_bool)
+    sync_bn: bool = _opt(False, "SyncBatchNorm across processes (CUDA only)", action="store_true")
+
+
+@dataclass(frozen=True)
+class NegativesConfig:
+    num_negatives: int = _opt(2, "warped negatives per image (contrawarp)", type=int)
+    warps_per_negative: int = _opt(4, "local warps in each negative", type=int)
+    warp_magnitude: Tuple[float, float] = _opt(
+        (0.05, 0.15), "displacement |d| of each local warp, in view units (2 = the view's width); a translate warp "
+                      "moves content by at most m (r^2 / (r^2 + m^2))^2 <= 0.325 r, so beyond r / sqrt(3) a larger "
+                      "m moves it less: raise --warp-radius for larger warps", **PAIR)
+    warp_radius: Tuple[float, float] = _opt((0.15, 0.35), "radius r of each local warp, in view units", **PAIR)
+    tau: float = _opt(0.2, "InfoNCE temperature", type=float)
+    byol_weight: float = _opt(1.0, "weight of the BYOL term", type=float)
+    nce_weight: float = _opt(1.0, "weight of the InfoNCE term", type=float)
+    in_batch: bool = _opt(False, "also use the other images' positives as negatives (gathered over ranks)",
+                          action="store_true")
+    negatives_through: str = _opt(
+        "online", "which network embeds the warped negatives: the EMA target (no gradient) or the online "
+                  "backbone+projector (with gradient; the InfoNCE's positive is then the online projection of the "
+                  "other view too, so that only the warps tell them apart)", choices=NEGATIVE_NETWORKS)
+    nce_on: str = _opt(
+        "p1", "which predictions meet the warped negatives (copies of view 2): p1 alone, whose positive (view 2's "
+              "target) they differ from by the local warps only, or both halves of the symmetric loss (p2 beats "
+              "copies of its own view without seeing a warp)", choices=NCE_PREDICTIONS)
+
+
+@dataclass(frozen=True)
+class ViewsConfig:
+    crop_scale: Tuple[float, float] = _opt((0.5, 1.0), "random resized crop: fraction of the image area", **PAIR)
+    rotation: float = _opt(10.0, "random rotation in [-DEG, DEG] degrees", type=float, metavar="DEG")
+    jitter_strength: float = _opt(1.0, "colour jitter: brightness/contrast S*0.4, saturation S*0.2, hue S*0.1 "
+                                       "(0: none)", type=float, metavar="S")
+    grayscale_p: float = _opt(0.2, "probability of a grayscale view", type=float)
+    # Set by the trainer from ContraWarpAugment; the probe normalizes with them.
+    mean: Optional[Tuple[float, ...]] = field(default=None, metadata=dict(derived=True))
+    std: Optional[Tuple[float, ...]] = field(default=None, metadata=dict(derived=True))
+
+
+@dataclass(frozen=True)
+class BookkeepingConfig:
+    out: Optional[str] = _opt(None, "run folder (required; here or in --config)")
+    resume: bool = _opt(False, "continue the checkpoint in --out exactly where it stopped", action="store_true")
+    log_every: int = _opt(10, "write a log.jsonl row every K steps", type=int)
+    save_every: int = _opt(0, "also checkpoint every K steps (0: at the end of each epoch only)", type=int)
+    progress: bool = _opt(True, "show a progress bar (true/false)", type=_bool)
+    tensorboard: bool = _opt(False, "also log to RUN/tb for TensorBoard", action="store_true")
+
+
+GROUPS = {"data": DataConfig, "optimisation": OptimConfig, "BYOL": ByolConfig, "negatives": NegativesConfig,
+          "views": ViewsConfig, "bookkeeping": BookkeepingConfig}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str = _opt("contrawarp", "what to train: contrawarp (BYOL + warped negatives), byol (no negatives) "
+                                     "or supervised (the labels, same backbone and budget)", choices=METHODS)
+    arch: str = _opt(AUTO_ARCH, "backbone; auto: convnet-small on the CPU, resnet18 on CUDA",
+                     choices=(AUTO_ARCH,) + ARCHS)
+    seed: int = _opt(0, "seed of the weights, the sampler and the views", type=int)
+    device: str = _opt("cpu", "training device", choices=DEVICES)
+    precision: str = _opt("auto", "autocast dtype of the networks; auto: bf16 on CUDA, fp32 on the CPU (bf16 "
+                                  "there is opt-in)", choices=PRECISIONS)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimisation: OptimConfig = field(default_factory=OptimConfig)
+    byol: ByolConfig = field(default_factory=ByolConfig)
+    negatives: NegativesConfig = field(default_factory=NegativesConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    bookkeeping: BookkeepingConfig = field(default_factory=BookkeepingConfig)
+
+    def to_flat(self) -> Dict[str, Any]:
+        """One key per field (lists for pairs), with config_version: what checkpoints and config.json hold."""
+        flat = {f.name: getattr(self, f.name) for f in _TOP_FIELDS}
+        for attr, _ in _GROUP_ATTRS:
+            group = getattr(self, attr)
+            flat.update({f.name: getattr(group, f.name) for f in dataclasses.fields(group)})
+        flat = {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
+        flat["config_version"] = CONFIG_VERSION
+        return flat
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, Any]) -> "RunConfig":
+        """The RunConfig of a flat dict of known fields (missing ones take their defaults)."""
+        unknown = sorted(set(flat) - set(FIELD_GROUP) - {"config_version"})
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; known keys are the cwarp-train options "
+                              f"with '_' for '-'")
+        norm = {k: tuple(v) if isinstance(v, list) else v for k, v in flat.items() if k != "config_version"}
+        groups = {attr: klass(**{f.name: norm[f.name] for f in dataclasses.fields(klass) if f.name in norm})
+                  for attr, klass in _GROUP_ATTRS}
+        return cls(**{f.name: norm[f.name] for f in _TOP_FIELDS if f.name in norm}, **groups)
+
+    def replace(self, **changes) -> "RunConfig":
+        """A copy with the given flat fields changed (e.g. ``cfg.replace(lr=0.1, num_negatives=0)``)."""
+        return RunConfig.from_flat({**self.to_flat(), **changes})
+
+    # Shortcuts for the fields read everywhere.
+    @property
+    def out(self) -> Optional[str]:
+        return self.bookkeeping.out
+
+    @property
+    def image_size(self) -> int:
+        return self.data.image_size
+
+
+_TOP_FIELDS = [f for f in dataclasses.fields(RunConfig) if f.name not in ("data", "optimisation", "byol",
+                                                                          "negatives", "views", "bookkeeping")]
+_GROUP_ATTRS = [("data", DataConfig), ("optimisation", OptimConfig), ("byol", ByolConfig),
+                ("negatives", NegativesConfig), ("views", ViewsConfig), ("bookkeeping", BookkeepingConfig)]
+# flat field name -> group attribute ("" for the top level)
+FIELD_GROUP: Dict[str, str] = {f.name: "" for f in _TOP_FIELDS}
+FIELD_GROUP.update({f.name: attr for attr, klass in _GROUP_ATTRS for f in dataclasses.fields(klass)})
+FIELD_KIND: Dict[str, str] = {f.name: _kind(str(f.type)) for f in _TOP_FIELDS}
+FIELD_KIND.update({f.name: _kind(str(f.type)) for _, klass in _GROUP_ATTRS for f in dataclasses.fields(klass)})
+DERIVED = {f.name for _, klass in _GROUP_ATTRS for f in dataclasses.fields(klass) if f.metadata.get("derived")}
+
+# The default recipe, flat.
+DEFAULTS: Dict[str, Any] = {k: v for k, v in RunConfig().to_flat().items() if k != "config_version"}
+
+# Fields whose default changed: a saved config without them ran with these values.
+FORMER_DEFAULTS: Dict[str, Any] = {"nce_on": "both", "negatives_through": "target"}
+
+# Fields a resumed run may change; every other field must match the checkpoint.
+RESUME_MUTABLE = {"device", "precision", "resume", "workers", "log_every", "save_every", "progress", "tensorboard",
+                  "out", "data", "skip_corrupt"}
+
+
+def compact_arch() -> str:
+    """The CPU-friendly backbone: what --arch auto picks on the CPU."""
+    return "convnet-small"
+
+
+def resolve_arch(arch: str, device: str) -> str:
+    """--arch auto is convnet-small on the CPU and resnet18 on CUDA; other values stay."""
+    if arch != AUTO_ARCH:
+        return arch
+    return "resnet18" if device == "cuda" else compact_arch()
+
+
+# ------------------------------------------------------------------ the parser
+
+HELP = """BYOL pretraining with ContraWarping negatives: writes RUN/checkpoint.pt, RUN/config.json, RUN/config.toml
+(which --config loads) and RUN/log.jsonl.
+
+    cwarp-train --format synthetic --method contrawarp --out runs/cw
+    cwarp-train --config runs/cw/config.toml --out runs/cw2 --lr 0.001
+    cwarp-train --out runs/cw --resume
+
+Exit status: 0 done, 2 bad input, 3 the loss diverged, 130 stopped by Ctrl-C (the first Ctrl-C saves a checkpoint
+that --resume continues; a second quits at once).
+"""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_field(group, f: dataclasses.Field, suppress: bool) -> None:
+    meta = dict(f.metadata)
+    kw = {k: meta[k] for k in ("type", "choices", "metavar", "action") if k in meta}
+    default = f.default if not isinstance(f.default, tuple) else ",".join(str(x) for x in f.default)
+    group.add_argument(_flag(f.name), dest=f.name, help=meta["help"],
+                       default=argparse.SUPPRESS if suppress else default, **kw)
+
+
+def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
+    """The cwarp-train parser, built from the dataclasses' fields. With
+    suppress_defaults, only options given on the command line appear in the
+    namespace (which is how explicit values are told from defaults)."""
+    from cwarp._cli import Parser
+
+    p = Parser("cwarp-train", HELP)
+    p.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS if suppress_defaults else None,
+                   help="load settings from a TOML or YAML file, or a run's saved config.json/config.toml; "
+                        "options given on the command line override it")
+    for f in _TOP_FIELDS:
+        _add_field(p, f, suppress_defaults)
+    for title, klass in GROUPS.items():
+        g = p.add_argument_group(title)
+        for f in dataclasses.fields(klass):
+            if not f.metadata.get("derived"):
+                _add_field(g, f, suppress_defaults)
+    return p
+
+
+def _pairs_to_tuples(values: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def parse_command_line(argv: Optional[Sequence[str]] = None) -> Tuple[RunConfig, Set[str]]:
+    """(the RunConfig of argv and its --config file, unvalidated; the fields set explicitly).
+
+    Defaults < the config file < flags. argparse errors exit with status 2
+    (SystemExit); a bad config file raises ConfigError.
+    """
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    build_parser().parse_args(argv)   # --help (defaults shown) and argparse's own errors
+    given = vars(build_parser(suppress_defaults=True).parse_args(argv))
+    path = given.pop("config", None)
+    from_file = load_config_file(path) if path else {}
+    flat = {**DEFAULTS, **from_file, **_pairs_to_tuples(given)}
+    return RunConfig.from_flat(flat), set(from_file) | set(given)
+
+
+def config_from_argv(argv: Sequence[str]) -> RunConfig:
+    """The validated RunConfig of cwarp-train arguments (for scripts that build a Trainer themselves)."""
+    return validate(parse_command_line(argv)[0])
+
+
+# ---------------------------------------------------------------- config files
+
+def _read_mapping(path: str) -> Dict[str, Any]:
+    ext = os.path.splitext(path)[1].lower()
+    with open(path, "rb") as f:
+        raw = f.read()
+    if ext == ".json":
+        return json.loads(raw.decode("utf-8"))
+    if ext in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(f"--config {path}: reading YAML needs PyYAML, which is not installed; "
+                              f"use a .toml file") from None
+        return yaml.safe_load(raw.decode("utf-8")) or {}
+    if ext == ".toml":
+        import tomllib
+        return tomllib.loads(raw.decode("utf-8"))
+    raise ConfigError(f"--config {path}: expected a .toml, .yaml, .yml or .json file")
+
+
+def _flatten_sections(path: str, mapping: Mapping[str, Any]) -> Dict[str, Any]:
+    """Top-level keys and [group] sections (any of GROUPS' names) into one flat dict."""
+    sections = {name.lower(): name for name in GROUPS}
+    flat: Dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict) and key.lower() in sections:
+            for k, v in value.items():
+                flat[k.replace("-", "_")] = v
+        else:
+            flat[key.replace("-", "_")] = value
+    return flat
+
+
+def load_config_file(path: str) -> Dict[str, Any]:
+    """The flat settings of a TOML/YAML/JSON config file (keys as the options, '_' or '-'; fields may sit in
+    [data], [optimisation], [BYOL], [negatives], [views] and [bookkeeping] sections).
+
+    A run's saved config.json / config.toml loads too: what the trainer derived
+    (in_channels, mean, std) and ``resume`` are left out, and one from an older
+    version is migrated. Raises ConfigError naming the file.
+    """
+    try:
+        mapping = _read_mapping(path)
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot read it: {e.strerror or e}") from None
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001  (each parser raises its own error type)
+        raise ConfigError(f"--config {path}: not valid {os.path.splitext(path)[1][1:].upper()}: "
+                          f"{' '.join(str(e).split())}") from None
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"--config {path}: expected a table of settings, got a {type(mapping).__name__}")
+    flat = _flatten_sections(path, mapping)
+    if "in_channels" in flat or "config_version" in flat:   # a run's saved config
+        flat = {**FORMER_DEFAULTS, **flat} if "config_version" not in flat else flat
+    flat = {k: v for k, v in flat.items() if k not in DERIVED and k not in ("resume", "config_version")}
+    unknown = sorted(set(flat) - set(FIELD_GROUP))
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown setting(s) {unknown}; settings are the cwarp-train options "
+                          f"(e.g. lr, num_negatives)")
+    return _pairs_to_tuples(flat)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))
+
+
+def write_config_files(cfg: "RunConfig", folder: str) -> Tuple[str, str]:
+    """RUN/config.json (flat, with what the trainer derived) and RUN/config.toml
+    (the settings by group, for --config); returns both paths."""
+    os.makedirs(folder, exist_ok=True)
+    json_path, toml_path = os.path.join(folder, "config.json"), os.path.join(folder, "config.toml")
+    with open(json_path, "w") as f:
+        json.dump(cfg.to_flat(), f, indent=2, sort_keys=True)
+    lines = ["# cwarp-train settings of this run; load with: cwarp-train --config config.toml",
+             f"config_version = {CONFIG_VERSION}"]
+    lines += [f"{f.name} = {_toml_value(getattr(cfg, f.name))}" for f in _TOP_FIELDS]
+    for (attr, klass), title in zip(_GROUP_ATTRS, GROUPS):
+        group = getattr(cfg, attr)
+        lines.append(f"\n[{title}]")
+        lines += [f"{f.name} = {_toml_value(getattr(group, f.name))}" for f in dataclasses.fields(klass)
+                  if getattr(group, f.name) is not None and f.name != "resume"]
+    with open(toml_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return json_path, toml_path
+
+
+# ------------------------------------------------------------------ validation
+
+def _kind_ok(kind: str, value: Any) -> bool:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "pair":
+        return isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+    return {"bool": isinstance(value, bool), "int": number and isinstance(value, int), "float": number,
+            "str": isinstance(value, str)}[kind]
+
+
+def _check_types(flat: Mapping[str, Any]) -> None:
+    """Config files give any JSON/TOML/YAML value: each must have its field's type."""
+    for name, value in flat.items():
+        if name in DERIVED or value is None:
+            continue
+        kind = FIELD_KIND[name]
+        if not _kind_ok(kind, value):
+            raise ConfigError(f"{_flag(name)}: expected {'MIN,MAX' if kind == 'pair' else kind}, got {value!r}")
+
+
+def _value_checks(c: Dict[str, Any]) -> Iterable[Tuple[bool, str, str]]:
+    """(ok, field, what was expected) for every rule on one field."""
+    yield c["method"] in METHODS, "method", f"expected one of {METHODS}"
+    yield c["format"] in FORMATS, "format", f"expected one of {FORMATS}"
+    yield c["precision"] in PRECISIONS, "precision", f"expected one of {PRECISIONS}"
+    yield c["device"] in DEVICES, "device", f"expected one of {DEVICES}"
+    yield c["optimizer"] in OPTIMIZERS, "optimizer", f"expected one of {OPTIMIZERS}"
+    yield c["negatives_through"] in NEGATIVE_NETWORKS, "negatives_through", f"expected one of {NEGATIVE_NETWORKS}"
+    yield c["nce_on"] in NCE_PREDICTIONS, "nce_on", f"expected one of {NCE_PREDICTIONS}"
+    yield c["arch"] in (AUTO_ARCH,) + ARCHS, "arch", f"expected one of {(AUTO_ARCH,) + ARCHS}"
+    yield c["image_size"] >= 16, "image_size", "expected >= 16"
+    yield c["epochs"] >= 1, "epochs", "expected >= 1"
+    yield c["batch_size"] >= 2, "batch_size", "expected >= 2 (BatchNorm needs two samples)"
+    yield c["num_train"] is None or c["num_train"] >= 1, "num_train", "expected >= 1"
+    yield c["workers"] >= 0, "workers", "expected >= 0"
+    yield math.isfinite(c["lr"]) and c["lr"] > 0, "lr", "expected a finite number > 0"
+    yield math.isfinite(c["weight_decay"]) and c["weight_decay"] >= 0, "weight_decay", "expected >= 0"
+    yield 0 <= c["momentum"] < 1, "momentum", "expected in [0, 1)"
+    yield c["warmup_epochs"] >= 0, "warmup_epochs", "expected >= 0"
+    yield 0 <= c["final_lr_ratio"] <= 1, "final_lr_ratio", "expected in [0, 1]"
+    yield 0 <= c["base_momentum"] <= 1, "base_momentum", "expected in [0, 1]"
+    yield c["proj_dim"] >= 1, "proj_dim", "expected >= 1"
+    yield c["hidden_dim"] >= 1, "hidden_dim", "expected >= 1"
+    yield c["num_negatives"] >= 0, "num_negatives", "expected >= 0"
+    yield c["warps_per_negative"] >= 1, "warps_per_negative", "expected >= 1"
+    for k in ("warp_magnitude", "warp_radius", "crop_scale"):
+        yield 0 <= c[k][0] <= c[k][1], k, "expected MIN,MAX with 0 <= MIN <= MAX"
+    yield c["crop_scale"][1] <= 1, "crop_scale", "expected MAX <= 1"
+    yield 0 <= c["rotation"] <= 180, "rotation", "expected degrees in [0, 180]"
+    yield 0 <= c["jitter_strength"] <= 5, "jitter_strength", "expected in [0, 5] (hue S*0.1 must stay <= 0.5)"
+    yield 0 <= c["grayscale_p"] <= 1, "grayscale_p", "expected a probability in [0, 1]"
+    yield math.isfinite(c["tau"]) and c["tau"] > 0, "tau", "expected > 0"
+    yield c["byol_weight"] >= 0, "byol_weight", "expected >= 0"
+    yield c["nce_weight"] >= 0, "nce_weight", "expected >= 0"
+    yield c["log_every"] >= 1, "log_every", "expected >= 1"
+    yield c["save_every"] >= 0, "save_every", "expected >= 0"
+
+
+def _resolve_method(c: Dict[str, Any]) -> None:
+    """Method-specific rules and the fields each method fixes (in place)."""
+    if c["method"] == "supervised":
+        # Cross-entropy on view 1: no negatives, no BYOL or InfoNCE terms.
+        if c["in_batch"]:
+            raise ConfigError("--in-batch: --method supervised has no contrastive loss to take in-batch keys")
+        if c["negatives_through"] != DEFAULTS["negatives_through"]:
+            raise ConfigError(f"--negatives-through: --method supervised has no warped negatives, got "
+                              f"{c['negatives_through']!r}")
+        c["num_negatives"] = 0
+        return
+    if c["method"] == "byol":
+        c["num_negatives"] = 0   # the baseline: the same pipeline with no warped negatives
+    elif c["num_negatives"] == 0:
+        raise ConfigError("--num-negatives: --method contrawarp needs at least one warped negative, got 0 "
+                          "(use --method byol for the baseline)")
+    if c["num_negatives"] == 0 and not c["in_batch"]:
+        c["nce_weight"] = 0.0   # InfoNCE with the positive alone is identically 0
+    if c["byol_weight"] == 0 and c["nce_weight"] == 0:
+        raise ConfigError("--byol-weight/--nce-weight: the loss would be 0; give one of them a weight > 0")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check every value once; return the effective config (arch resolved, method-specific fields fixed).
+
+    Raises ConfigError naming the option, what it expects and what it got.
+    """
+    c = cfg.to_flat()
+    del c["config_version"]
+    _check_types(c)
+    for ok, name, expected in _value_checks(c):
+        if not ok:
+            raise ConfigError(f"{_flag(name)}: {expected}, got {c[name]!r}")
+    if c["out"] is None:
+        raise ConfigError("--out: a run folder is required (on the command line or in --config)")
+    if c["sync_bn"] and c["device"] != "cuda":
+        raise ConfigError("--sync-bn: PyTorch's SyncBatchNorm runs on CUDA only; drop it or use --device cuda")
+    if c["device"] == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise ConfigError("--device: cuda was asked for but torch.cuda.is_available() is False")
+    c["arch"] = resolve_arch(c["arch"], c["device"])
+    _resolve_method(c)
+    return RunConfig.from_flat(c)
+
+
+def run_differences(saved: RunConfig, wanted: RunConfig) -> Dict[str, Tuple[Any, Any]]:
+    """{field: (saved value, wanted value)} for each setting that changes what a run computes
+    (the RESUME_MUTABLE fields and what the trainer derives are left out)."""
+    a, b = saved.to_flat(), wanted.to_flat()
+    return {k: (a[k], b[k]) for k in DEFAULTS if k not in RESUME_MUTABLE and k not in DERIVED and a[k] != b[k]}
+
+
+def migrate(saved: Mapping[str, Any]) -> RunConfig:
+    """The RunConfig of a checkpoint's (or config.json's) flat config, of any version.
+
+    A config from before config_version 2 lacks the fields added since: those
+    ran with the value they had then (FORMER_DEFAULTS where the default has
+    changed, else today's default).
+    """
+    if not isinstance(saved, Mapping):
+        raise ConfigError(f"a saved config must be a dict, got a {type(saved).__name__}")
+    version = saved.get("config_version", 1)
+    flat = dict(saved)
+    if version < 2:
+        flat = {**FORMER_DEFAULTS, **flat}
+    if version > CONFIG_VERSION:
+        raise ConfigError(f"the saved config has config_version {version}, newer than this cwarp's "
+                          f"{CONFIG_VERSION}; upgrade cwarp to read it")
+    return RunConfig.from_flat(flat)

@@ -1,0 +1,107 @@
+"""The demo's parts on tiny runs: reuse of finished runs, resume after Ctrl-C, --fresh, plots, what it prints."""
+import json
+import os
+import signal
+
+import pytest
+
+from cwarp.apps import demo
+from cwarp.train import trainer as T
+from cwarp.train.config import parse_command_line
+
+TINY = {"image_size": 16, "num_train": 8, "epochs": 2, "batch_size": 4}
+
+
+def argv(out, **over):
+    return demo.demo_config("byol", str(out), overrides=dict(TINY, **over)) + [
+        "--hidden-dim", "32", "--proj-dim", "16", "--log-every", "1", "--progress", "false"]
+
+
+def steps(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return [json.loads(line)["step"] for line in f]
+
+
+def test_finished_matching_run_is_reused_and_a_changed_one_retrained(tmp_path, capsys):
+    out = tmp_path / "byol"
+    first = demo.pretrain(argv(out))
+    assert first["status"] == "done" and not first.get("already_complete") and steps(out) == [1, 2, 3, 4]
+    again = demo.pretrain(argv(out))
+    assert again["already_complete"] and steps(out) == [1, 2, 3, 4]
+    changed = demo.pretrain(argv(out, lr=0.01))
+    assert not changed.get("already_complete") and changed["config"].optimisation.lr == 0.01
+    assert "its settings differ (lr" in capsys.readouterr().out
+    fresh = demo.pretrain(argv(out, lr=0.01), fresh=True)
+    assert not fresh.get("already_complete") and steps(out) == [1, 2, 3, 4]
+
+
+def test_a_run_stopped_half_way_resumes(tmp_path):
+    out = tmp_path / "byol"
+
+    def interrupt(step, loss):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    cfg, explicit = parse_command_line(argv(out))
+    assert T.train(cfg, explicit, step_hook=interrupt)["status"] == "interrupted"
+    res = demo.pretrain(argv(out))
+    assert res["status"] == "done" and not res.get("already_complete")
+    assert steps(out) == [1, 2, 3, 4]
+
+
+def test_loss_plot_marks_a_single_logged_step(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text(json.dumps({"step": 1, "loss_avg": 2.0}) + "\n")
+    lines = []
+    real_plot = matplotlib.axes.Axes.plot
+
+    def spy(self, *args, **kwargs):
+        lines.extend(real_plot(self, *args, **kwargs))
+        return lines
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    path = demo._loss_plot(str(tmp_path / "loss.png"), {"byol": str(run)})
+    assert os.path.getsize(path) > 0
+    assert len(lines) == 1 and lines[0].get_marker() not in (None, "", "None", " ")
+
+
+def test_benchmark_summary_sentence():
+    rows = [{"case": "fwd B=64 3x112x112 K=4", "contender": "reference (eager)", "speedup": 1.0},
+            {"case": "fwd B=64 3x112x112 K=4", "contender": "cwarp cpp", "speedup": 6.25},
+            {"case": "fwd+bwd B=64 3x112x112 K=4", "contender": "cwarp cpp", "speedup": 3.0}]
+    text = demo._speedup_sentence(rows)
+    assert text.startswith("cwarp warps images 6.2x faster than the eager PyTorch pipeline")
+    assert "3.0x with the backward pass" in text and "NOT met" not in text
+
+
+def test_table_and_meaning():
+    results = {name: {"linear_acc": acc, "n_test": 1400} for name, acc in
+               (("contrawarp", 0.16), ("byol", 0.15), ("supervised", 0.30), ("random_init", 0.15),
+                ("raw_pixels", 0.14))}
+    table = demo._table(results).splitlines()
+    assert table[0].split() == ["representation", "linear", "acc", "vs", "BYOL", "vs", "random", "init"]
+    cw = next(line for line in table if line.startswith("contrawarp")).split()
+    assert cw == ["contrawarp", "16.0%", "+1.0", "+1.0"]
+    meaning = demo._meaning(results, demo.DEMO_RECIPE, 33)
+    assert "1400 held-out" in meaning and "about 1.9 points" in meaning and "33 steps" in meaning
+
+
+def test_views_figure_is_previews(tmp_path, monkeypatch):
+    from cwarp.apps import preview
+
+    out = tmp_path / "run"
+    demo.pretrain(argv(out, epochs=1))
+    calls = []
+    real = preview.make_figure
+    monkeypatch.setattr(preview, "make_figure", lambda *a, **k: calls.append(k) or real(*a, **k))
+    path = demo.save_views(str(tmp_path / "views.png"), str(out), faces=2, num_negatives=2)
+    assert os.path.getsize(path) > 0 and len(calls) == 1 and calls[0]["landmarks"] is not None
+    assert not hasattr(demo, "save_views_preview")
+
+
+@pytest.mark.parametrize("flag", ["--fresh", "--skip-benchmark"])
+def test_demo_flags_exist(flag):
+    assert flag in demo._parser().format_help()

@@ -1,0 +1,78 @@
+"""The installed cwarp-preview script, run as a user runs it: exit statuses, output lines, the figure written."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+SCRIPT = os.path.join(os.path.dirname(sys.executable), "cwarp-preview")
+# Generous: --help must not wait for torch, whose import alone takes seconds.
+HELP_SECONDS = 5.0
+
+
+def preview(*args, timeout=300):
+    assert os.path.isfile(SCRIPT), f"{SCRIPT} is not installed; run `pip install -e .` (see the Makefile)"
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_error_line(done, pattern):
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("cwarp-preview: error: ") and pattern in lines[0], lines[0]
+
+
+def test_success_writes_the_figure_and_says_where(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "figures" / "views.png"
+    done = preview("--synthetic", "2", "--size", "24", "--negatives", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.splitlines()[-1] == f"cwarp-preview: wrote {out}"
+    with Image.open(out) as image:
+        assert image.size == (4 * 160, 2 * 160)  # 4 panels a row, 2 rows, 1.6 inches at 100 dpi
+
+
+def test_bad_inputs(tmp_path):
+    out = ["--out", str(tmp_path / "v.png")]
+    assert_one_error_line(preview(str(tmp_path / "face.jpg"), *out), f"image {tmp_path / 'face.jpg'} does not exist")
+    junk = tmp_path / "junk.png"
+    junk.write_text("not an image")
+    assert_one_error_line(preview(str(junk), *out), f"image {junk} cannot be read")
+    assert_one_error_line(preview("--size", "-3", *out), "argument --size: expected an integer >= 1, got -3")
+    assert_one_error_line(preview("--size", "5000", *out), "--size must be at most 1024, got 5000")
+    assert_one_error_line(preview("--wobble", *out), "unrecognized arguments: --wobble")
+    assert not (tmp_path / "v.png").exists()
+
+
+def test_help_is_fast_and_complete():
+    started = time.perf_counter()
+    done = preview("--help")
+    elapsed = time.perf_counter() - started
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.startswith("usage: cwarp-preview")
+    assert "--negatives" in done.stdout and "{translate,gaussian}" in done.stdout
+    assert elapsed < HELP_SECONDS, f"cwarp-preview --help took {elapsed:.1f} s"
+
+
+def test_preview_module_does_not_import_torch():
+    code = "import sys, cwarp.apps.preview; assert 'torch' not in sys.modules, sorted(sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is how Ctrl-C reaches a POSIX process")
+def test_ctrl_c_exits_130_without_traceback(tmp_path):
+    # Long enough to be still running when the signal comes.
+    process = subprocess.Popen([SCRIPT, "--synthetic", "400", "--size", "64", "--out", str(tmp_path / "v.png")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.splitlines()[-1] == "cwarp-preview: interrupted"
+    assert not (tmp_path / "v.png").exists()

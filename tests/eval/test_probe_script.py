@@ -1,0 +1,101 @@
+"""The installed cwarp-probe script, run as a user runs it: exit statuses, output lines, files written."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+SCRIPT = os.path.join(os.path.dirname(sys.executable), "cwarp-probe")
+TINY = ["--format", "synthetic", "--num-train", "42", "--num-test", "21", "--image-size", "16", "--no-progress"]
+# Generous: --help must not wait for torch, whose import alone takes seconds.
+HELP_SECONDS = 5.0
+
+
+def probe(*args, timeout=300):
+    assert os.path.isfile(SCRIPT), f"{SCRIPT} is not installed; run `pip install -e .` (see the Makefile)"
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_error_line(done, pattern):
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("cwarp-probe: error: ") and pattern in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("source", [["--raw-pixels"], ["--random-init", "--arch", "convnet-small"]])
+def test_success_writes_json_and_png_and_says_where(tmp_path, source):
+    out = tmp_path / "results" / "probe.json"
+    done = probe(*source, *TINY, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    png = tmp_path / "results" / "probe_confusion.png"
+    assert done.stdout.splitlines()[-1] == f"cwarp-probe: wrote {out} and {png}"
+    result = json.loads(out.read_text())
+    assert result["n_train"] == 42 and result["n_test"] == 21
+    assert all(0.0 <= result[key] <= 1.0 for key in ("linear_acc", "knn_acc", "map_at_r"))
+    assert png.stat().st_size > 1000
+
+
+def test_missing_checkpoint(tmp_path):
+    done = probe("--checkpoint", str(tmp_path / "none.pt"), *TINY, "--out", str(tmp_path / "x.json"))
+    assert_one_error_line(done, f"checkpoint {tmp_path / 'none.pt'} does not exist")
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_corrupt_checkpoint(tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 half a zip file")
+    done = probe("--checkpoint", str(corrupt), *TINY, "--out", str(tmp_path / "x.json"))
+    assert_one_error_line(done, f"checkpoint {corrupt} is corrupt or not a torch.save file")
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_missing_data_folder(tmp_path):
+    done = probe("--raw-pixels", "--format", "rafdb", "--data", str(tmp_path / "basic"), "--out",
+                 str(tmp_path / "x.json"))
+    assert_one_error_line(done, f"--data {tmp_path / 'basic'} does not exist")
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--raw-pixels", "--format", "synthetic", "--out", "x.json", "--epochs", "3"], "unrecognized arguments: --epochs"),
+    (["--raw-pixels", "--format", "celeba", "--out", "x.json"], "argument --format: invalid choice: 'celeba'"),
+    (["--raw-pixels", "--format", "synthetic"], "the following arguments are required: --out"),
+])
+def test_bad_arguments(args, pattern):
+    assert_one_error_line(probe(*args), pattern)
+
+
+def test_help_is_fast_and_complete():
+    started = time.perf_counter()
+    done = probe("--help")
+    elapsed = time.perf_counter() - started
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.startswith("usage: cwarp-probe")
+    assert "--checkpoint" in done.stdout and "--trust-checkpoint" in done.stdout
+    assert elapsed < HELP_SECONDS, f"cwarp-probe --help took {elapsed:.1f} s"
+
+
+def test_cli_module_does_not_import_torch():
+    code = "import sys, cwarp.eval.cli; assert 'torch' not in sys.modules, sorted(sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is how Ctrl-C reaches a POSIX process")
+def test_ctrl_c_exits_130_without_traceback(tmp_path):
+    # Long enough to be still running when the signal comes (thousands of faces at 64 x 64).
+    args = ["--random-init", "--format", "synthetic", "--num-train", "5000", "--no-progress",
+            "--out", str(tmp_path / "x.json")]
+    process = subprocess.Popen([SCRIPT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.0)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.splitlines()[-1] == "cwarp-probe: interrupted"
+    assert not (tmp_path / "x.json").exists()

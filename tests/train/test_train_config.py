@@ -1,0 +1,120 @@
+"""cwarp.train.config: the dataclasses, the parser built from them, config files, validation and migration."""
+import dataclasses
+import json
+
+import pytest
+
+from cwarp.train import config as C
+
+# Every flag cwarp-train had before the config became dataclasses: none may change name.
+FLAGS = ("--data --format --method --out --arch --image-size --epochs --batch-size --seed --device --resume "
+         "--precision --num-train --data-seed --workers --optimizer --lr --weight-decay --momentum --warmup-epochs "
+         "--final-lr-ratio --base-momentum --proj-dim --hidden-dim --head-bn --sync-bn --num-negatives "
+         "--warps-per-negative --warp-magnitude --warp-radius --tau --byol-weight --nce-weight --in-batch "
+         "--negatives-through --nce-on --crop-scale --rotation --jitter-strength --grayscale-p --log-every "
+         "--save-every --progress --tensorboard").split()
+
+
+def test_every_flag_kept_with_help_and_choices():
+    parser = C.build_parser()
+    actions = {a.option_strings[0]: a for a in parser._actions if a.option_strings}
+    for flag in FLAGS + ["--config", "--skip-corrupt"]:
+        assert flag in actions, flag
+        assert actions[flag].help, flag
+    assert set(actions["--arch"].choices) == {"auto", *C.ARCHS}
+    assert tuple(actions["--format"].choices) == C.FORMATS
+    assert tuple(actions["--method"].choices) == C.METHODS
+
+
+def test_one_copy_of_the_names():
+    from cwarp.data.build import FORMATS
+    from cwarp.train import methods, models, optim
+
+    assert C.FORMATS == FORMATS            # repeated only so that --help needs no torch
+    assert models.ARCHS is C.ARCHS and optim.OPTIMIZERS is C.OPTIMIZERS
+    assert tuple(methods.METHOD_CLASSES) == C.METHODS
+
+
+def test_groups_are_frozen_and_flat_round_trips():
+    cfg = C.RunConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.optimisation.lr = 1.0
+    flat = cfg.to_flat()
+    assert flat["lr"] == 2e-3 and flat["warp_radius"] == [0.15, 0.35] and flat["config_version"] == C.CONFIG_VERSION
+    assert C.RunConfig.from_flat(flat) == cfg
+    changed = cfg.replace(lr=0.5, warp_radius=[0.2, 0.4])
+    assert changed.optimisation.lr == 0.5 and changed.negatives.warp_radius == (0.2, 0.4)
+    with pytest.raises(C.ConfigError, match="unknown config key"):
+        C.RunConfig.from_flat({"learning_rate": 1})
+
+
+def test_validate_resolves_arch_and_method_fields():
+    cfg = C.validate(C.RunConfig().replace(out="x"))
+    assert cfg.arch == "convnet-small"                      # --arch auto on the CPU
+    assert C.resolve_arch("auto", "cuda") == "resnet18" and C.resolve_arch("resnet50", "cpu") == "resnet50"
+    byol = C.validate(cfg.replace(method="byol"))
+    assert byol.negatives.num_negatives == 0 and byol.negatives.nce_weight == 0.0
+    with pytest.raises(C.ConfigError, match="--out: a run folder is required"):
+        C.validate(C.RunConfig())
+    with pytest.raises(C.ConfigError, match=r"--num-train: expected int, got 2.5"):
+        C.validate(cfg.replace(num_train=2.5))
+
+
+def test_config_file_with_sections_and_flags_on_top(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('method = "byol"\nout = "runs/a"\n[optimisation]\nlr = 0.01\nepochs = 3\n'
+                    '[negatives]\nwarp-radius = [0.2, 0.4]\n')
+    cfg, explicit = C.parse_command_line(["--config", str(path), "--epochs", "5"])
+    assert cfg.method == "byol" and cfg.out == "runs/a" and cfg.optimisation.lr == 0.01
+    assert cfg.optimisation.epochs == 5                     # the flag wins
+    assert cfg.negatives.warp_radius == (0.2, 0.4)
+    assert explicit == {"method", "out", "lr", "epochs", "warp_radius"}
+
+
+def test_saved_run_config_loads_back(tmp_path):
+    cfg = C.validate(C.RunConfig().replace(out=str(tmp_path / "r"), lr=0.03, in_batch=True))
+    cfg = cfg.replace(in_channels=3, mean=[0.5, 0.5, 0.5], std=[0.2, 0.2, 0.2])
+    json_path, toml_path = C.write_config_files(cfg, str(tmp_path / "r"))
+    for path in (json_path, toml_path):
+        loaded, _ = C.parse_command_line(["--config", path])
+        assert C.validate(loaded) == C.validate(cfg.replace(in_channels=None, mean=None, std=None)), path
+    assert json.load(open(json_path))["in_channels"] == 3      # the probe's keys stay in config.json
+
+
+def test_yaml_config(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 0.01\nout: runs/y\n")
+    try:
+        import yaml  # noqa: F401
+    except ImportError:
+        with pytest.raises(C.ConfigError, match="needs PyYAML"):
+            C.parse_command_line(["--config", str(path)])
+        return
+    cfg, _ = C.parse_command_line(["--config", str(path)])
+    assert cfg.optimisation.lr == 0.01
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[1, 2]", "expected a table"), ("{", "not valid JSON"), ('{"lr": 1, "speed": 2}', "unknown setting")])
+def test_bad_json_config(tmp_path, text, match):
+    path = tmp_path / "c.json"
+    path.write_text(text)
+    with pytest.raises(C.ConfigError, match=match):
+        C.load_config_file(str(path))
+
+
+def test_migrate_an_old_checkpoint_config():
+    old = {k: v for k, v in C.DEFAULTS.items() if k not in ("nce_on", "negatives_through", "skip_corrupt")}
+    old.update(arch="resnet18", in_channels=3)
+    cfg = C.migrate(old)                                    # no config_version: version 1
+    assert cfg.negatives.nce_on == "both" and cfg.negatives.negatives_through == "target"
+    assert cfg.arch == "resnet18" and cfg.data.in_channels == 3 and cfg.data.skip_corrupt is False
+    assert C.migrate(cfg.to_flat()) == cfg                  # today's version is read as it is
+    with pytest.raises(C.ConfigError, match="newer than this cwarp"):
+        C.migrate(dict(cfg.to_flat(), config_version=C.CONFIG_VERSION + 1))
+
+
+def test_run_differences_ignore_what_a_resume_may_change():
+    a = C.validate(C.RunConfig().replace(out="a"))
+    assert C.run_differences(a, a.replace(out="b", device="cpu", log_every=3, in_channels=3)) == {}
+    assert C.run_differences(a, a.replace(lr=0.1)) == {"lr": (a.optimisation.lr, 0.1)}
