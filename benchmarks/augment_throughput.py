@@ -1,4 +1,4 @@
-"""Views per second of ContraWarping's view generation (SPEC.md §4).
+"""Views per second of ContraWarping's view generation.
 
 Contenders, each producing pos1, pos2 and N locally warped negatives per image
 (so 2 + N views per image) from a uint8 batch:

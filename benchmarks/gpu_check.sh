@@ -66,8 +66,8 @@ section "cuobjdump: kernels for sm_80 / sm_90, no spills"
 run "$PY" scripts/check_cuda_kernels.py
 
 section "GPU tests"
-run "$PY" -m pytest -q -rs tests/test_warp_cuda.py tests/test_warp_triton.py tests/test_cuda_build.py \
-  tests/test_contrastive_loss.py tests/test_augment.py
+run "$PY" -m pytest -q -rs -m cuda tests/ops tests/nn
+run "$PY" -m pytest -q -rs tests/build
 
 section "throughput benchmark (benchmarks/warp_throughput.py --device cuda)"
 if [ -f benchmarks/warp_throughput.py ]; then

@@ -27,7 +27,7 @@ PyMODINIT_FUNC PyInit__C(void) {
 }
 
 TORCH_LIBRARY(cwarp, m) {
-  // out = bilinear sample of image at theta @ (p - sum_k w_k(p) d_k); see SPEC.md §2.
+  // out = bilinear sample of image at theta @ (p - sum_k w_k(p) d_k); see docs/api.md.
   m.def(
       "local_warp(Tensor image, Tensor params, Tensor? theta, int out_h, int out_w, str kind, "
       "str padding_mode, bool align_corners) -> Tensor");
@@ -36,7 +36,7 @@ TORCH_LIBRARY(cwarp, m) {
   m.def(
       "local_warp_backward(Tensor grad_out, Tensor image, Tensor params, Tensor? theta, str kind, "
       "str padding_mode, bool align_corners, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
-  // Per-row values of the contrastive loss (SPEC.md §3): nce (B), s_pos (B),
+  // Per-row values of the contrastive loss (docs/api.md): nce (B), s_pos (B),
   // and what the backward needs: the inverse row norms of p (B), z_pos (B)
   // and z_neg (B, N; (B, 0) when None) and the per-row logsumexp (B). All in
   // the compute dtype (float32 for half types). Weights and reduction are
@@ -50,7 +50,7 @@ TORCH_LIBRARY(cwarp, m) {
       "contrastive_loss_backward(Tensor grad_nce, Tensor grad_s_pos, Tensor p, Tensor z_pos, "
       "Tensor? z_neg, Tensor inv_p, Tensor inv_z_pos, Tensor inv_z_neg, Tensor lse, float tau, "
       "bool in_batch, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
-  // Every view of a batch in one pass (SPEC.md §4): per output pixel of view v
+  // Every view of a batch in one pass (docs/api.md): per output pixel of view v
   // of image b, the local warps warps[b, v] then the affine theta[b, v] (as in
   // local_warp), bilinear sampling of the uint8 / float32 source, the colour
   // ops of color[b, v] = (brightness, contrast, saturation, hue, grayscale),

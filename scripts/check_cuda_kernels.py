@@ -22,7 +22,7 @@ import subprocess
 import sys
 from typing import Dict, List, Optional
 
-# Every CUDA kernel of csrc/ops/local_warp/local_warp_cuda.cu; other ops append theirs.
+# Every CUDA kernel of cwarp._C, op by op.
 REQUIRED_KERNELS = (
     # local_warp (csrc/ops/local_warp/local_warp_cuda.cu)
     "local_warp_forward_kernel",
@@ -31,7 +31,7 @@ REQUIRED_KERNELS = (
     "fixed_point_scale_kernel",
     "fixed_point_to_float_kernel",
     # contrastive loss (csrc/ops/contrastive_loss/contrastive_loss_cuda.cu)
-    "contrastive_kernel_cu",
+    "contrastive_loss_cuda_cu",
     "forward_rows_kernel",
     "backward_rows_kernel",
     "forward_in_batch_kernel",

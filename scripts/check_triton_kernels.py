@@ -215,9 +215,8 @@ def run(archs: List[int], quick: bool) -> List[Dict[str, Any]]:
         sys.path.insert(0, ROOT)
     import torch
 
-    from cwarp.ops.augment_views import triton_kernels as TA
+    from cwarp.ops import _triton_runtime as TR
     from cwarp.ops.contrastive_loss import triton_kernels as TC
-    from cwarp.ops.local_warp import triton_kernels as TW
 
     tool = check_cuda_kernels.find_cuobjdump()
     if tool is None:
@@ -226,16 +225,15 @@ def run(archs: List[int], quick: bool) -> List[Dict[str, Any]]:
         recorder = Recorder(archs, not quick, tool, workdir)
         # The host wrappers refuse CPU tensors outside the interpreter (they
         # could not run there); here nothing runs, every launch is compiled.
-        saved = (torch.library.wrap_triton, TC.wrap_triton, TW._require_runnable, TA.INTERPRETED)
+        saved = (torch.library.wrap_triton, TC.wrap_triton, TR.require_runnable)
         torch.library.wrap_triton = TC.wrap_triton = recorder
-        TW._require_runnable = lambda op, device: None
-        TA.INTERPRETED = True
+        TR.require_runnable = lambda op, device: None
         try:
             for name, call in cases(quick):
                 recorder.case = name
                 call()
         finally:
-            torch.library.wrap_triton, TC.wrap_triton, TW._require_runnable, TA.INTERPRETED = saved
+            torch.library.wrap_triton, TC.wrap_triton, TR.require_runnable = saved
     return recorder.rows
 
 

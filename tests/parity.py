@@ -1,13 +1,23 @@
-"""Shared parity helpers: per-dtype tolerances and a comparison that shows where it failed.
+"""Shared test helpers for the op tests (tests/ops/) and the modules over them.
 
-`assert_close_verbose` follows Liger-Kernel's assert_verbose_allclose: on failure
-it prints how many elements mismatch and the first few (index, actual,
-expected, |diff|), which is what one needs to debug a kernel.
+- per-dtype tolerances (TOL) and `assert_close_verbose`, which follows
+  Liger-Kernel's assert_verbose_allclose: on failure it prints how many
+  elements mismatch and the first few (index, actual, expected, |diff|);
+- random inputs (images, warps, affines, source images for the augmentation);
+- the backend axis: `backends()` and `backend_grid()` parametrize one test
+  body over cpp / triton on CPU and both on CUDA, `registered_op` finds the
+  op behind a backend, plus gradcheck, determinism and opcheck helpers.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import itertools
 import math
+import os
+from dataclasses import dataclass
 
+import pytest
 import torch
 
 # (atol, rtol) for values in [0, 1] (the tests' images); half types are
@@ -72,3 +82,154 @@ def random_theta(batch, gen, dtype=torch.float32) -> torch.Tensor:
         torch.stack([sx * sin * flip, sy * cos, ty], -1),
     ], dim=1)
     return theta.to(dtype)
+
+
+# ---- the backend axis: one test body, run for every backend ----
+#
+# As torchvision's test_ops runs one body per device, cwarp's op tests run one
+# body per backend: "cpp" (the C++ kernels) and "triton" on CPU tensors (the
+# Triton kernels under TRITON_INTERPRET=1, which conftest.py sets when there
+# is no GPU), and both on CUDA tensors. Each CUDA param is marked `cuda` and
+# skipped on its own where there is no GPU, never the whole module.
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str    # the backend= argument: "cpp", "triton" or "torch"
+    device: str  # where the tensors live: "cpu" or "cuda"
+
+    @property
+    def interpreted(self) -> bool:
+        """Triton on CPU tensors: every program runs in numpy, so shapes stay tiny."""
+        return self.name == "triton" and self.device == "cpu"
+
+    def put(self, *tensors):
+        """The tensors moved to this backend's device (None stays None)."""
+        moved = tuple(None if t is None else t.to(self.device) for t in tensors)
+        return moved[0] if len(moved) == 1 else moved
+
+    def __str__(self) -> str:
+        return self.name if self.device == "cpu" else f"{self.device}-{self.name}"
+
+
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+_HAS_GPU = torch.cuda.is_available()
+
+
+def _marks(backend: Backend) -> list:
+    from cwarp import _extension
+    marks = []
+    if backend.name == "triton":
+        marks += [pytest.mark.triton, pytest.mark.skipif(not _HAS_TRITON, reason="triton is not installed")]
+        if backend.device == "cpu":
+            marks.append(pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
+                                            reason="Triton runs CPU tensors only under TRITON_INTERPRET=1, which "
+                                                   "conftest.py sets where there is no GPU"))
+    if backend.device == "cuda":
+        marks += [pytest.mark.cuda, pytest.mark.skipif(not _HAS_GPU, reason="needs a CUDA device")]
+        if backend.name == "cpp":
+            marks.append(pytest.mark.skipif(not _extension.with_cuda(), reason="cwarp._C was built without its "
+                                                                               "CUDA kernels (FORCE_CUDA=1)"))
+    elif backend.name == "cpp":
+        marks.append(pytest.mark.skipif(not _extension.available(), reason="cwarp._C is not built"))
+    return marks
+
+
+BACKENDS = {str(b): b for b in (Backend("cpp", "cpu"), Backend("triton", "cpu"), Backend("cpp", "cuda"),
+                                 Backend("triton", "cuda"), Backend("torch", "cpu"))}
+COMPILED = ("cpp", "triton", "cuda-cpp", "cuda-triton")
+
+
+def backends(*names: str) -> list:
+    """pytest params of the named backends (the four compiled ones by default), ids as the names."""
+    return [pytest.param(BACKENDS[n], marks=_marks(BACKENDS[n]), id=n) for n in (names or COMPILED)]
+
+
+def _id(value) -> str:
+    if isinstance(value, torch.dtype):
+        return str(value).replace("torch.", "")
+    if isinstance(value, (tuple, list)):
+        return "x".join(_id(v) for v in value)
+    return str(value)
+
+
+def backend_grid(argnames: str, full, small=None, names=COMPILED):
+    """parametrize("be,<argnames>", rows) arguments: every backend in `names`
+    with each row of `full`, the Triton ones with the rows of `small` instead
+    when given (the interpreter runs each program in numpy; on CUDA each new
+    shape and flag set autotunes). Rows are tuples of the argnames' values,
+    or the values themselves for a single argname."""
+    params = []
+    single = "," not in argnames
+    for n in names:
+        rows = full if small is None or BACKENDS[n].name != "triton" else small
+        for row in rows:
+            row = (row,) if single else tuple(row)
+            params.append(pytest.param(BACKENDS[n], *row, marks=_marks(BACKENDS[n]),
+                                       id="-".join([n] + [_id(v) for v in row])))
+    return "be," + argnames, params
+
+
+def grid(*axes) -> list:
+    """The rows of the product of the axes."""
+    return list(itertools.product(*axes))
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(on: bool = True):
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(on)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev)
+
+
+def input_grads(fn, inputs, grad_out):
+    """The gradients of fn(*inputs) (fresh leaves, None stays None) for grad_out."""
+    xs = [None if x is None else x.detach().clone().requires_grad_() for x in inputs]
+    fn(*xs).backward(grad_out)
+    return [None if x is None else x.grad for x in xs]
+
+
+def gradcheck(be: Backend, fn, inputs, **tol) -> bool:
+    """torch.autograd.gradcheck; in fast mode (one random direction) under the interpreter."""
+    return torch.autograd.gradcheck(fn, inputs, fast_mode=be.interpreted, **tol)
+
+
+# opcheck's tests for a Triton op: the aot_dispatch ones trace the kernel's
+# launch, which the interpreter cannot do on fake tensors.
+TRITON_OPCHECK = ("test_schema", "test_faketensor", "test_autograd_registration")
+
+
+# Each C++ op and its Triton twin (same schema and messages), with the module
+# whose import registers the twin.
+TRITON_OPS = {
+    "local_warp": ("local_warp_triton", "cwarp.ops.local_warp.triton_kernels"),
+    "local_warp_backward": ("local_warp_backward_triton", "cwarp.ops.local_warp.triton_kernels"),
+    "contrastive_loss_forward": ("contrastive_loss_triton_forward", "cwarp.ops.contrastive_loss.triton_kernels"),
+    "contrastive_loss_backward": ("contrastive_loss_triton_backward", "cwarp.ops.contrastive_loss.triton_kernels"),
+    "augment_views": ("augment_views_triton", "cwarp.ops.augment_views.triton_kernels"),
+}
+
+
+def op_name(be: Backend, op: str) -> str:
+    """The qualified name of the op behind backend be, as its messages spell it: cwarp::<op>."""
+    return "cwarp::" + (TRITON_OPS[op][0] if be.name == "triton" else op)
+
+
+def registered_op(be: Backend, op: str):
+    """torch.ops.cwarp.<op> or its Triton twin, for backend be."""
+    if be.name == "triton":
+        importlib.import_module(TRITON_OPS[op][1])
+    return getattr(torch.ops.cwarp, op_name(be, op).split("::")[1])
+
+
+def random_images(B=3, C=3, H=20, W=24, dtype=torch.uint8, channels_last=False, seed=0) -> torch.Tensor:
+    """Source images for the augmentation: uint8 in [0, 255] or floating in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    if dtype == torch.uint8:
+        x = torch.randint(0, 256, (B, C, H, W), dtype=torch.uint8, generator=g)
+    else:
+        x = torch.rand(B, C, H, W, generator=g).to(dtype)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x

@@ -21,10 +21,6 @@ PADDING_ZEROS = 0
 PADDING_BORDER = 1
 PADDING_REFLECTION = 2
 
-# Whether the kernels were built as interpreted functions (decided by
-# @triton.jit at import time from TRITON_INTERPRET).
-INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
-
 KINDS = {"translate": KIND_TRANSLATE, "gaussian": KIND_GAUSSIAN}
 PADDINGS = {"zeros": PADDING_ZEROS, "border": PADDING_BORDER, "reflection": PADDING_REFLECTION}
 

@@ -7,7 +7,7 @@ import pytest
 
 import cwarp
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _spec = importlib.util.spec_from_file_location("check_cuda_kernels",
                                                os.path.join(ROOT, "scripts", "check_cuda_kernels.py"))
 check_cuda_kernels = importlib.util.module_from_spec(_spec)

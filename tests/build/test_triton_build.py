@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "scripts", "check_triton_kernels.py")
 _spec = importlib.util.spec_from_file_location("check_triton_kernels", SCRIPT)
 check_triton_kernels = importlib.util.module_from_spec(_spec)

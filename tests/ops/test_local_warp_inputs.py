@@ -1,66 +1,99 @@
-"""Bad input to cwarp.local_warp and torch.ops.cwarp.local_warp: each raises a
-clear exception naming the op and the argument; none crashes."""
+"""Bad input to cwarp.local_warp and to the registered ops behind each backend
+(cwarp::local_warp, cwarp::local_warp_triton and their backward ops): each
+raises a clear exception naming the op and the argument; none crashes. Also
+which backend "auto" picks, and the Triton backend's refusal of CPU tensors
+outside the interpreter."""
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
 
 import cwarp
+from cwarp.ops import _dispatch
+from parity import backends, op_name, registered_op
 
 PUB = r"cwarp\.local_warp\(\)"
-OP = r"cwarp::local_warp\(\)"
 
 
-def _good():
-    return torch.rand(2, 3, 6, 7), torch.rand(2, 4, 5), torch.rand(2, 2, 3)
+def op(be, backward=False):
+    return registered_op(be, "local_warp_backward" if backward else "local_warp")
 
 
-# (name, image, params, theta, exception, message after the op name)
-def _cases():
-    img, prm, th = _good()
+def prefix(be, backward=False):
+    """The op's name as its messages start, escaped."""
+    return re.escape(op_name(be, "local_warp_backward" if backward else "local_warp") + "()")
+
+
+def _good(device="cpu"):
+    return torch.rand(2, 3, 6, 7, device=device), torch.rand(2, 4, 5, device=device), torch.rand(2, 2, 3, device=device)
+
+
+# (name, image, params, theta, exception, message after the op name), on device.
+def _cases(device):
+    img, prm, th = _good(device)
+    dev = str(img.device)
     return [
         ("image_3d", img[0], prm, None, ValueError, r"expected image of shape \(B, C, H, W\), got \[3, 6, 7\]"),
         ("image_5d", img[None], prm, None, ValueError, r"expected image of shape \(B, C, H, W\)"),
         ("image_int", (img * 255).to(torch.uint8), prm, None, TypeError, r"expected image of a floating dtype"),
         ("image_bool", img > 0.5, prm, None, TypeError, r"expected image of a floating dtype"),
         ("params_batch", img, prm[:1], None, ValueError, r"expected params of shape \(B, K, 5\) with B = 2, got \[1, 4, 5\]"),
-        ("params_last_dim", img, torch.rand(2, 4, 4), None, ValueError, r"expected params of shape \(B, K, 5\).*\[2, 4, 4\]"),
-        ("params_2d", img, torch.rand(2, 5), None, ValueError, r"expected params of shape \(B, K, 5\)"),
+        ("params_last_dim", img, prm[..., :4], None, ValueError, r"expected params of shape \(B, K, 5\).*\[2, 4, 4\]"),
+        ("params_2d", img, prm[:, 0], None, ValueError, r"expected params of shape \(B, K, 5\)"),
         ("params_int", img, prm.to(torch.int32), None, TypeError, r"expected params of a floating dtype"),
         ("theta_batch", img, prm, th[:1], ValueError, r"expected theta of shape \(B, 2, 3\) with B = 2, got \[1, 2, 3\]"),
-        ("theta_3x3", img, prm, torch.rand(2, 3, 3), ValueError, r"expected theta of shape \(B, 2, 3\)"),
-        ("theta_2d", img, prm, torch.rand(2, 6), ValueError, r"expected theta of shape \(B, 2, 3\)"),
+        ("theta_3x3", img, prm, torch.rand(2, 3, 3, device=device), ValueError, r"expected theta of shape \(B, 2, 3\)"),
+        ("theta_2d", img, prm, th.view(2, 6), ValueError, r"expected theta of shape \(B, 2, 3\)"),
         ("theta_int", img, prm, th.to(torch.int64), TypeError, r"expected theta of a floating dtype"),
-        ("params_meta", img, prm.to("meta"), None, RuntimeError, r"expected params on the image's device cpu, got meta"),
-        ("theta_meta", img, prm, th.to("meta"), RuntimeError, r"expected theta on the image's device cpu, got meta"),
+        ("params_meta", img, prm.to("meta"), None, RuntimeError, rf"expected params on the image's device {dev}, got meta"),
+        ("theta_meta", img, prm, th.to("meta"), RuntimeError, rf"expected theta on the image's device {dev}, got meta"),
     ]
 
 
-CASES = _cases()
+CASE_NAMES = [c[0] for c in _cases("cpu")]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_public_bad_tensors(case):
-    _, image, params, theta, exc, msg = case
+def case(be, name):
+    return next(c for c in _cases(be.device) if c[0] == name)
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+@pytest.mark.parametrize("be", backends())
+def test_public_bad_tensors(be, name):
+    _, image, params, theta, exc, msg = case(be, name)
     with pytest.raises(exc, match=PUB + ": " + msg):
-        cwarp.local_warp(image, params, theta)
+        cwarp.local_warp(image, params, theta, backend=be.name)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_op_bad_tensors(case):
-    _, image, params, theta, exc, msg = case
-    with pytest.raises(exc, match=OP + ": " + msg):
-        torch.ops.cwarp.local_warp(image, params, theta, 5, 5, "translate", "border", False)
+@pytest.mark.parametrize("name", CASE_NAMES)
+@pytest.mark.parametrize("be", backends())
+def test_op_bad_tensors(be, name):
+    _, image, params, theta, exc, msg = case(be, name)
+    with pytest.raises(exc, match=prefix(be) + ": " + msg):
+        op(be)(image, params, theta, 5, 5, "translate", "border", False)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if "meta" not in c[0]], ids=lambda c: c[0])
-def test_fake_bad_tensors(case):
-    # On meta tensors the fake kernel runs: same messages as the C++ checks.
-    _, image, params, theta, exc, msg = case
-    to_meta = lambda t: None if t is None else t.to("meta")
-    with pytest.raises(exc, match=OP + ": " + msg):
-        torch.ops.cwarp.local_warp(to_meta(image), to_meta(params), to_meta(theta), 5, 5, "translate", "border",
-                                   False)
+@pytest.mark.parametrize("name", [n for n in CASE_NAMES if "meta" not in n])
+@pytest.mark.parametrize("be", backends("cpp", "triton"))
+def test_fake_bad_tensors(be, name):
+    # On meta tensors the fake kernel runs: same messages as the kernels' checks.
+    _, image, params, theta, exc, msg = case(be, name)
+    to_meta = lambda t: None if t is None else t.to("meta")  # noqa: E731
+    with pytest.raises(exc, match=prefix(be) + ": " + msg):
+        op(be)(to_meta(image), to_meta(params), to_meta(theta), 5, 5, "translate", "border", False)
+
+
+@pytest.mark.parametrize("be", backends("cpp", "triton"))
+@pytest.mark.parametrize("hw", [(0, 5), (5, 0), (0, 0)])
+def test_empty_spatial_dims_raise(hw, be):
+    image = torch.rand(2, 3, *hw)
+    params = torch.rand(2, 1, 5)
+    with pytest.raises(ValueError, match=PUB + r": expected image with non-empty spatial dims"):
+        cwarp.local_warp(image, params, out_size=(4, 4), backend=be.name)
+    with pytest.raises(ValueError, match=prefix(be) + r": expected image with non-empty spatial dims"):
+        op(be)(image, params, None, 4, 4, "translate", "border", False)
 
 
 @pytest.mark.parametrize("kwargs,exc,msg", [
@@ -73,10 +106,11 @@ def test_fake_bad_tensors(case):
     ({"out_size": (3,)}, ValueError, r"expected out_size of two positive ints"),
     ({"out_size": (3.5, 4)}, TypeError, r"expected out_size of two positive ints"),
 ])
-def test_public_bad_options(kwargs, exc, msg):
-    image, params, theta = _good()
+@pytest.mark.parametrize("be", backends())
+def test_public_bad_options(be, kwargs, exc, msg):
+    image, params, theta = _good(be.device)
     with pytest.raises(exc, match=PUB + ": " + msg):
-        cwarp.local_warp(image, params, theta, **kwargs)
+        cwarp.local_warp(image, params, theta, **{"backend": be.name, **kwargs})
 
 
 @pytest.mark.parametrize("args,exc,msg", [
@@ -85,10 +119,11 @@ def test_public_bad_options(kwargs, exc, msg):
     ((0, 5, "translate", "border"), ValueError, r"expected out_size of two positive ints, got \(0, 5\)"),
     ((5, -2, "translate", "border"), ValueError, r"expected out_size of two positive ints, got \(5, -2\)"),
 ])
-def test_op_bad_options(args, exc, msg):
-    image, params, theta = _good()
-    with pytest.raises(exc, match=OP + ": " + msg):
-        torch.ops.cwarp.local_warp(image, params, theta, *args, False)
+@pytest.mark.parametrize("be", backends())
+def test_op_bad_options(be, args, exc, msg):
+    image, params, theta = _good(be.device)
+    with pytest.raises(exc, match=prefix(be) + ": " + msg):
+        op(be)(image, params, theta, *args, False)
 
 
 def test_public_not_a_tensor():
@@ -98,14 +133,17 @@ def test_public_not_a_tensor():
 
 
 @pytest.mark.parametrize("bad", ["grad_shape", "grad_dtype", "grad_device", "kind", "params"])
-def test_backward_op_bad_input(bad):
-    image, params, theta = _good()
-    grad_out = torch.rand(2, 3, 5, 5)
+@pytest.mark.parametrize("be", backends())
+def test_backward_op_bad_input(be, bad):
+    image, params, theta = _good(be.device)
+    grad_out = torch.rand(2, 3, 5, 5, device=be.device)
     kind = "translate"
     msg = {
         "grad_shape": (ValueError, r"expected grad_out of shape \(B, C, Ho, Wo\) with B, C = 2, 3, got \[2, 1, 5, 5\]"),
-        "grad_dtype": (TypeError, r"expected grad_out of the image's dtype Float, got Double"),
-        "grad_device": (RuntimeError, r"expected grad_out on the image's device cpu, got meta"),
+        # The C++ kernels spell dtypes as ATen does, the Triton op (Python) as torch does.
+        "grad_dtype": (TypeError, r"expected grad_out of the image's dtype (Float|torch\.float32), "
+                                  r"got (Double|torch\.float64)"),
+        "grad_device": (RuntimeError, rf"expected grad_out on the image's device {image.device}, got meta"),
         "kind": (ValueError, r"unknown kind 'x'"),
         "params": (ValueError, r"expected params of shape \(B, K, 5\)"),
     }[bad]
@@ -119,22 +157,47 @@ def test_backward_op_bad_input(bad):
         kind = "x"
     else:
         params = params[..., :4]
-    with pytest.raises(msg[0], match=r"cwarp::local_warp_backward\(\): " + msg[1]):
-        torch.ops.cwarp.local_warp_backward(grad_out, image, params, theta, kind, "border", False,
-                                            [True, True, True])
+    with pytest.raises(msg[0], match=prefix(be, backward=True) + ": " + msg[1]):
+        op(be, backward=True)(grad_out, image, params, theta, kind, "border", False, [True, True, True])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device for a cpu/cuda mismatch")
-def test_cpu_cuda_mismatch():
+@pytest.mark.parametrize("be", backends("cpp", "triton"))
+def test_backward_fake_checks_grad_out_dtype(be):
+    # Under torch.compile the fake must reject what the kernel rejects.
+    image, params, theta = _good("meta")
+    grad_out = torch.empty(2, 3, 5, 5, dtype=torch.float64, device="meta")
+    with pytest.raises(TypeError, match=prefix(be, backward=True) + r": expected grad_out of the image's dtype"):
+        op(be, backward=True)(grad_out, image, params, theta, "translate", "border", False, [True, True, True])
+
+
+@pytest.mark.parametrize("be", backends("cuda-cpp", "cuda-triton"))
+def test_cpu_cuda_mismatch(be):
     image, params, _ = _good()
     with pytest.raises(RuntimeError, match=PUB + r": expected params on the image's device cpu, got cuda"):
-        cwarp.local_warp(image, params.cuda())
+        cwarp.local_warp(image, params.cuda(), backend=be.name)
 
 
-def test_backward_fake_checks_grad_out_dtype():
-    # Under torch.compile the fake must reject what the C++ kernel rejects.
-    image, params, theta = (t.to("meta") for t in _good())
-    grad_out = torch.empty(2, 3, 5, 5, dtype=torch.float64, device="meta")
-    with pytest.raises(TypeError, match=r"cwarp::local_warp_backward\(\): expected grad_out of the image's dtype"):
-        torch.ops.cwarp.local_warp_backward(grad_out, image, params, theta, "translate", "border", False,
-                                            [True, True, True])
+# ---------------------------------------------------------------------------
+# Dispatch
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("be", backends("triton"))
+def test_cpu_tensor_without_interpreter_raises(be, monkeypatch):
+    from cwarp.ops import _triton_runtime
+    image, params, theta = _good()
+    monkeypatch.setattr(_triton_runtime, "INTERPRETED", False)
+    with pytest.raises(RuntimeError, match=r"runs CPU tensors only under the Triton interpreter.*TRITON_INTERPRET=1"):
+        cwarp.local_warp(image, params, theta, backend="triton")
+
+
+def test_auto_backend_dispatch(monkeypatch):
+    op = "cwarp.local_warp"
+    assert _dispatch.resolve_backend(op, "auto", torch.device("cpu")) == "cpp"
+    assert _dispatch.resolve_backend(op, "triton", torch.device("cpu")) == "triton"
+    monkeypatch.setattr(cwarp._extension, "with_cuda", lambda: True)
+    assert _dispatch.resolve_backend(op, "auto", torch.device("cuda")) == "cpp"
+    monkeypatch.setattr(cwarp._extension, "with_cuda", lambda: False)
+    assert _dispatch.resolve_backend(op, "auto", torch.device("cuda")) == "triton"
+    with pytest.raises(ValueError, match=r"cwarp\.local_warp\(\): unknown backend 'cuda'"):
+        _dispatch.resolve_backend(op, "cuda", torch.device("cpu"))

@@ -50,6 +50,7 @@ def test_device_and_dtype_cast():
     assert torch.equal(_sample(3, dtype=torch.bfloat16), a.to(torch.bfloat16))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_same_values_on_cuda():
     assert torch.equal(_sample(5, device="cuda").cpu(), _sample(5))

@@ -17,6 +17,7 @@
 
 #include "checks.h"
 #include "color_math.h"
+#include "host_utils.h"
 #include "warp_math.h"
 
 namespace cwarp {
@@ -84,7 +85,7 @@ __global__ void __launch_bounds__(kThreads) augment_views_kernel(const src_t* __
   const float w00 = v00 ? bl.wx0 * bl.wy0 : 0.f, w01 = v01 ? bl.wx1 * bl.wy0 : 0.f;
   const float w10 = v10 ? bl.wx0 * bl.wy1 : 0.f, w11 = v11 ? bl.wx1 * bl.wy1 : 0.f;
   const index_t sh = static_cast<index_t>(p.sh), sw = static_cast<index_t>(p.sw);
-  const index_t base = bl.y0 * sh + bl.x0 * sw;
+  const index_t base = corner_base_offset(bl, p.W, p.H, sh, sw);
   const index_t o00 = v00 ? base : 0, o01 = v01 ? base + sw : 0;
   const index_t o10 = v10 ? base + sh : 0, o11 = v11 ? base + sh + sw : 0;
   const src_t* src_b = src + static_cast<int64_t>(b) * p.sb;
@@ -124,10 +125,7 @@ __global__ void __launch_bounds__(kThreads) augment_views_kernel(const src_t* __
 }
 
 bool fits_int32(const at::Tensor& src, int64_t total) {
-  int64_t max_off = 0;
-  for (int d = 1; d < 4; ++d) max_off += (src.size(d) - 1) * src.stride(d);
-  const int64_t slack = 128 * (src.stride(2) + src.stride(3));
-  return max_off + slack < std::numeric_limits<int32_t>::max() && total < std::numeric_limits<int32_t>::max() - kThreads;
+  return offsets_fit_int32(src) && total < std::numeric_limits<int32_t>::max() - kThreads;
 }
 
 template <typename src_t, typename out_t>

@@ -1,4 +1,4 @@
-// cwarp::contrastive_loss on the CPU: forward and backward (SPEC.md §3).
+// cwarp::contrastive_loss on the CPU: forward and backward.
 //
 // Row pass (both modes): one task per block of rows. For row i it reads p_i,
 // zpos_i and the N rows zneg_ij once, computing the squared norms and the dot

@@ -1,4 +1,4 @@
-// cwarp::contrastive_loss on CUDA: forward and backward (SPEC.md §3).
+// cwarp::contrastive_loss on CUDA: forward and backward.
 //
 // Same plan as the CPU kernel (csrc/ops/contrastive_loss/contrastive_loss_cpu.cpp) and the same
 // math (csrc/ops/contrastive_loss/contrastive_math.h). One warp per row: lanes stride over D and

@@ -1,4 +1,4 @@
-// The math of cwarp::contrastive_loss, written once (SPEC.md §3).
+// The math of cwarp::contrastive_loss, written once.
 //
 // C10_HOST_DEVICE inline functions of plain scalars, included unchanged by
 // the CPU kernel (csrc/ops/contrastive_loss/contrastive_loss_cpu.cpp) and the CUDA kernel

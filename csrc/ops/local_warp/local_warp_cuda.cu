@@ -118,7 +118,7 @@ __device__ __forceinline__ Sample<index_t, T> sample_point(const WarpConfig& cfg
   const T ix = source_index(sx, cfg.W, cfg.padding, cfg.align_corners, &s.gmx);
   const T iy = source_index(sy, cfg.H, cfg.padding, cfg.align_corners, &s.gmy);
   s.bl = bilinear<index_t>(ix, iy, cfg.W, cfg.H);
-  s.base = s.bl.y0 * sh + s.bl.x0 * sw;
+  s.base = corner_base_offset(s.bl, cfg.W, cfg.H, sh, sw);
   s.sw = sw;
   s.sh = sh;
   return s;

@@ -13,14 +13,22 @@ import torch
 from cwarp import _extension
 from cwarp.ops import _checks
 
-__all__ = ["augment_views_op"]
+__all__ = ["augment_views_op", "augment_views_fake", "check_augment_views_args"]
 
 OP = "cwarp::augment_views"
-def _augment_views_fake(src, theta, warps, color, mean, std, size, kind, padding_mode, out_dtype):
-    _checks.check_augment_views_inputs(OP, src, theta, warps, color, mean, std, size, out_dtype)
-    _checks.check_choice(OP, "kind", kind, _checks.KINDS)
-    _checks.check_choice(OP, "padding_mode", padding_mode, _checks.PADDING_MODES)
-    return src.new_empty((src.shape[0], theta.shape[1], src.shape[1], size, size), dtype=out_dtype)
+def check_augment_views_args(op, src, theta, warps, color, mean, std, size, kind, padding_mode, out_dtype) -> None:
+    """Every argument of an augment_views op (C++ or Triton), with csrc/checks.h's messages."""
+    _checks.check_augment_views_inputs(op, src, theta, warps, color, mean, std, size, out_dtype)
+    _checks.check_choice(op, "kind", kind, _checks.KINDS)
+    _checks.check_choice(op, "padding_mode", padding_mode, _checks.PADDING_MODES)
+
+
+def augment_views_fake(op: str):
+    """The fake kernel of an augment_views op: checks, then the (B, V, C, size, size) result."""
+    def fake(src, theta, warps, color, mean, std, size, kind, padding_mode, out_dtype):
+        check_augment_views_args(op, src, theta, warps, color, mean, std, size, kind, padding_mode, out_dtype)
+        return src.new_empty((src.shape[0], theta.shape[1], src.shape[1], size, size), dtype=out_dtype)
+    return fake
 
 
 def augment_views_op(src, theta, warps, color, mean, std, size: int, kind: str, padding_mode: str,
@@ -31,4 +39,4 @@ def augment_views_op(src, theta, warps, color, mean, std, size: int, kind: str, 
 
 
 if _extension.available():
-    torch.library.register_fake("cwarp::augment_views")(_augment_views_fake)
+    torch.library.register_fake(OP)(augment_views_fake(OP))

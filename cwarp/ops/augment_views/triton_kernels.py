@@ -12,8 +12,8 @@ function by function, by name. The contrast pre-pass (mean gray value of each
 source) runs on the host as one torch reduction
 (reference.source_mean_gray).
 
-As for cwarp.ops.local_warp.triton_kernels, CPU tensors run only under TRITON_INTERPRET=1 set
-before triton is first imported.
+CPU tensors run only under TRITON_INTERPRET=1 set before triton is first
+imported (cwarp/ops/_triton_runtime.py).
 """
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ import torch
 import triton
 import triton.language as tl
 
-from cwarp.ops import _checks
-from cwarp.ops.augment_views import reference
-from cwarp.ops.triton_math import INTERPRETED, KINDS, PADDINGS, sample_setup
+from cwarp.ops import _triton_runtime
+from cwarp.ops._triton_runtime import INTERPRETED, register_op
+from cwarp.ops.augment_views import reference, register
+from cwarp.ops.triton_math import KINDS, PADDINGS, sample_setup
 
-__all__ = ["augment_views", "augment_views_forward", "INTERPRETED"]
+__all__ = ["augment_views", "augment_views_forward"]
 
 _OP = "cwarp::augment_views_triton"
 _BLOCK = 64 if INTERPRETED else 256
@@ -198,15 +199,13 @@ def _augment_views_kernel(
 
 def augment_views_forward(src, theta, warps, color, mean, std, size: int, kind: str, padding_mode: str,
                           out_dtype: torch.dtype) -> torch.Tensor:
-    _checks.check_augment_views_inputs(_OP, src, theta, warps, color, mean, std, size, out_dtype)
+    register.check_augment_views_args(_OP, src, theta, warps, color, mean, std, size, kind, padding_mode, out_dtype)
     B, C, H, W = src.shape
     V, K = theta.shape[1], warps.shape[2]
     out = torch.empty(B, V, C, size, size, dtype=out_dtype, device=src.device)
     if out.numel() == 0:
         return out
-    if src.device.type == "cpu" and not INTERPRETED:
-        raise RuntimeError(f"{_OP}(): the Triton backend runs CPU tensors only under TRITON_INTERPRET=1 (set "
-                           "before triton is first imported); move the tensors to CUDA or use backend='cpp'")
+    _triton_runtime.require_runnable(_OP, src.device)
     mean_gray = reference.source_mean_gray(src)
     grid = (B * V * triton.cdiv(size * size, _BLOCK),)
     torch.library.wrap_triton(_augment_views_kernel)[grid](
@@ -217,22 +216,16 @@ def augment_views_forward(src, theta, warps, color, mean, std, size: int, kind: 
     return out
 
 
-# As in cwarp.ops.local_warp.triton_kernels: a triton_op on the GPU (Inductor sees the kernel),
-# a plain custom op under the interpreter (whose kernels Inductor cannot run).
-_register_op = torch.library.custom_op if INTERPRETED else torch.library.triton_op
-
-
-@_register_op(_OP, mutates_args=())
+# A triton_op on the GPU (Inductor sees the kernel), a plain custom op under
+# the interpreter (see cwarp/ops/_triton_runtime.py).
+@register_op(_OP, mutates_args=())
 def augment_views_triton(src: torch.Tensor, theta: torch.Tensor, warps: torch.Tensor, color: torch.Tensor,
                          mean: torch.Tensor, std: torch.Tensor, size: int, kind: str, padding_mode: str,
                          out_dtype: torch.dtype) -> torch.Tensor:
     return augment_views_forward(src, theta, warps, color, mean, std, size, kind, padding_mode, out_dtype)
 
 
-@augment_views_triton.register_fake
-def _augment_views_triton_fake(src, theta, warps, color, mean, std, size, kind, padding_mode, out_dtype):
-    _checks.check_augment_views_inputs(_OP, src, theta, warps, color, mean, std, size, out_dtype)
-    return src.new_empty((src.shape[0], theta.shape[1], src.shape[1], size, size), dtype=out_dtype)
+augment_views_triton.register_fake(register.augment_views_fake(_OP))
 
 
 def augment_views(src, theta, warps, color, mean, std, size, kind, padding_mode, out_dtype) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The fused ContraWarping loss (SPEC.md §3): public function, module, dispatch."""
+"""The fused ContraWarping loss (docs/api.md §3): public function, module, dispatch."""
 from __future__ import annotations
 
 from typing import Optional

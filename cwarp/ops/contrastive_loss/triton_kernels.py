@@ -1,4 +1,4 @@
-"""cwarp::contrastive_loss in Triton: forward and backward kernels (SPEC.md §3).
+"""cwarp::contrastive_loss in Triton: forward and backward kernels (docs/api.md §3).
 
 Mirrors csrc/ops/contrastive_loss/contrastive_math.h function by function (_inv_norm, _norm_mask,
 _logit_grad, _positive_grad, _sim_grad_self) and the C++ kernels' plan: one
@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from cwarp.ops import _checks
+from cwarp.ops import _checks, _triton_runtime
 from cwarp.ops._checks import opmath
 from cwarp.ops.contrastive_loss import register
 
@@ -60,6 +60,22 @@ def _sim_grad_self(a, t):
 
 
 @triton.jit
+def _load_row(ptr, offs, dmask, COMPUTE: tl.constexpr):
+    """One D-vector (the row at ptr), in the compute type."""
+    return tl.load(ptr + offs, mask=dmask, other=0.0).to(COMPUTE)
+
+
+@triton.jit
+def _load_tile(ptr, k0, B, stride, offs, dmask, COMPUTE: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Rows k0 .. k0 + BLOCK_K of a (B, D) matrix: (row indices, their mask, the tile)."""
+    ks = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
+    kmask = ks < B
+    tile = tl.load(ptr + ks[:, None] * stride + offs[None, :], mask=kmask[:, None] & dmask[None, :],
+                   other=0.0).to(COMPUTE)
+    return ks, kmask, tile
+
+
+@triton.jit
 def _contrastive_fwd_kernel(p_ptr, z_ptr, zn_ptr, nce_ptr, s_pos_ptr, inv_p_ptr, inv_z_ptr, inv_n_ptr, lse_ptr,
                             B, N, D, stride_p, stride_z, stride_nb, stride_nn, inv_tau,
                             COMPUTE: tl.constexpr, HAS_NEG: tl.constexpr, IN_BATCH: tl.constexpr,
@@ -67,8 +83,8 @@ def _contrastive_fwd_kernel(p_ptr, z_ptr, zn_ptr, nce_ptr, s_pos_ptr, inv_p_ptr,
     i = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK_D)
     dmask = offs < D
-    x = tl.load(p_ptr + i * stride_p + offs, mask=dmask, other=0.0).to(COMPUTE)
-    y = tl.load(z_ptr + i * stride_z + offs, mask=dmask, other=0.0).to(COMPUTE)
+    x = _load_row(p_ptr + i * stride_p, offs, dmask, COMPUTE)
+    y = _load_row(z_ptr + i * stride_z, offs, dmask, COMPUTE)
     a = _inv_norm(tl.sum(x * x, axis=0))
     b = _inv_norm(tl.sum(y * y, axis=0))
     s = a * b * tl.sum(x * y, axis=0)
@@ -76,7 +92,7 @@ def _contrastive_fwd_kernel(p_ptr, z_ptr, zn_ptr, nce_ptr, s_pos_ptr, inv_p_ptr,
     l = tl.exp(m - m)  # 1, or NaN for a NaN logit
     if HAS_NEG:
         for j in range(N):
-            w = tl.load(zn_ptr + i * stride_nb + j * stride_nn + offs, mask=dmask, other=0.0).to(COMPUTE)
+            w = _load_row(zn_ptr + i * stride_nb + j * stride_nn, offs, dmask, COMPUTE)
             c = _inv_norm(tl.sum(w * w, axis=0))
             tl.store(inv_n_ptr + i * N + j, c)
             xj = a * c * tl.sum(x * w, axis=0) * inv_tau
@@ -85,10 +101,7 @@ def _contrastive_fwd_kernel(p_ptr, z_ptr, zn_ptr, nce_ptr, s_pos_ptr, inv_p_ptr,
             m = m_new
     if IN_BATCH:
         for k0 in range(0, B, BLOCK_K):
-            ks = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
-            kmask = ks < B
-            zt = tl.load(z_ptr + ks[:, None] * stride_z + offs[None, :], mask=kmask[:, None] & dmask[None, :],
-                         other=0.0).to(COMPUTE)
+            ks, kmask, zt = _load_tile(z_ptr, k0, B, stride_z, offs, dmask, COMPUTE, BLOCK_K)
             bk = _inv_norm(tl.sum(zt * zt, axis=1))
             xk = a * bk * tl.sum(zt * x[None, :], axis=1) * inv_tau
             xk = tl.where(kmask & (ks != i), xk, float("-inf"))
@@ -114,8 +127,8 @@ def _contrastive_bwd_kernel(p_ptr, z_ptr, zn_ptr, g_nce_ptr, g_s_ptr, inv_p_ptr,
     i = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK_D)
     dmask = offs < D
-    x = tl.load(p_ptr + i * stride_p + offs, mask=dmask, other=0.0).to(COMPUTE)
-    y = tl.load(z_ptr + i * stride_z + offs, mask=dmask, other=0.0).to(COMPUTE)
+    x = _load_row(p_ptr + i * stride_p, offs, dmask, COMPUTE)
+    y = _load_row(z_ptr + i * stride_z, offs, dmask, COMPUTE)
     a = tl.load(inv_p_ptr + i).to(COMPUTE)
     b = tl.load(inv_z_ptr + i).to(COMPUTE)
     lse = tl.load(lse_ptr + i).to(COMPUTE)
@@ -127,7 +140,7 @@ def _contrastive_bwd_kernel(p_ptr, z_ptr, zn_ptr, g_nce_ptr, g_s_ptr, inv_p_ptr,
     tp = g0 * s
     if HAS_NEG:
         for j in range(N):
-            w = tl.load(zn_ptr + i * stride_nb + j * stride_nn + offs, mask=dmask, other=0.0).to(COMPUTE)
+            w = _load_row(zn_ptr + i * stride_nb + j * stride_nn, offs, dmask, COMPUTE)
             c = tl.load(inv_n_ptr + i * N + j).to(COMPUTE)
             sj = a * c * tl.sum(x * w, axis=0)
             gj = _logit_grad(sj, lse, inv_tau, gn)
@@ -139,10 +152,7 @@ def _contrastive_bwd_kernel(p_ptr, z_ptr, zn_ptr, g_nce_ptr, g_s_ptr, inv_p_ptr,
     if NEED_P:
         if IN_BATCH:
             for k0 in range(0, B, BLOCK_K):
-                ks = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
-                kmask = ks < B
-                zt = tl.load(z_ptr + ks[:, None] * stride_z + offs[None, :], mask=kmask[:, None] & dmask[None, :],
-                             other=0.0).to(COMPUTE)
+                ks, kmask, zt = _load_tile(z_ptr, k0, B, stride_z, offs, dmask, COMPUTE, BLOCK_K)
                 bk = tl.load(inv_z_ptr + ks, mask=kmask, other=0.0).to(COMPUTE)
                 sk = a * bk * tl.sum(zt * x[None, :], axis=1)
                 gk = tl.where(kmask & (ks != i), _logit_grad(sk, lse, inv_tau, gn), 0.0)
@@ -164,8 +174,8 @@ def _contrastive_bwd_col_kernel(p_ptr, z_ptr, g_nce_ptr, g_s_ptr, inv_p_ptr, inv
     k = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK_D)
     dmask = offs < D
-    y = tl.load(z_ptr + k * stride_z + offs, mask=dmask, other=0.0).to(COMPUTE)
-    xk = tl.load(p_ptr + k * stride_p + offs, mask=dmask, other=0.0).to(COMPUTE)
+    y = _load_row(z_ptr + k * stride_z, offs, dmask, COMPUTE)
+    xk = _load_row(p_ptr + k * stride_p, offs, dmask, COMPUTE)
     b = tl.load(inv_z_ptr + k).to(COMPUTE)
     ak = tl.load(inv_p_ptr + k).to(COMPUTE)
     s = ak * b * tl.sum(xk * y, axis=0)
@@ -174,10 +184,7 @@ def _contrastive_bwd_col_kernel(p_ptr, z_ptr, g_nce_ptr, g_s_ptr, inv_p_ptr, inv
     acc = g0 * ak * xk
     tz = g0 * s
     for i0 in range(0, B, BLOCK_K):
-        rows = i0 + tl.arange(0, BLOCK_K).to(tl.int64)
-        rmask = rows < B
-        pt = tl.load(p_ptr + rows[:, None] * stride_p + offs[None, :], mask=rmask[:, None] & dmask[None, :],
-                     other=0.0).to(COMPUTE)
+        rows, rmask, pt = _load_tile(p_ptr, i0, B, stride_p, offs, dmask, COMPUTE, BLOCK_K)
         ai = tl.load(inv_p_ptr + rows, mask=rmask, other=0.0).to(COMPUTE)
         li = tl.load(lse_ptr + rows, mask=rmask, other=0.0).to(COMPUTE)
         gni = tl.load(g_nce_ptr + rows, mask=rmask, other=0.0).to(COMPUTE)
@@ -204,6 +211,16 @@ def _blocks(d: int, dtype: torch.dtype) -> Tuple[int, int, int]:
     return block_d, block_k, 4 if block_d <= 512 else 8
 
 
+def _launch_inputs(op: str, p: torch.Tensor, z_pos: torch.Tensor, z_neg: Optional[torch.Tensor]):
+    """What both launches take: dense rows, z_neg or a stand-in, N, z_neg's strides, has_neg."""
+    _triton_runtime.require_runnable(op, p.device)
+    p, z_pos = p.contiguous(), z_pos.contiguous()
+    if z_neg is None:
+        return p, z_pos, p, 0, (0, 0), False
+    zn = z_neg.contiguous()
+    return p, z_pos, zn, zn.shape[1], (zn.stride(0), zn.stride(1)), zn.shape[1] > 0
+
+
 @triton_op("cwarp::contrastive_loss_triton_forward", mutates_args=())
 def contrastive_loss_forward(p: torch.Tensor, z_pos: torch.Tensor, z_neg: Optional[torch.Tensor], tau: float,
                              in_batch: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
@@ -216,14 +233,12 @@ def contrastive_loss_forward(p: torch.Tensor, z_pos: torch.Tensor, z_neg: Option
     inv_n = p.new_empty((B, N), dtype=dt)
     if B == 0:
         return nce, s_pos, inv_p, inv_z, inv_n, lse
-    p, z_pos = p.contiguous(), z_pos.contiguous()
-    zn = z_neg.contiguous() if z_neg is not None else p
+    p, z_pos, zn, N, zn_strides, has_neg = _launch_inputs("cwarp::contrastive_loss_triton_forward", p, z_pos, z_neg)
     block_d, block_k, warps = _blocks(D, p.dtype)
     wrap_triton(_contrastive_fwd_kernel)[(B,)](
         p, z_pos, zn, nce, s_pos, inv_p, inv_z, inv_n, lse,
-        B, N, D, p.stride(0), z_pos.stride(0), zn.stride(0) if z_neg is not None else 0,
-        zn.stride(1) if z_neg is not None else 0, 1.0 / tau,
-        COMPUTE=_compute(p.dtype), HAS_NEG=z_neg is not None and N > 0, IN_BATCH=bool(in_batch),
+        B, N, D, p.stride(0), z_pos.stride(0), *zn_strides, 1.0 / tau,
+        COMPUTE=_compute(p.dtype), HAS_NEG=has_neg, IN_BATCH=bool(in_batch),
         BLOCK_D=block_d, BLOCK_K=block_k, num_warps=warps)
     return nce, s_pos, inv_p, inv_z, inv_n, lse
 
@@ -245,8 +260,8 @@ def contrastive_loss_backward(grad_nce: torch.Tensor, grad_s_pos: torch.Tensor, 
     if B == 0 or not (need_p or need_z or need_n):
         return gp, gz, gzn
     dt = opmath(p.dtype)
-    p, z_pos = p.contiguous(), z_pos.contiguous()
-    zn = z_neg.contiguous() if z_neg is not None else p
+    p, z_pos, zn, N, zn_strides, has_neg = _launch_inputs("cwarp::contrastive_loss_triton_backward", p, z_pos,
+                                                          z_neg)
     gn, gs, ip, iz, inn, ls = (t.to(dt).contiguous() for t in (grad_nce, grad_s_pos, inv_p, inv_z_pos,
                                                                 inv_z_neg, lse))
     block_d, block_k, warps = _blocks(D, p.dtype)
@@ -254,9 +269,8 @@ def contrastive_loss_backward(grad_nce: torch.Tensor, grad_s_pos: torch.Tensor, 
     wrap_triton(_contrastive_bwd_kernel)[(B,)](
         p, z_pos, zn, gn, gs, ip, iz, inn, ls,
         gp if need_p else p, gz if need_z else p, gzn if need_n else p,
-        B, N, D, p.stride(0), z_pos.stride(0), zn.stride(0) if z_neg is not None else 0,
-        zn.stride(1) if z_neg is not None else 0, 1.0 / tau,
-        COMPUTE=compute, HAS_NEG=z_neg is not None and N > 0, IN_BATCH=bool(in_batch),
+        B, N, D, p.stride(0), z_pos.stride(0), *zn_strides, 1.0 / tau,
+        COMPUTE=compute, HAS_NEG=has_neg, IN_BATCH=bool(in_batch),
         NEED_P=need_p, NEED_Z=need_z, NEED_N=need_n and N > 0, BLOCK_D=block_d, BLOCK_K=block_k,
         num_warps=warps)
     if in_batch and need_z:

@@ -19,7 +19,7 @@ def local_warp(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.
                out_size: Optional[Union[int, Sequence[int]]] = None, kind: str = "translate",
                padding_mode: str = "border", align_corners: bool = False,
                backend: str = "auto") -> torch.Tensor:
-    """Batched random local warping with bilinear sampling (SPEC.md §2).
+    """Batched random local warping with bilinear sampling (docs/api.md §2).
 
     For each output position p (the base grid of ``F.affine_grid``)::
 

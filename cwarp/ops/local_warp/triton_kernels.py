@@ -4,7 +4,7 @@ Ops (torch.library.triton_op, so torch.compile sees the kernels):
   cwarp::local_warp_triton(image, params, theta, out_h, out_w, kind, padding_mode, align_corners)
   cwarp::local_warp_backward_triton(grad_out, image, params, theta, kind, padding_mode,
                                     align_corners, output_mask) -> (grad_image, grad_params, grad_theta)
-with the semantics of SPEC.md §2 and of the C++ ops cwarp::local_warp /
+with the semantics of docs/api.md §2 and of the C++ ops cwarp::local_warp /
 cwarp::local_warp_backward (same argument order, same empty results for the
 gradients output_mask does not ask for).
 
@@ -16,13 +16,8 @@ side (torch.sum), so those gradients are always deterministic; the image
 gradient uses float atomics, or 64-bit fixed-point integer atomics (order
 independent, hence deterministic) when torch.are_deterministic_algorithms_enabled().
 
-The interpreter (TRITON_INTERPRET=1) is chosen by @triton.jit when a function
-is decorated: for triton.language's own helpers (tl.cdiv, the combine
-functions of tl.sum) that is when triton is first imported. So the variable
-must be set before triton is first imported in the process; on CPU tensors
-the kernels only run interpreted, and a half-interpreted setup (variable set
-after `import triton`) is refused with a clear error instead of failing
-inside a kernel.
+When and how the kernels can run (the interpreter, CPU tensors) is
+cwarp/ops/_triton_runtime.py's.
 """
 from __future__ import annotations
 
@@ -33,22 +28,13 @@ import triton
 import triton.language as tl
 from torch._prims_common import suggest_memory_format
 
-from cwarp.ops import _checks
+from cwarp.ops import _checks, _triton_runtime
 from cwarp.ops._checks import opmath
+from cwarp.ops._triton_runtime import INTERPRETED, register_op
 from cwarp.ops.local_warp import register
-from cwarp.ops.triton_math import INTERPRETED, KINDS, PADDINGS, bilinear_coord_grad, load_warp, sample_setup, warp_param_grad
+from cwarp.ops.triton_math import KINDS, PADDINGS, bilinear_coord_grad, load_warp, sample_setup, warp_param_grad
 
-__all__ = ["local_warp", "local_warp_forward", "local_warp_backward", "INTERPRETED"]
-
-def _is_interpreted(fn) -> bool:
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return isinstance(fn, InterpretedFunction)
-
-
-# TRITON_INTERPRET=1 set after triton itself was imported: our kernels are
-# interpreted but tl.cdiv / tl.sum's helpers are not, and cannot run.
-_HALF_INTERPRETED: bool = INTERPRETED and not _is_interpreted(tl.cdiv)
+__all__ = ["local_warp", "local_warp_forward", "local_warp_backward"]
 
 _FWD_OP = "cwarp::local_warp_triton"
 _BWD_OP = "cwarp::local_warp_backward_triton"
@@ -186,22 +172,6 @@ def _fits_int32(t: torch.Tensor, n_pix: int) -> bool:
     return max_off + slack < 2**31 - 1 and n_pix < 2**31 - 1024
 
 
-def _require_runnable(op: str, device: torch.device) -> None:
-    if _HALF_INTERPRETED:
-        raise RuntimeError(
-            f"{op}(): TRITON_INTERPRET=1 was set after triton was imported, so only part of Triton runs "
-            "interpreted; set it before the first `import triton` of the process (e.g. in the "
-            "environment or at the top of conftest.py)")
-    if device.type == "cpu" and not INTERPRETED:
-        raise RuntimeError(
-            f"{op}(): the Triton backend runs CPU tensors only under the Triton interpreter; set "
-            "TRITON_INTERPRET=1 before cwarp.ops.local_warp.triton_kernels is first imported, move the tensors to "
-            "CUDA, or use backend='cpp'")
-    if device.type not in ("cpu", "cuda"):
-        raise RuntimeError(f"{op}(): the Triton backend supports CUDA tensors (and CPU tensors under "
-                           f"TRITON_INTERPRET=1), got device {device}")
-
-
 def local_warp_forward(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.Tensor], out_h: int,
                        out_w: int, kind: str, padding_mode: str, align_corners: bool) -> torch.Tensor:
     """Launches the forward kernel (the body of cwarp::local_warp_triton)."""
@@ -211,7 +181,7 @@ def local_warp_forward(image: torch.Tensor, params: torch.Tensor, theta: Optiona
     out = register.empty_like_format(image, (B, C, out_h, out_w))
     if out.numel() == 0:
         return out
-    _require_runnable(_FWD_OP, image.device)
+    _triton_runtime.require_runnable(_FWD_OP, image.device)
     ct = opmath(image.dtype)
     prm = params.to(ct).contiguous()
     th = theta.to(ct).reshape(B, 6).contiguous() if theta is not None else prm
@@ -264,7 +234,7 @@ def local_warp_backward(grad_out: torch.Tensor, image: torch.Tensor, params: tor
     part = image.new_zeros((B, n_slots, n_comp), dtype=ct) if need_coord else None
 
     if B > 0 and C > 0 and (want_image or need_coord):
-        _require_runnable(_BWD_OP, image.device)
+        _triton_runtime.require_runnable(_BWD_OP, image.device)
         prm = params.to(ct).contiguous()
         th = theta.to(ct).reshape(B, 6).contiguous() if theta is not None else prm
         scale = _fixed_point_scale(grad_out, n_pix) if gfix is not None else prm
@@ -307,24 +277,15 @@ def local_warp_backward(grad_out: torch.Tensor, image: torch.Tensor, params: tor
 # Custom ops
 # ----------------------------------------------------------------------------
 
-# On the GPU the ops are triton_ops: under torch.compile, Inductor sees the
-# kernels themselves (functional decomposition through wrap_triton). Under
-# the interpreter that decomposition cannot work: wrap_triton hands back the
-# interpreted kernel as it is, and Inductor then launches it on fake tensors
-# ("Attempted to access the data pointer on an invalid python storage"). So
-# there the ops are plain custom ops, opaque to Inductor, with the same
-# schema, fakes and autograd; torch.compile(fullgraph=True) traces them
-# without graph breaks either way.
-_register_op = torch.library.custom_op if INTERPRETED else torch.library.triton_op
-
-
-@_register_op(_FWD_OP, mutates_args=())
+# A triton_op on the GPU, a plain custom op under the interpreter (see
+# cwarp/ops/_triton_runtime.py).
+@register_op(_FWD_OP, mutates_args=())
 def local_warp_triton(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.Tensor], out_h: int,
                       out_w: int, kind: str, padding_mode: str, align_corners: bool) -> torch.Tensor:
     return local_warp_forward(image, params, theta, out_h, out_w, kind, padding_mode, align_corners)
 
 
-@_register_op(_BWD_OP, mutates_args=())
+@register_op(_BWD_OP, mutates_args=())
 def local_warp_backward_triton(grad_out: torch.Tensor, image: torch.Tensor, params: torch.Tensor,
                                theta: Optional[torch.Tensor], kind: str, padding_mode: str, align_corners: bool,
                                output_mask: List[bool]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -342,6 +303,6 @@ register.register_local_warp_autograd(local_warp_triton, local_warp_backward_tri
 def local_warp(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.Tensor], out_h: int, out_w: int,
                kind: str, padding_mode: str, align_corners: bool) -> torch.Tensor:
     """cwarp.local_warp(..., backend="triton"): the custom op, after the device check."""
-    _require_runnable("cwarp.local_warp", image.device)
+    _triton_runtime.require_runnable("cwarp.local_warp", image.device)
     return torch.ops.cwarp.local_warp_triton(image, params, theta, out_h, out_w, kind, padding_mode,
                                              align_corners)
