@@ -9,7 +9,7 @@ DEPS_STAMP := $(VENV)/.cwarp-deps
 INSTALL_STAMP := $(VENV)/.cwarp-editable
 PYTEST_ARGS ?=
 
-.PHONY: all venv build test demo bench cmake-build check-vexp check-triton clean
+.PHONY: all venv build test demo bench cmake-build check-vexp check-triton sdist-check clean
 
 all: build
 
@@ -59,5 +59,33 @@ check-vexp: $(DEPS_STAMP)
 check-triton: $(INSTALL_STAMP)
 	env -u TRITON_INTERPRET $(PY) scripts/check_triton_kernels.py --arch 80 --arch 90
 
+# The sdist holds everything a build needs: make it, install it into a fresh
+# venv (torch from the same index, the CPU kernels compiled against it), then
+# import the installed cwarp from outside the source tree and run one op.
+SDIST_DIR := dist/sdist-check
+SDIST_VENV := $(SDIST_DIR)/venv
+SDIST_PY := $(abspath $(SDIST_VENV))/bin/python
+sdist-check: $(DEPS_STAMP)
+	rm -rf $(SDIST_DIR)
+	$(PY) -m build --sdist --no-isolation --outdir $(SDIST_DIR) .
+	$(PYTHON) -m venv $(SDIST_VENV)
+	$(SDIST_PY) -m pip install --quiet --upgrade pip
+	$(SDIST_PY) -m pip install --quiet "torch==$$($(PY) -c 'import torch; print(torch.__version__.split("+")[0])')" \
+	  "setuptools>=77" wheel ninja
+	CWARP_NO_CUDA=1 $(SDIST_PY) -m pip install --quiet --no-build-isolation $(SDIST_DIR)/cwarp-*.tar.gz
+	cd $(SDIST_DIR) && $(SDIST_PY) -c "$$SDIST_SMOKE"
+	rm -rf $(SDIST_VENV)   # a full torch install: kept only when the check fails, for a look
+
+define SDIST_SMOKE
+import torch, cwarp, cwarp.reference
+assert "site-packages" in cwarp.__file__, f"imported {cwarp.__file__}, not the installed sdist"
+assert cwarp.backends()["cpp"], "the sdist build has no compiled kernels"
+x = torch.rand(2, 3, 16, 16)
+p = cwarp.sample_local_warps(2, 3, generator=torch.Generator().manual_seed(0))
+torch.testing.assert_close(cwarp.local_warp(x, p), cwarp.reference.local_warp(x, p), atol=1e-5, rtol=1e-5)
+print(f"sdist-check: cwarp {cwarp.__version__} from {cwarp.__file__}: local_warp matches the reference")
+endef
+export SDIST_SMOKE
+
 clean:
-	rm -rf build cmake-build cwarp/_C*.so
+	rm -rf build cmake-build cwarp/_C*.so $(SDIST_DIR)

@@ -129,5 +129,5 @@ def _extension():
 setup(
     ext_modules=[] if _flag("CWARP_SKIP_EXT") else [_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    options={"bdist_wheel": {"py_limited_api": "cp311"}},
 )

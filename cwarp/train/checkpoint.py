@@ -10,9 +10,12 @@ and the benchmarks.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import signal
 import tempfile
+import threading
 from typing import Any, Dict, Iterable, Mapping
 
 import torch
@@ -48,7 +51,10 @@ def save_checkpoint(path: str, state: Mapping[str, Any]) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
+        # torch.save's zip writer turns an exception raised inside it into an
+        # unrelated RuntimeError; a Ctrl-C that arrives while it writes is
+        # held back until the file is complete and then raised as usual.
+        with _interrupts_held(), os.fdopen(fd, "wb") as f:
             torch.save(dict(state), f)
             f.flush()
             os.fsync(f.fileno())
@@ -58,6 +64,20 @@ def save_checkpoint(path: str, state: Mapping[str, Any]) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def _interrupts_held():
+    """Block SIGINT / SIGTERM delivery in this block (main thread, POSIX); pending ones fire after it."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def load_checkpoint(path: str, *, trust: bool = False, map_location="cpu") -> Dict[str, Any]:
