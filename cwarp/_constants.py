@@ -1,4 +1,7 @@
-"""Constants shared by the augmentation and the probe (torch-free)."""
+"""Constants shared across the package; torch-free, so the command lines can read them before importing torch."""
+
+# The data set formats cwarp.data.build_dataset reads.
+FORMATS = ("synthetic", "rafdb", "fer2013", "imagefolder")
 
 # ImageNet's per-channel statistics of x / 255: the default normalization of
 # the views (cwarp.nn.ContraWarpAugment) and of the probe's inputs.

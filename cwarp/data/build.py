@@ -4,13 +4,14 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from cwarp._constants import FORMATS
+
 from .common import FaceDataset, check_image_size, check_split
 from .fer2013 import load_fer2013
 from .imagefolder import load_imagefolder
 from .rafdb import load_rafdb
 from .synthetic import SyntheticFaces
 
-FORMATS = ("synthetic", "rafdb", "fer2013", "imagefolder")
 
 # Sizes of the synthetic splits when num_samples is not given: enough for a
 # stable linear probe, a few seconds to render.

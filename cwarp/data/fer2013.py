@@ -34,7 +34,7 @@ def find_csv(path: str) -> str:
 
 
 def _parse_pixels(text: str, where: str) -> np.ndarray:
-    # np.fromstring in text mode parses ~5x faster than split(). On bad input it
+    # np.fromstring in text mode parses far faster than split(). On bad input it
     # raises (numpy 2) or stops early with a DeprecationWarning (numpy 1), which
     # the length check then reports.
     expected = f"{where}: pixels must be {FER_SIZE * FER_SIZE} integers in 0..255 separated by spaces"

@@ -48,8 +48,8 @@ def _one_thread():
 
     Its L-BFGS fits are thousands of small products and its eigendecomposition
     many small parallel regions: on an idle machine more threads gain little,
-    on a busy one every region waits for a descheduled worker (measured: 14 s
-    on one thread, 97 s on two, with one other process running).
+    on a busy one every region waits for a descheduled worker, which makes the
+    probe several times slower than on one thread.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -22,6 +22,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple
 
+from cwarp._constants import FORMATS
+
 __all__ = ["RunConfig", "DataConfig", "OptimConfig", "ByolConfig", "NegativesConfig", "ViewsConfig",
            "BookkeepingConfig", "ConfigError", "METHODS", "FORMATS", "ARCHS", "PRECISIONS", "OPTIMIZERS",
            "NEGATIVE_NETWORKS", "NCE_PREDICTIONS", "DEFAULTS", "FORMER_DEFAULTS", "RESUME_MUTABLE", "CONFIG_VERSION",
@@ -29,9 +31,6 @@ __all__ = ["RunConfig", "DataConfig", "OptimConfig", "ByolConfig", "NegativesCon
            "run_differences", "compact_arch", "resolve_arch", "write_config_files"]
 
 METHODS = ("contrawarp", "byol", "supervised")
-# The same names as cwarp.data.build.FORMATS (a test pins it); repeated here
-# because importing cwarp.data imports torch, and --help must not.
-FORMATS = ("synthetic", "rafdb", "fer2013", "imagefolder")
 # The backbones of cwarp.train.models, which builds them.
 ARCHS = ("resnet18", "resnet50", "resnet18-small", "convnet-small")
 OPTIMIZERS = ("lars", "sgd", "adamw")

@@ -30,7 +30,7 @@ def test_one_copy_of_the_names():
     from cwarp.data.build import FORMATS
     from cwarp.train import methods, models, optim
 
-    assert C.FORMATS == FORMATS            # repeated only so that --help needs no torch
+    assert C.FORMATS is FORMATS
     assert models.ARCHS is C.ARCHS and optim.OPTIMIZERS is C.OPTIMIZERS
     assert tuple(methods.METHOD_CLASSES) == C.METHODS
 

@@ -295,8 +295,8 @@ C10_ALWAYS_INLINE __m128 sample_rgb_adjacent(const float* s, index_t o, index_t 
 // pair loads; 3-channel float images with adjacent channels (channels_last)
 // take a pixel's channels as one vector. `max_off` is the largest offset of
 // the image: the vector loads stay at or below it. The rest is scalar on
-// purpose: hardware gathers (AVX2 and AVX-512, measured on Zen 4) are twice as
-// slow as the scalar loads, and GCC's emulated ones are slower still.
+// purpose: hardware gathers (AVX2 and AVX-512) are slower than the scalar
+// loads on the CPUs this targets, and GCC's emulated ones slower still.
 template <int kC, typename T, typename scalar_t, typename index_t>
 CWARP_CPU_MULTIVERSION CWARP_NO_VECTORIZE void gather_row(
     const scalar_t* __restrict src, index_t sc, index_t sh, index_t sw, int64_t C, scalar_t* __restrict dst,
