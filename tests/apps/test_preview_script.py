@@ -1,28 +1,20 @@
 """The installed cwarp-preview script, run as a user runs it: exit statuses, output lines, the figure written."""
-import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
+from console_scripts import assert_one_error_line as assert_one_error_line_of
+from console_scripts import interrupted, run_script, timed_help, torch_modules_after_import
 
-SCRIPT = os.path.join(os.path.dirname(sys.executable), "cwarp-preview")
 # Generous: --help must not wait for torch, whose import alone takes seconds.
 HELP_SECONDS = 5.0
 
 
-def preview(*args, timeout=300):
-    assert os.path.isfile(SCRIPT), f"{SCRIPT} is not installed; run `pip install -e .` (see the Makefile)"
-    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=timeout)
+def preview(*args):
+    return run_script("cwarp-preview", *args)
 
 
 def assert_one_error_line(done, pattern):
-    assert done.returncode == 2, done.stderr
-    assert done.stdout == ""
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("cwarp-preview: error: ") and pattern in lines[0], lines[0]
+    assert_one_error_line_of(done, "cwarp-preview", pattern)
 
 
 def test_success_writes_the_figure_and_says_where(tmp_path):
@@ -50,9 +42,7 @@ def test_bad_inputs(tmp_path):
 
 
 def test_help_is_fast_and_complete():
-    started = time.perf_counter()
-    done = preview("--help")
-    elapsed = time.perf_counter() - started
+    done, elapsed = timed_help("cwarp-preview")
     assert done.returncode == 0 and done.stderr == ""
     assert done.stdout.startswith("usage: cwarp-preview")
     assert "--negatives" in done.stdout and "{translate,gaussian}" in done.stdout
@@ -60,19 +50,14 @@ def test_help_is_fast_and_complete():
 
 
 def test_preview_module_does_not_import_torch():
-    code = "import sys, cwarp.apps.preview; assert 'torch' not in sys.modules, sorted(sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    assert torch_modules_after_import("cwarp.apps.preview") == []
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is how Ctrl-C reaches a POSIX process")
 def test_ctrl_c_exits_130_without_traceback(tmp_path):
     # Long enough to be still running when the signal comes.
-    process = subprocess.Popen([SCRIPT, "--synthetic", "400", "--size", "64", "--out", str(tmp_path / "v.png")],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3.0)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
+    status, _, stderr = interrupted("cwarp-preview", ["--synthetic", "400", "--size", "64", "--out",
+                                                      str(tmp_path / "v.png")], after=3.0)
+    assert status == 130, stderr
     assert "Traceback" not in stderr and stderr.splitlines()[-1] == "cwarp-preview: interrupted"
     assert not (tmp_path / "v.png").exists()

@@ -1,30 +1,22 @@
 """The installed cwarp-probe script, run as a user runs it: exit statuses, output lines, files written."""
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
+from console_scripts import assert_one_error_line as assert_one_error_line_of
+from console_scripts import interrupted, run_script, timed_help, torch_modules_after_import
 
-SCRIPT = os.path.join(os.path.dirname(sys.executable), "cwarp-probe")
 TINY = ["--format", "synthetic", "--num-train", "42", "--num-test", "21", "--image-size", "16", "--no-progress"]
 # Generous: --help must not wait for torch, whose import alone takes seconds.
 HELP_SECONDS = 5.0
 
 
-def probe(*args, timeout=300):
-    assert os.path.isfile(SCRIPT), f"{SCRIPT} is not installed; run `pip install -e .` (see the Makefile)"
-    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=timeout)
+def probe(*args):
+    return run_script("cwarp-probe", *args)
 
 
 def assert_one_error_line(done, pattern):
-    assert done.returncode == 2, done.stderr
-    assert done.stdout == ""
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("cwarp-probe: error: ") and pattern in lines[0], lines[0]
+    assert_one_error_line_of(done, "cwarp-probe", pattern)
 
 
 @pytest.mark.parametrize("source", [["--raw-pixels"], ["--random-init", "--arch", "convnet-small"]])
@@ -71,9 +63,7 @@ def test_bad_arguments(args, pattern):
 
 
 def test_help_is_fast_and_complete():
-    started = time.perf_counter()
-    done = probe("--help")
-    elapsed = time.perf_counter() - started
+    done, elapsed = timed_help("cwarp-probe")
     assert done.returncode == 0 and done.stderr == ""
     assert done.stdout.startswith("usage: cwarp-probe")
     assert "--checkpoint" in done.stdout and "--trust-checkpoint" in done.stdout
@@ -81,9 +71,7 @@ def test_help_is_fast_and_complete():
 
 
 def test_cli_module_does_not_import_torch():
-    code = "import sys, cwarp.eval.cli; assert 'torch' not in sys.modules, sorted(sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    assert torch_modules_after_import("cwarp.eval.cli") == []
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is how Ctrl-C reaches a POSIX process")
@@ -91,11 +79,8 @@ def test_ctrl_c_exits_130_without_traceback(tmp_path):
     # Long enough to be still running when the signal comes (thousands of faces at 64 x 64).
     args = ["--random-init", "--format", "synthetic", "--num-train", "5000", "--no-progress",
             "--out", str(tmp_path / "x.json")]
-    process = subprocess.Popen([SCRIPT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3.0)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
+    status, _, stderr = interrupted("cwarp-probe", args, after=3.0)
+    assert status == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.splitlines()[-1] == "cwarp-probe: interrupted"
     assert not (tmp_path / "x.json").exists()

@@ -1,18 +1,13 @@
 """The installed cwarp-train script as a user meets it: exit statuses, one-line errors, files, Ctrl-C."""
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
+from console_scripts import TIMEOUT, assert_one_error_line, run_script, script_path, timed_help, torch_modules_after_import
 
-SCRIPT = os.path.join(os.path.dirname(sys.executable), "cwarp-train")
-TIMEOUT = 600
-
-pytestmark = pytest.mark.skipif(not os.path.exists(SCRIPT), reason=f"{SCRIPT} is not installed (pip install -e .)")
 
 
 def tiny(out, *extra):
@@ -22,22 +17,16 @@ def tiny(out, *extra):
             "--log-every", "1", "--progress", "false", *extra]
 
 
-def run(args, **kw):
-    return subprocess.run([SCRIPT, *map(str, args)], capture_output=True, text=True, timeout=TIMEOUT, **kw)
+def run(args):
+    return run_script("cwarp-train", *args)
 
 
 def one_error_line(proc):
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1 and lines[0].startswith("cwarp-train: error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    return lines[0]
+    return assert_one_error_line(proc, "cwarp-train")
 
 
 def test_help_is_quick_and_shows_choices_and_defaults():
-    started = time.perf_counter()
-    proc = run(["--help"])
-    elapsed = time.perf_counter() - started
+    proc, elapsed = timed_help("cwarp-train")
     assert proc.returncode == 0
     assert elapsed < 3.0, f"cwarp-train --help took {elapsed:.1f} s"
     out = " ".join(proc.stdout.split())
@@ -46,11 +35,7 @@ def test_help_is_quick_and_shows_choices_and_defaults():
 
 
 def test_parsing_imports_no_torch():
-    code = ("import sys, cwarp.train, cwarp.train.cli, cwarp.train.config; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+    assert torch_modules_after_import("cwarp.train", "cwarp.train.cli", "cwarp.train.config") == []
 
 
 def test_tiny_run_then_resume_of_a_finished_run(tmp_path):
@@ -135,7 +120,7 @@ def test_bad_or_incompatible_checkpoint_on_resume(tmp_path):
 
 
 def _start_long_run(out):
-    proc = subprocess.Popen([SCRIPT, *map(str, tiny(out, "--epochs", "200"))], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([script_path("cwarp-train"), *map(str, tiny(out, "--epochs", "200"))], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     log = out / "log.jsonl"
     deadline = time.time() + TIMEOUT

@@ -1,0 +1,63 @@
+"""Helpers for tests that run the installed console scripts as a user does: as subprocesses."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Sequence, Tuple
+
+TIMEOUT = 600
+
+
+def script_path(name: str) -> str:
+    """The installed console script `name` beside this interpreter."""
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    assert os.path.isfile(path), f"{path} is not installed; run `pip install -e .` (see the Makefile)"
+    return path
+
+
+def run_script(name: str, *args, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+    return subprocess.run([script_path(name), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_error_line(done: subprocess.CompletedProcess, prog: str, pattern: str = "") -> str:
+    """Exit status 2, nothing on stdout, one line `prog: error: ...` containing `pattern` on stderr."""
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "", done.stdout
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"{prog}: error: ") and pattern in lines[0], lines[0]
+    return lines[0]
+
+
+def timed_help(name: str) -> Tuple[subprocess.CompletedProcess, float]:
+    """`name --help`: its result and how long it took, in seconds."""
+    started = time.perf_counter()
+    done = run_script(name, "--help")
+    return done, time.perf_counter() - started
+
+
+def torch_modules_after_import(*modules: str) -> list:
+    """The torch / torchvision modules a fresh interpreter has loaded after importing `modules`."""
+    code = (f"import sys, {', '.join(modules)}; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    return eval(done.stdout)  # a printed list of str
+
+
+def interrupted(name: str, args: Sequence[str], after: float, signals: int = 1,
+                gap: float = 0.05) -> Tuple[int, str, str]:
+    """Start `name args`, send SIGINT `signals` times (`gap` seconds apart) after `after` seconds;
+    its exit status, stdout and stderr."""
+    process = subprocess.Popen([script_path(name), *map(str, args)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(after)
+    for i in range(signals):
+        if i:
+            time.sleep(gap)
+        process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=TIMEOUT)
+    return process.returncode, stdout, stderr
