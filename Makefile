@@ -9,7 +9,7 @@ DEPS_STAMP := $(VENV)/.cwarp-deps
 INSTALL_STAMP := $(VENV)/.cwarp-editable
 PYTEST_ARGS ?=
 
-.PHONY: all venv build test demo bench cmake-build check-vexp check-triton sdist-check clean
+.PHONY: all venv build test demo bench cmake-build check-vexp check-cuda check-triton sdist-check clean
 
 all: build
 
@@ -54,8 +54,15 @@ check-vexp: $(DEPS_STAMP)
 	  scripts/check_vexp.cpp -o build/check_vexp
 	build/check_vexp
 
+# The CUDA kernels of a FORCE_CUDA build: SASS for sm_80 and sm_90, no spills,
+# launch bounds on every kernel, the hot kernels' occupancy on sm_90 within budget;
+# prints the table of every kernel's registers and resident blocks per SM.
+check-cuda: build
+	$(PY) scripts/check_cuda_kernels.py --arch 80 --arch 90
+
 # Every Triton kernel compiled (not run: no GPU needed) for sm_80 and sm_90, every
-# autotuning config, registers and spills read from the cubins (about two minutes cold).
+# autotuning config, registers, spills and occupancy read from the cubins (about
+# two minutes cold), with the same budgets.
 check-triton: $(INSTALL_STAMP)
 	env -u TRITON_INTERPRET $(PY) scripts/check_triton_kernels.py --arch 80 --arch 90
 

@@ -18,7 +18,10 @@ test suite's mode). Exits 1, with the cases listed, if a launch does not
 compile, if a kernel with a fixed launch config uses local memory
 (register spills), or if every autotuning config of a launch does (a
 config that spills beside one that does not is only noted: the autotuner
-times both); 0 when all is well. Needs triton (its ptxas and cuobjdump) but
+times both), or if a hot kernel's occupancy on sm_90 (resident blocks per
+SM from its registers, shared memory and num_warps, scripts/sm_occupancy.py)
+falls below its budget in BUDGETS (for an autotuned launch: its best config
+that does not spill); 0 when all is well. Needs triton (its ptxas and cuobjdump) but
 no GPU and no CUDA driver; TRITON_INTERPRET must be unset, since it makes
 @triton.jit hand out interpreted functions.
 """
@@ -34,6 +37,9 @@ import time
 from typing import Any, Dict, List, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from sm_occupancy import blocks_per_sm  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("check_cuda_kernels", os.path.join(ROOT, "scripts",
                                                                                   "check_cuda_kernels.py"))
@@ -121,6 +127,10 @@ class Recorder:
                     compiled = triton.compile(ASTSource(fn, signature, consts),
                                               target=GPUTarget("cuda", arch, 32), options=options)
                     row.update(self._usage(compiled.asm["cubin"], arch))
+                    row["dynamic_shared"] = int(compiled.metadata.shared)
+                    row["threads"] = 32 * int(compiled.metadata.num_warps)
+                    row["blocks"] = blocks_per_sm(arch, row["REG"], row["threads"],
+                                                  row["SHARED"] + row["dynamic_shared"]).blocks
                     row["ok"] = True
                 except Exception as e:  # reported, not raised: every failing case is listed
                     row.update(ok=False, error=f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}")
@@ -241,12 +251,35 @@ def _spills(r: Dict[str, Any]) -> bool:
     return bool(r["LOCAL"] or r["STACK"])
 
 
+# Least resident blocks per SM on sm_90 (BUDGET_ARCH) of the hot kernels,
+# for the float launches and for the float64 ones (twice the registers).
+BUDGET_ARCH = 90
+BUDGETS = {
+    "_local_warp_fwd_kernel": (4, 2),
+    "_local_warp_bwd_kernel": (2, 1),
+    "_augment_views_kernel": (4, 2),
+    "_contrastive_fwd_kernel": (4, 2),
+    "_contrastive_bwd_kernel": (2, 1),
+    "_contrastive_bwd_col_kernel": (2, 1),
+}
+
+
+def _budget(r: Dict[str, Any]):
+    """The budget (least blocks per SM) that applies to a compiled row, or None."""
+    if r["arch"] != BUDGET_ARCH or r["kernel"] not in BUDGETS:
+        return None
+    fp32, fp64 = BUDGETS[r["kernel"]]
+    return fp64 if "fp64" in r.get("pointers", "") else fp32
+
+
 def findings(rows: List[Dict[str, Any]]) -> Tuple[List[str], List[str]]:
     """(problems, notes). Problems: a launch that does not compile; a kernel
     with a fixed launch config that uses local memory (register spills); an
-    autotuned launch whose every config spills; a required kernel never
-    launched. Notes: autotuning configs that spill while another config of the
-    same launch does not (the autotuner times them all and keeps the fastest)."""
+    autotuned launch whose every config spills; a hot kernel below its
+    occupancy budget (an autotuned launch: its best config that does not
+    spill); a required kernel never launched. Notes: autotuning configs that
+    spill while another config of the same launch does not (the autotuner
+    times them all and keeps the fastest)."""
     problems, notes = [], []
     tuned: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in rows:
@@ -258,12 +291,22 @@ def findings(rows: List[Dict[str, Any]]) -> Tuple[List[str], List[str]]:
         elif _spills(r):
             problems.append(f"{where}: uses local memory / stack (LOCAL:{r['LOCAL']} STACK:{r['STACK']}, "
                             f"REG:{r['REG']}): register spills")
+        elif _budget(r) is not None and r["blocks"] < _budget(r):
+            problems.append(f"{where}: {r['blocks']} resident blocks per SM (REG:{r['REG']}, {r['threads']} "
+                            f"threads), budget >= {_budget(r)}")
     for (arch, kernel, case), group in tuned.items():
         spilled = [r for r in group if _spills(r)]
         configs = "; ".join(f"{r['constexprs'].rsplit(', ', 1)[-1]} {r['options']} STACK:{r['STACK']} REG:{r['REG']}"
                             for r in spilled)
         if spilled and len(spilled) == len(group):
             problems.append(f"sm_{arch} {kernel} [{case}]: every autotuning config spills ({configs})")
+            continue
+        clean = [r for r in group if not _spills(r)]
+        best = max(clean, key=lambda r: r["blocks"])
+        if _budget(best) is not None and best["blocks"] < _budget(best):
+            problems.append(f"sm_{arch} {kernel} [{case}]: at most {best['blocks']} resident blocks per SM "
+                            f"over its autotuning configs that do not spill (REG:{best['REG']}, "
+                            f"{best['threads']} threads), budget >= {_budget(best)}")
         elif spilled:
             notes.append(f"sm_{arch} {kernel} [{case}]: {len(spilled)} of {len(group)} autotuning configs "
                          f"spill ({configs})")
@@ -290,10 +333,16 @@ def main(argv=None) -> int:
     except RuntimeError as e:
         print(e, file=sys.stderr)
         return 2
+    print(f"{'arch':5s} {'REG':>3s} {'LOCAL':>5s} {'SHARED':>6s} {'threads':>7s} {'blocks/SM':>9s} "
+          f"{'budget':>6s}  kernel, case: constexprs")
     for r in rows:
-        res = (f"REG:{r['REG']:3d} LOCAL:{r['LOCAL']} SHARED:{r['SHARED']:5d}" if r["ok"] else "FAILED")
-        warps = r["options"].get("num_warps", "-")
-        print(f"sm_{r['arch']}  {res}  warps {warps}  {r['kernel']:28s} {r['case']}: {r['constexprs']}")
+        if r["ok"]:
+            budget = _budget(r)
+            res = (f"{r['REG']:3d} {r['LOCAL']:5d} {r['SHARED'] + r['dynamic_shared']:6d} {r['threads']:7d} "
+                   f"{r['blocks']:9d} {'' if budget is None else '>=' + str(budget):>6s}")
+        else:
+            res = f"{'FAILED':>42s}"
+        print(f"sm_{r['arch']:<2d} {res}  {r['kernel']}, {r['case']}: {r['constexprs']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -41,3 +41,39 @@ def test_checker_flags_missing_kernels_and_spills():
     assert any("register spills" in p for p in check_cuda_kernels.check(spilled, [80, 90]))
     missing = {a: {f: r for f, r in funcs.items() if "backward" not in f} for a, funcs in good.items()}
     assert any("local_warp_backward_kernel missing" in p for p in check_cuda_kernels.check(missing, [80]))
+
+
+def test_checker_holds_hot_kernels_to_their_occupancy_budget():
+    ok = {"REG": 40, "STACK": 0, "SHARED": 0, "LOCAL": 0}
+    names = {k: f"_ZN5cwarp4cuda{len(k)}{k}IfiEEvv" for k in check_cuda_kernels.REQUIRED_KERNELS}
+    usage = {90: {m: dict(ok) for m in names.values()}}
+    pretty = {m: f"cwarp::cuda::{k}<float, int>" for k, m in names.items()}
+    threads = {90: {m: 256 for m in names.values()}}
+    assert check_cuda_kernels.check(usage, [90], threads=threads, pretty=pretty) == []
+    # The forward at 92 registers: 2 blocks of 256 threads per SM, below its budget.
+    fwd = names["local_warp_forward_kernel"]
+    heavy = {90: dict(usage[90], **{fwd: dict(ok, REG=92)})}
+    problems = check_cuda_kernels.check(heavy, [90], threads=threads, pretty=pretty)
+    assert len(problems) == 1 and "local_warp_forward_kernel<float, int>: 2 resident blocks per SM" in problems[0]
+    # The double instantiation is held to its own budget.
+    budget = check_cuda_kernels.BUDGETS["local_warp_forward_kernel"]
+    regs_fp64 = 65536 // (256 * budget.min_blocks_fp64)
+    as_fp64 = dict(pretty, **{fwd: "cwarp::cuda::local_warp_forward_kernel<double, int>"})
+    fits = {90: dict(usage[90], **{fwd: dict(ok, REG=regs_fp64)})}
+    assert check_cuda_kernels.check(fits, [90], threads=threads, pretty=as_fp64) == []
+    # A kernel without __launch_bounds__ has no known block size: reported.
+    no_bounds = {90: {m: n for m, n in threads[90].items() if m != fwd}}
+    problems = check_cuda_kernels.check(usage, [90], threads=no_bounds, pretty=pretty)
+    assert len(problems) == 1 and "declares no __launch_bounds__" in problems[0]
+
+
+@needs_cuda_build
+@needs_cuobjdump
+def test_every_kernel_declares_its_block_size_and_meets_its_budget():
+    tool, so = check_cuda_kernels.find_cuobjdump(), check_cuda_kernels.default_so()
+    usage = check_cuda_kernels.resource_usage(tool, so)
+    threads = check_cuda_kernels.launch_threads(tool, so)
+    pretty = check_cuda_kernels.demangle(sorted({f for funcs in usage.values() for f in funcs if "cwarp" in f}))
+    assert threads.get(90), "no EIATTR_MAX_THREADS read from the sm_90 cubin"
+    problems = check_cuda_kernels.check(usage, [80, 90], threads=threads, pretty=pretty)
+    assert not problems, "\n".join(problems)

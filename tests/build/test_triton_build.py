@@ -75,10 +75,11 @@ print(json.dumps(rec.rows))
     assert any("broken" in p and "does not compile" in p for p in problems)
 
 
-def _row(kernel, case, spill, autotuned, block=128):
+def _row(kernel, case, spill, autotuned, block=128, blocks=8):
     return {"case": case, "kernel": kernel, "arch": 90, "constexprs": f"KIND=0, BLOCK={block}",
-            "options": {"num_warps": 4}, "autotuned": autotuned, "ok": True, "REG": 64,
-            "STACK": 8 if spill else 0, "LOCAL": 0, "SHARED": 0}
+            "pointers": "x:fp32", "options": {"num_warps": 4}, "autotuned": autotuned, "ok": True, "REG": 64,
+            "STACK": 8 if spill else 0, "LOCAL": 0, "SHARED": 0, "dynamic_shared": 0, "threads": 128,
+            "blocks": blocks}
 
 
 def test_findings_rules():
@@ -100,3 +101,26 @@ def test_findings_rules():
     # A required kernel that no case launched fails.
     problems, _ = check_triton_kernels.findings(everything[1:])
     assert any("never launched" in p for p in problems)
+
+
+def test_findings_hold_hot_kernels_to_their_occupancy_budget():
+    everything = [_row(k, "c", False, "warp" in k) for k in check_triton_kernels.REQUIRED_KERNELS]
+    fwd_budget, fwd_budget_fp64 = check_triton_kernels.BUDGETS["_local_warp_fwd_kernel"]
+    # A fixed-config hot kernel below its budget fails; at the budget it passes.
+    low = _row("_augment_views_kernel", "c2", False, False, blocks=check_triton_kernels.BUDGETS[
+        "_augment_views_kernel"][0] - 1)
+    problems, _ = check_triton_kernels.findings(everything + [low])
+    assert len(problems) == 1 and "resident blocks per SM" in problems[0] and "budget" in problems[0]
+    # An autotuned launch passes when its best clean config meets the budget ...
+    ok = [_row("_local_warp_fwd_kernel", "c3", False, True, 512, blocks=fwd_budget - 1),
+          _row("_local_warp_fwd_kernel", "c3", False, True, 256, blocks=fwd_budget)]
+    assert check_triton_kernels.findings(everything + ok) == ([], [])
+    # ... and fails when only a spilling config does.
+    bad = [_row("_local_warp_fwd_kernel", "c4", False, True, 512, blocks=fwd_budget - 1),
+           _row("_local_warp_fwd_kernel", "c4", True, True, 256, blocks=fwd_budget)]
+    problems, _ = check_triton_kernels.findings(everything + bad)
+    assert len(problems) == 1 and "over its autotuning configs that do not spill" in problems[0]
+    # float64 launches have their own (lower) budget; other archs have none.
+    fp64 = dict(_row("_local_warp_fwd_kernel", "c5", False, False, blocks=fwd_budget_fp64), pointers="x:fp64")
+    sm80 = dict(_row("_local_warp_fwd_kernel", "c6", False, False, blocks=1), arch=80)
+    assert check_triton_kernels.findings(everything + [fp64, sm80]) == ([], [])

@@ -18,6 +18,7 @@
 
 #include <array>
 #include <tuple>
+#include <type_traits>
 
 #include "checks.h"
 #include "contrastive_math.h"
@@ -30,6 +31,16 @@ constexpr const char* kFwd = "cwarp::contrastive_loss_forward";
 constexpr const char* kBwd = "cwarp::contrastive_loss_backward";
 constexpr int kWarp = 32;
 constexpr int kWarpsPerBlock = 8;
+constexpr int kBlockThreads = kWarp * kWarpsPerBlock;  // the row and in-batch kernels: one warp per row
+// Blocks per SM the row and in-batch kernels leave room for: 5 (a cap of 48
+// registers) when they compute in float, 4 in double, where 5 makes the row
+// backward spill. With the block size alone as the bound, ptxas gave some of
+// them a stack frame. scripts/check_cuda_kernels.py checks both.
+template <typename T>
+constexpr int min_blocks() {
+  return std::is_same<T, double>::value ? 4 : 5;
+}
+constexpr int kFinishThreads = 256;                    // finish_kernel: one thread per element
 
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {
@@ -70,11 +81,12 @@ __device__ __forceinline__ int64_t warp_row() {
 // Row pass: norms, s_pos, negatives, running logsumexp; final lse / nce
 // unless in-batch terms follow.
 template <typename scalar_t, typename T>
-__global__ void forward_rows_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ z,
-                                    const scalar_t* __restrict__ zn, int64_t B, int64_t N, int64_t D, T inv_tau,
-                                    bool final, T* __restrict__ nce, T* __restrict__ s_pos, T* __restrict__ inv_p,
-                                    T* __restrict__ inv_z, T* __restrict__ inv_n, T* __restrict__ lse_m,
-                                    T* __restrict__ lse_l) {
+__global__ void __launch_bounds__(kBlockThreads, min_blocks<T>())
+    forward_rows_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ z,
+                        const scalar_t* __restrict__ zn, int64_t B, int64_t N, int64_t D, T inv_tau,
+                        bool final, T* __restrict__ nce, T* __restrict__ s_pos, T* __restrict__ inv_p,
+                        T* __restrict__ inv_z, T* __restrict__ inv_n, T* __restrict__ lse_m,
+                        T* __restrict__ lse_l) {
   const int64_t i = warp_row();
   const int lane = threadIdx.x % kWarp;
   if (i >= B) return;
@@ -108,10 +120,11 @@ __global__ void forward_rows_kernel(const scalar_t* __restrict__ p, const scalar
 
 // In-batch sweep of row i over every z_pos row k != i; finishes lse and nce.
 template <typename scalar_t, typename T>
-__global__ void forward_in_batch_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ z, int64_t B,
-                                        int64_t D, T inv_tau, const T* __restrict__ inv_p,
-                                        const T* __restrict__ inv_z, const T* __restrict__ s_pos,
-                                        T* __restrict__ lse_m, const T* __restrict__ lse_l, T* __restrict__ nce) {
+__global__ void __launch_bounds__(kBlockThreads, min_blocks<T>())
+    forward_in_batch_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ z, int64_t B,
+                            int64_t D, T inv_tau, const T* __restrict__ inv_p,
+                            const T* __restrict__ inv_z, const T* __restrict__ s_pos,
+                            T* __restrict__ lse_m, const T* __restrict__ lse_l, T* __restrict__ nce) {
   const int64_t i = warp_row();
   const int lane = threadIdx.x % kWarp;
   if (i >= B) return;
@@ -138,13 +151,14 @@ struct BwdFlags {
 // acc_p[i] = sum G * inv_norm(y) * y, t_p[i] = sum G * s over those partners;
 // acc_z[i] / t_z[i]: the positive's share for z_pos_i; gzn finished.
 template <typename scalar_t, typename T>
-__global__ void backward_rows_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ z,
-                                     const scalar_t* __restrict__ zn, int64_t B, int64_t N, int64_t D, T inv_tau,
-                                     const T* __restrict__ g_nce, const T* __restrict__ g_s,
-                                     const T* __restrict__ inv_p, const T* __restrict__ inv_z,
-                                     const T* __restrict__ inv_n, const T* __restrict__ lse, BwdFlags f,
-                                     T* __restrict__ acc_p, T* __restrict__ t_p, T* __restrict__ acc_z,
-                                     T* __restrict__ t_z, scalar_t* __restrict__ gzn) {
+__global__ void __launch_bounds__(kBlockThreads, min_blocks<T>())
+    backward_rows_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ z,
+                         const scalar_t* __restrict__ zn, int64_t B, int64_t N, int64_t D, T inv_tau,
+                         const T* __restrict__ g_nce, const T* __restrict__ g_s,
+                         const T* __restrict__ inv_p, const T* __restrict__ inv_z,
+                         const T* __restrict__ inv_n, const T* __restrict__ lse, BwdFlags f,
+                         T* __restrict__ acc_p, T* __restrict__ t_p, T* __restrict__ acc_z,
+                         T* __restrict__ t_z, scalar_t* __restrict__ gzn) {
   const int64_t i = warp_row();
   const int lane = threadIdx.x % kWarp;
   if (i >= B) return;
@@ -184,10 +198,11 @@ __global__ void backward_rows_kernel(const scalar_t* __restrict__ p, const scala
 
 // In-batch terms of p's gradient: the warp of row i walks every k != i.
 template <typename scalar_t, typename T>
-__global__ void backward_in_batch_p_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ z,
-                                           int64_t B, int64_t D, T inv_tau, const T* __restrict__ g_nce,
-                                           const T* __restrict__ inv_p, const T* __restrict__ inv_z,
-                                           const T* __restrict__ lse, T* __restrict__ acc_p, T* __restrict__ t_p) {
+__global__ void __launch_bounds__(kBlockThreads, min_blocks<T>())
+    backward_in_batch_p_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ z,
+                               int64_t B, int64_t D, T inv_tau, const T* __restrict__ g_nce,
+                               const T* __restrict__ inv_p, const T* __restrict__ inv_z,
+                               const T* __restrict__ lse, T* __restrict__ acc_p, T* __restrict__ t_p) {
   const int64_t i = warp_row();
   const int lane = threadIdx.x % kWarp;
   if (i >= B) return;
@@ -210,10 +225,11 @@ __global__ void backward_in_batch_p_kernel(const scalar_t* __restrict__ p, const
 
 // In-batch terms of z_pos's gradient: the warp of row k walks every p row i != k.
 template <typename scalar_t, typename T>
-__global__ void backward_in_batch_z_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ z,
-                                           int64_t B, int64_t D, T inv_tau, const T* __restrict__ g_nce,
-                                           const T* __restrict__ inv_p, const T* __restrict__ inv_z,
-                                           const T* __restrict__ lse, T* __restrict__ acc_z, T* __restrict__ t_z) {
+__global__ void __launch_bounds__(kBlockThreads, min_blocks<T>())
+    backward_in_batch_z_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ z,
+                               int64_t B, int64_t D, T inv_tau, const T* __restrict__ g_nce,
+                               const T* __restrict__ inv_p, const T* __restrict__ inv_z,
+                               const T* __restrict__ lse, T* __restrict__ acc_z, T* __restrict__ t_z) {
   const int64_t k = warp_row();
   const int lane = threadIdx.x % kWarp;
   if (k >= B) return;
@@ -236,8 +252,9 @@ __global__ void backward_in_batch_z_kernel(const scalar_t* __restrict__ p, const
 
 // grad = inv * acc - inv^2 * mask * t * x, cast to the input dtype.
 template <typename scalar_t, typename T>
-__global__ void finish_kernel(const T* __restrict__ acc, const T* __restrict__ t, const T* __restrict__ inv,
-                              const scalar_t* __restrict__ x, int64_t B, int64_t D, scalar_t* __restrict__ out) {
+__global__ void __launch_bounds__(kFinishThreads)
+    finish_kernel(const T* __restrict__ acc, const T* __restrict__ t, const T* __restrict__ inv,
+                  const scalar_t* __restrict__ x, int64_t B, int64_t D, scalar_t* __restrict__ out) {
   const int64_t n = B * D;
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -271,14 +288,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "cwarp_contrastive_forward_cuda", [&] {
     using T = at::opmath_type<scalar_t>;
     const T inv_tau = static_cast<T>(1.0 / tau);
-    forward_rows_kernel<scalar_t, T><<<blocks, kWarp * kWarpsPerBlock, 0, stream>>>(
+    forward_rows_kernel<scalar_t, T><<<blocks, kBlockThreads, 0, stream>>>(
         p.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(),
         has_neg ? zn.const_data_ptr<scalar_t>() : nullptr, B, N, D, inv_tau, !in_batch, nce.mutable_data_ptr<T>(),
         s_pos.mutable_data_ptr<T>(), inv_p.mutable_data_ptr<T>(), inv_z.mutable_data_ptr<T>(),
         inv_n.mutable_data_ptr<T>(), lse.mutable_data_ptr<T>(), in_batch ? lse_l.mutable_data_ptr<T>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (in_batch) {
-      forward_in_batch_kernel<scalar_t, T><<<blocks, kWarp * kWarpsPerBlock, 0, stream>>>(
+      forward_in_batch_kernel<scalar_t, T><<<blocks, kBlockThreads, 0, stream>>>(
           p.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(), B, D, inv_tau, inv_p.const_data_ptr<T>(),
           inv_z.const_data_ptr<T>(), s_pos.const_data_ptr<T>(), lse.mutable_data_ptr<T>(),
           lse_l.const_data_ptr<T>(), nce.mutable_data_ptr<T>());
@@ -336,35 +353,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_loss_backward_cuda(
     T* tp = f.need_p ? t_p.mutable_data_ptr<T>() : nullptr;
     T* accz = f.need_z ? acc_z.mutable_data_ptr<T>() : nullptr;
     T* tz = f.need_z ? t_z.mutable_data_ptr<T>() : nullptr;
-    backward_rows_kernel<scalar_t, T><<<blocks, kWarp * kWarpsPerBlock, 0, stream>>>(
+    backward_rows_kernel<scalar_t, T><<<blocks, kBlockThreads, 0, stream>>>(
         p.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(),
         has_neg ? zn.const_data_ptr<scalar_t>() : nullptr, B, N, D, inv_tau, gn.const_data_ptr<T>(),
         gs.const_data_ptr<T>(), ip.const_data_ptr<T>(), iz.const_data_ptr<T>(), in.const_data_ptr<T>(),
         lse.const_data_ptr<T>(), f, accp, tp, accz, tz, f.need_n ? gzn.mutable_data_ptr<scalar_t>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (in_batch && f.need_p) {
-      backward_in_batch_p_kernel<scalar_t, T><<<blocks, kWarp * kWarpsPerBlock, 0, stream>>>(
+      backward_in_batch_p_kernel<scalar_t, T><<<blocks, kBlockThreads, 0, stream>>>(
           p.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(), B, D, inv_tau, gn.const_data_ptr<T>(),
           ip.const_data_ptr<T>(), iz.const_data_ptr<T>(), lse.const_data_ptr<T>(), accp, tp);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
     if (in_batch && f.need_z) {
-      backward_in_batch_z_kernel<scalar_t, T><<<blocks, kWarp * kWarpsPerBlock, 0, stream>>>(
+      backward_in_batch_z_kernel<scalar_t, T><<<blocks, kBlockThreads, 0, stream>>>(
           p.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(), B, D, inv_tau, gn.const_data_ptr<T>(),
           ip.const_data_ptr<T>(), iz.const_data_ptr<T>(), lse.const_data_ptr<T>(), accz, tz);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
     const int64_t n = B * D;
     if (n > 0) {
-      const unsigned fb = static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 65535));
+      const unsigned fb = static_cast<unsigned>(std::min<int64_t>((n + kFinishThreads - 1) / kFinishThreads, 65535));
       if (f.need_p) {
-        finish_kernel<scalar_t, T><<<fb, 256, 0, stream>>>(accp, tp, ip.const_data_ptr<T>(),
+        finish_kernel<scalar_t, T><<<fb, kFinishThreads, 0, stream>>>(accp, tp, ip.const_data_ptr<T>(),
                                                           p.const_data_ptr<scalar_t>(), B, D,
                                                           gp.mutable_data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
       if (f.need_z) {
-        finish_kernel<scalar_t, T><<<fb, 256, 0, stream>>>(accz, tz, iz.const_data_ptr<T>(),
+        finish_kernel<scalar_t, T><<<fb, kFinishThreads, 0, stream>>>(accz, tz, iz.const_data_ptr<T>(),
                                                           z.const_data_ptr<scalar_t>(), B, D,
                                                           gz.mutable_data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -33,6 +33,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "checks.h"
 #include "host_utils.h"
@@ -46,7 +47,8 @@ constexpr int kWarpSize = 32;
 constexpr int64_t kMaxGridY = 65535;
 
 struct WarpConfig {
-  int64_t C, H, W, Ho, Wo, K, B;
+  int64_t C, H, W, Ho, Wo, B;
+  int K;  // warps per image: an int loop counter keeps the per-pixel warp loop in 32-bit arithmetic
   WarpKind kind;
   Padding padding;
   bool align_corners;
@@ -74,15 +76,23 @@ __device__ __forceinline__ Affine<T> load_affine(const T* theta, int64_t b) {
 
 // q = p - sum_k w_k(p) d_k. Every thread of a block reads the same params
 // (one image per block), so the loads are broadcasts served by the L1.
+// A translate warp is zero outside its disc, and at the usual radii most
+// pixels are outside most discs: those skip the weight and its division.
+// translate_weight returns exactly 0 there (rho2 < r2 is its own u > 0 test,
+// NaN included), and w * d is still applied, so a non-finite d propagates
+// as it does in the reference.
 template <typename T>
 __device__ __forceinline__ void warp_point(const WarpConfig& cfg, const T* prm, T px, T py, T* qx, T* qy) {
   T x = px, y = py;
-  for (int64_t k = 0; k < cfg.K; ++k) {
+  const bool translate = cfg.kind == WarpKind::Translate;
+  for (int k = 0; k < cfg.K; ++k) {
     const T* w5 = prm + 5 * k;
     const T cx = __ldg(w5), cy = __ldg(w5 + 1), r = __ldg(w5 + 2), dx = __ldg(w5 + 3), dy = __ldg(w5 + 4);
     const T ex = px - cx, ey = py - cy;
     const T rho2 = ex * ex + ey * ey;
-    const T w = warp_weight(cfg.kind, rho2, r * r, dx * dx + dy * dy);
+    const T r2 = r * r;
+    T w = T(0);
+    if (!translate || rho2 < r2) w = warp_weight(cfg.kind, rho2, r2, dx * dx + dy * dy);
     x -= w * dx;
     y -= w * dy;
   }
@@ -133,8 +143,18 @@ __device__ __forceinline__ T corner(const scalar_t* src, index_t o) {
 // Forward
 // ----------------------------------------------------------------------------
 
+// Blocks per SM the forward must leave room for: the register cap the
+// compiler works to (65536 / (blocks * kThreads) per thread). Left at one
+// block, ptxas spends registers freely and the SM holds too few warps to hide
+// the gathers' latency; double needs twice the registers for the same code.
+// scripts/check_cuda_kernels.py holds the resulting occupancy to a budget.
+template <typename scalar_t>
+constexpr int forward_min_blocks() {
+  return std::is_same<at::opmath_type<scalar_t>, double>::value ? 2 : 4;
+}
+
 template <typename scalar_t, typename index_t>
-__global__ void __launch_bounds__(kThreads, 1) local_warp_forward_kernel(
+__global__ void __launch_bounds__(kThreads, forward_min_blocks<scalar_t>()) local_warp_forward_kernel(
     const scalar_t* __restrict__ in, scalar_t* __restrict__ out, const at::opmath_type<scalar_t>* __restrict__ params,
     const at::opmath_type<scalar_t>* __restrict__ theta, WarpConfig cfg, Strides<index_t> in_s,
     Strides<index_t> out_s) {
@@ -223,11 +243,16 @@ struct ParamSink {
   }
 };
 
-// Min one block per SM in the launch bounds: left to its default occupancy
-// target, ptxas capped the 64-bit-index variants at 64 / 128 registers and
-// spilled (scripts/check_cuda_kernels.py fails on any local memory).
+// Blocks per SM the backward leaves room for: three in float (a cap of 80
+// registers, which it meets without spilling), one in double, where any
+// tighter cap spills. scripts/check_cuda_kernels.py checks both.
+template <typename scalar_t>
+constexpr int backward_min_blocks() {
+  return std::is_same<at::opmath_type<scalar_t>, double>::value ? 1 : 3;
+}
+
 template <typename scalar_t, typename index_t>
-__global__ void __launch_bounds__(kThreads, 1) local_warp_backward_kernel(
+__global__ void __launch_bounds__(kThreads, backward_min_blocks<scalar_t>()) local_warp_backward_kernel(
     const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ in,
     const at::opmath_type<scalar_t>* __restrict__ params, const at::opmath_type<scalar_t>* __restrict__ theta,
     ImageGradSink<at::opmath_type<scalar_t>> gimg, ParamSink gprm, ParamSink gth, WarpConfig cfg,
@@ -296,7 +321,7 @@ __global__ void __launch_bounds__(kThreads, 1) local_warp_backward_kernel(
       const T gqy = A.b * gsx + A.e * gsy;
       const T px = base_coord<T>(j, cfg.Wo, cfg.align_corners);
       const T py = base_coord<T>(i, cfg.Ho, cfg.align_corners);
-      for (int64_t k = 0; k < cfg.K; ++k) {
+      for (int k = 0; k < cfg.K; ++k) {
         const T* w5 = prm + 5 * k;
         T acc[5] = {T(0), T(0), T(0), T(0), T(0)};
         if (live) {
@@ -314,8 +339,9 @@ __global__ void __launch_bounds__(kThreads, 1) local_warp_backward_kernel(
 }
 
 // out[r] = sum over blocks of partials[r / n, block, r % n], in block order.
-__global__ void reduce_partials_kernel(const double* __restrict__ partials, double* __restrict__ out,
-                                       int64_t rows, int64_t blocks, int64_t n) {
+__global__ void __launch_bounds__(kThreads)
+    reduce_partials_kernel(const double* __restrict__ partials, double* __restrict__ out,
+                           int64_t rows, int64_t blocks, int64_t n) {
   const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= rows) return;
   const int64_t b = r / n, comp = r % n;
@@ -327,8 +353,9 @@ __global__ void reduce_partials_kernel(const double* __restrict__ partials, doub
 
 // Power-of-two scale for the fixed-point image gradient (see ImageGradSink),
 // from max|grad_out| on the device: no host synchronization.
-__global__ void fixed_point_scale_kernel(const double* __restrict__ max_abs, double* __restrict__ scale,
-                                         int64_t n_out) {
+__global__ void __launch_bounds__(1)
+    fixed_point_scale_kernel(const double* __restrict__ max_abs, double* __restrict__ scale,
+                             int64_t n_out) {
   const double bound = (*max_abs) * static_cast<double>(n_out) + 1.0;
   int e = 0;
   frexp(bound, &e);  // bound < 2^e
@@ -340,8 +367,9 @@ __global__ void fixed_point_scale_kernel(const double* __restrict__ max_abs, dou
 // be represented in fixed point: then the whole image gradient is NaN, so the
 // non-finiteness shows instead of vanishing.
 template <typename T>
-__global__ void fixed_point_to_float_kernel(const unsigned long long* __restrict__ fix, const double* __restrict__ scale,
-                                            T* __restrict__ out, int64_t n) {
+__global__ void __launch_bounds__(kThreads)
+    fixed_point_to_float_kernel(const unsigned long long* __restrict__ fix, const double* __restrict__ scale,
+                                T* __restrict__ out, int64_t n) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n) return;
   const double sc = *scale;
@@ -367,10 +395,12 @@ dim3 grid_for(int64_t n_pix, int64_t B) {
               static_cast<unsigned>(std::min<int64_t>(B, kMaxGridY)));
 }
 
-WarpConfig make_config(const at::Tensor& image, int64_t K, int64_t out_h, int64_t out_w, WarpKind kind,
-                       Padding padding, bool align_corners) {
-  return WarpConfig{image.size(1), image.size(2), image.size(3), out_h, out_w, K, image.size(0),
-                    kind, padding, align_corners};
+WarpConfig make_config(const char* op, const at::Tensor& image, int64_t K, int64_t out_h, int64_t out_w,
+                       WarpKind kind, Padding padding, bool align_corners) {
+  TORCH_CHECK_VALUE(K <= std::numeric_limits<int>::max(), op, "(): expected at most ",
+                    std::numeric_limits<int>::max(), " warps per image (params.size(1)), got ", K);
+  return WarpConfig{image.size(1), image.size(2), image.size(3), out_h, out_w, image.size(0),
+                    static_cast<int>(K), kind, padding, align_corners};
 }
 
 at::Tensor local_warp_cuda(const at::Tensor& image, const at::Tensor& params, const c10::optional<at::Tensor>& theta,
@@ -392,7 +422,7 @@ at::Tensor local_warp_cuda(const at::Tensor& image, const at::Tensor& params, co
     using T = at::opmath_type<scalar_t>;
     const at::Tensor prm = as_opmath<T>(params);
     const at::Tensor th = has_theta ? as_opmath<T>(theta->reshape({B, 6})) : at::Tensor();
-    const WarpConfig cfg = make_config(image, params.size(1), out_h, out_w, k, pad, align_corners);
+    const WarpConfig cfg = make_config(kFwd, image, params.size(1), out_h, out_w, k, pad, align_corners);
     const dim3 grid = grid_for(out_h * out_w, B);
     const T* th_ptr = has_theta ? th.const_data_ptr<T>() : nullptr;
     if (i32) {
@@ -452,7 +482,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> local_warp_backward_cuda(
 
   if (work && (want_image || want_params || want_theta)) {
     if (want_image && deterministic) {
-      const at::Tensor max_abs = grad_out.abs().amax().to(at::kDouble);
+      // max|grad_out| as one reduction, without a full-size |grad_out| temporary.
+      const at::Tensor max_abs = at::linalg_vector_norm(grad_out, INFINITY).to(at::kDouble);
       fixed_point_scale_kernel<<<1, 1, 0, stream>>>(max_abs.const_data_ptr<double>(),
                                                     fix_scale.mutable_data_ptr<double>(), n_pix);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -489,7 +520,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> local_warp_backward_cuda(
           gth.atomic = grad_theta_acc.mutable_data_ptr<double>();
         }
       }
-      const WarpConfig cfg = make_config(image, K, out_h, out_w, k, pad, align_corners);
+      const WarpConfig cfg = make_config(kBwd, image, K, out_h, out_w, k, pad, align_corners);
       if (i32) {
         local_warp_backward_kernel<scalar_t, int32_t><<<grid, kThreads, 0, stream>>>(
             grad_out.const_data_ptr<scalar_t>(), image.const_data_ptr<scalar_t>(), prm.const_data_ptr<T>(), th_ptr,
