@@ -10,11 +10,13 @@ inside a kernel.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ["INTERPRETED", "HALF_INTERPRETED", "require_runnable", "register_op"]
+__all__ = ["INTERPRETED", "HALF_INTERPRETED", "require_runnable", "launch_device", "register_op"]
 
 # Whether the kernels were built as interpreted functions (decided by
 # @triton.jit at import time from TRITON_INTERPRET).
@@ -46,6 +48,14 @@ def require_runnable(op: str, device: torch.device) -> None:
     if device.type not in ("cpu", "cuda"):
         raise RuntimeError(f"{op}(): the Triton backend supports CUDA tensors (and CPU tensors under "
                            f"TRITON_INTERPRET=1), got device {device}")
+
+
+def launch_device(device: torch.device):
+    """The context of a launch on tensors of `device`. Triton launches on the
+    current CUDA device, not on its arguments' one: with several GPUs the
+    tensors' device must be made current for the launch. Nothing to do on the
+    CPU (the interpreter)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 # On the GPU the ops are triton_ops: under torch.compile, Inductor sees the

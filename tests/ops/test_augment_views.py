@@ -152,6 +152,35 @@ def test_out_of_range_source_saturates(be):
 
 
 @pytest.mark.parametrize("be", backends())
+@pytest.mark.parametrize("padding_mode", ["zeros", "border"])
+def test_non_finite_first_pixel_does_not_leak_outside_the_image(be, padding_mode):
+    # A corner outside the source reads as 0, as in grid_sample, not as weight
+    # 0 times some pixel: a NaN / Inf at the source's first pixel must change
+    # only the samples it is a corner of, not those whose corners fall outside
+    # (zoomed-out views; the last row and column under border padding).
+    (x, theta, warps, color, mean, std), _, _ = _op_args(be, dtype=torch.float32)
+    theta = (2.0 * torch.eye(2, 3, device=x.device)).expand_as(theta).contiguous()  # half of each view outside
+    warps = torch.zeros_like(warps)
+    color = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0], device=x.device).expand_as(color).contiguous()
+    op = registered_op(be, "augment_views")
+    render = lambda src, m=mean, s=std: op(src, theta, warps, color, m, s, 8, "translate", padding_mode,  # noqa: E731
+                                           torch.float32)
+    finite = x.clone()
+    finite[:, :, 0, 0] = 0.5
+    bad = finite.clone()
+    bad[0, 1, 0, 0] = float("nan")
+    bad[1, 0, 0, 0] = float("inf")
+    # Where the first pixel is a corner with a weight > 0: render it alone.
+    one_hot = torch.zeros_like(x)
+    one_hot[:, :, 0, 0] = 1.0
+    touched = render(one_hot, torch.zeros_like(mean), torch.ones_like(std)) > 0
+    out, expected = render(bad), render(finite)
+    assert not bool(touched.all()) and (padding_mode == "zeros" or bool(touched.any()))
+    assert bool(torch.isfinite(out[~touched]).all()), f"{be}: a non-finite first pixel leaked outside the image"
+    torch.testing.assert_close(out[~touched], expected[~touched], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("be", backends())
 def test_op_checks_name_the_op(be):
     x = be.put(random_images(B=2))
     th, wp, col = be.put(torch.zeros(2, 3, 2, 3), torch.zeros(2, 3, 1, 5), torch.ones(2, 3, 5))

@@ -356,3 +356,10 @@ def test_wrong_device_combination(be):
     p, z, zn = make_inputs(4, 2, 8, torch.float32)
     with pytest.raises(RuntimeError, match=r"expected z_pos on p's device cuda"):
         cwarp.contrastive_loss(p.cuda(), z, zn.cuda(), backend=be.name)
+
+
+@pytest.mark.parametrize(*backend_grid("in_batch", full=[False, True], small=[True]))
+def test_float64_keeps_the_temperature_exact(be, in_batch):
+    # 1 / 0.3 is not a float32: a temperature rounded to float32 on its way
+    # into a kernel puts float64 results ~1e-8 off, far outside its tolerance.
+    check_against_reference(be, 6, 3, 8, torch.float64, in_batch, tau=0.3)

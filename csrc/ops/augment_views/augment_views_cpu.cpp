@@ -107,10 +107,11 @@ CWARP_CPU_MULTIVERSION void warp_row(const AugmentConfig& cfg, const float* prm,
   }
 }
 
-// Step 2. A corner outside the source gets weight 0 and offset 0 (a valid
-// address), so the gather below needs no branch: it reads as 0, as in
-// grid_sample. (A NaN / Inf stored at the source's first pixel would leak
-// through a zero weight; float input is expected in [0, 1].)
+// Step 2. A corner outside the source gets weight 0 and offset `none`, 0 (a
+// valid address), so the gather below needs no branch: it reads as 0, as in
+// grid_sample. That holds while the pixel at offset 0 is finite; for an image
+// where it is not (NaN * 0 is NaN), `none` is -1 and the gather masks those
+// corners instead (gather_row's `masked`).
 // Two loops, source coordinates then corners, each taking its arrays as
 // __restrict parameters: GCC vectorizes each of them, not their fusion (the
 // fused loop ran scalar and cost more than the gather). The padding mode is a
@@ -130,11 +131,11 @@ CWARP_CPU_MULTIVERSION void source_loop(const Affine<float>& A_, int64_t W, int6
 }
 
 template <typename index_t>
-CWARP_CPU_MULTIVERSION void corners_loop(int64_t W, int64_t H, index_t sh, index_t sw, const float* __restrict ix,
-                                         const float* __restrict iy, float* __restrict w00, float* __restrict w01,
-                                         float* __restrict w10, float* __restrict w11, index_t* __restrict o00,
-                                         index_t* __restrict o01, index_t* __restrict o10,
-                                         index_t* __restrict o11, int64_t n) {
+CWARP_CPU_MULTIVERSION void corners_loop(int64_t W, int64_t H, index_t sh, index_t sw, index_t none,
+                                         const float* __restrict ix, const float* __restrict iy,
+                                         float* __restrict w00, float* __restrict w01, float* __restrict w10,
+                                         float* __restrict w11, index_t* __restrict o00, index_t* __restrict o01,
+                                         index_t* __restrict o10, index_t* __restrict o11, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     const Bilinear<index_t, float> b = bilinear<index_t>(ix[j], iy[j], W, H);
     // `&` rather than `&&`: no short-circuit branches in the vectorized loop.
@@ -144,29 +145,29 @@ CWARP_CPU_MULTIVERSION void corners_loop(int64_t W, int64_t H, index_t sh, index
     w10[j] = v10 ? b.wx0 * b.wy1 : 0.f;
     w11[j] = v11 ? b.wx1 * b.wy1 : 0.f;
     const index_t base = corner_base_offset(b, W, H, sh, sw);
-    o00[j] = v00 ? base : index_t(0);
-    o01[j] = v01 ? base + sw : index_t(0);
-    o10[j] = v10 ? base + sh : index_t(0);
-    o11[j] = v11 ? base + sh + sw : index_t(0);
+    o00[j] = v00 ? base : none;
+    o01[j] = v01 ? base + sw : none;
+    o10[j] = v10 ? base + sh : none;
+    o11[j] = v11 ? base + sh + sw : none;
   }
 }
 
 template <Padding P, typename index_t>
-void corners_row(const AugmentConfig& cfg, const Affine<float>& A, index_t sh, index_t sw, int64_t j0, int64_t n,
-                 RowScratch<index_t>& s) {
+void corners_row(const AugmentConfig& cfg, const Affine<float>& A, index_t sh, index_t sw, index_t none, int64_t j0,
+                 int64_t n, RowScratch<index_t>& s) {
   source_loop<P>(A, cfg.W, cfg.H, s.qx.data() + j0, s.qy.data() + j0, s.ix.data() + j0, s.iy.data() + j0, n);
-  corners_loop(cfg.W, cfg.H, sh, sw, s.ix.data() + j0, s.iy.data() + j0, s.w00.data() + j0, s.w01.data() + j0,
+  corners_loop(cfg.W, cfg.H, sh, sw, none, s.ix.data() + j0, s.iy.data() + j0, s.w00.data() + j0, s.w01.data() + j0,
                s.w10.data() + j0, s.w11.data() + j0, s.o00.data() + j0, s.o01.data() + j0, s.o10.data() + j0,
                s.o11.data() + j0, n);
 }
 
 template <typename index_t>
-void corners_row_any(const AugmentConfig& cfg, const Affine<float>& A, index_t sh, index_t sw, int64_t j0,
-                     int64_t n, RowScratch<index_t>& s) {
+void corners_row_any(const AugmentConfig& cfg, const Affine<float>& A, index_t sh, index_t sw, index_t none,
+                     int64_t j0, int64_t n, RowScratch<index_t>& s) {
   switch (cfg.padding) {
-    case Padding::Zeros: return corners_row<Padding::Zeros>(cfg, A, sh, sw, j0, n, s);
-    case Padding::Border: return corners_row<Padding::Border>(cfg, A, sh, sw, j0, n, s);
-    case Padding::Reflection: return corners_row<Padding::Reflection>(cfg, A, sh, sw, j0, n, s);
+    case Padding::Zeros: return corners_row<Padding::Zeros>(cfg, A, sh, sw, none, j0, n, s);
+    case Padding::Border: return corners_row<Padding::Border>(cfg, A, sh, sw, none, j0, n, s);
+    case Padding::Reflection: return corners_row<Padding::Reflection>(cfg, A, sh, sw, none, j0, n, s);
   }
 }
 
@@ -175,7 +176,7 @@ void corners_row_any(const AugmentConfig& cfg, const Affine<float>& A, index_t s
 // is a no-op for valid images; it saturates float input outside [0, 1].
 template <typename src_t, typename index_t>
 CWARP_CPU_MULTIVERSION void gather_row(const AugmentConfig& cfg, const src_t* src_b, int64_t sc, float scale,
-                                       int64_t j0, int64_t n, RowScratch<index_t>& s) {
+                                       bool masked, int64_t j0, int64_t n, RowScratch<index_t>& s) {
   const float* __restrict w00 = s.w00.data() + j0;
   const float* __restrict w01 = s.w01.data() + j0;
   const float* __restrict w10 = s.w10.data() + j0;
@@ -187,6 +188,14 @@ CWARP_CPU_MULTIVERSION void gather_row(const AugmentConfig& cfg, const src_t* sr
   for (int64_t c = 0; c < cfg.C; ++c) {
     const src_t* __restrict src = src_b + c * sc;
     float* __restrict dst = s.channel(c) + j0;
+    if (masked) {  // offsets of -1 mark the corners outside the source
+      const auto at = [src](index_t o) { return o >= 0 ? static_cast<float>(src[o]) : 0.f; };
+      for (int64_t j = 0; j < n; ++j) {
+        const float v = at(o00[j]) * w00[j] + at(o01[j]) * w01[j] + at(o10[j]) * w10[j] + at(o11[j]) * w11[j];
+        dst[j] = clamp01(v * scale);
+      }
+      continue;
+    }
     for (int64_t j = 0; j < n; ++j) {
       const float v = static_cast<float>(src[o00[j]]) * w00[j] + static_cast<float>(src[o01[j]]) * w01[j] +
                       static_cast<float>(src[o10[j]]) * w10[j] + static_cast<float>(src[o11[j]]) * w11[j];
@@ -302,6 +311,11 @@ void render_rows(const AugmentArgs& a, int64_t begin, int64_t end) {
   out_t* out = static_cast<out_t*>(a.out);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t b = task / S, i = task % S;
+    const src_t* src_b = static_cast<const src_t*>(a.src) + b * a.sb;
+    // Step 2's address-0 stand-in is exact unless the image's first pixel is not finite.
+    bool masked = false;
+    for (int64_t c = 0; c < C; ++c) masked = masked || !std::isfinite(static_cast<float>(src_b[c * a.sc]));
+    const index_t none = masked ? index_t(-1) : index_t(0);
     const float py = base_coord<float>(i, S, false);
     for (int64_t v = 0; v < cfg.V; ++v) {
       const int64_t bv = b * cfg.V + v;
@@ -319,8 +333,8 @@ void render_rows(const AugmentArgs& a, int64_t begin, int64_t end) {
       const float* t = a.theta + 6 * bv;
       warp_row(cfg, prm, py, j0, n, s);
       corners_row_any(cfg, Affine<float>{t[0], t[1], t[2], t[3], t[4], t[5]}, static_cast<index_t>(a.sh),
-                      static_cast<index_t>(a.sw), j0, n, s);
-      gather_row(cfg, static_cast<const src_t*>(a.src) + b * a.sb, a.sc, scale, j0, n, s);
+                      static_cast<index_t>(a.sw), none, j0, n, s);
+      gather_row(cfg, src_b, a.sc, scale, masked, j0, n, s);
       color_row(n, C, a.color + 5 * bv, a.mean_gray[b], s.ch0.data() + j0, s.ch1.data() + j0, s.ch2.data() + j0);
       for (int64_t c = 0; c < C; ++c) {
         store_row(n, s.channel(c) + j0, a.mean[c], a.std[c], out_row + c * S * S + j0);

@@ -41,13 +41,19 @@ struct Params {
   float scale;  // 1 / 255 for uint8 sources
 };
 
+// A corner outside the source has offset -1 and reads as 0, as in
+// grid_sample (not as weight 0 times some pixel, which a NaN would survive).
+template <typename src_t, typename index_t>
+__device__ __forceinline__ float corner_value(const src_t* __restrict__ src, index_t o) {
+  return o >= 0 ? static_cast<float>(src[o]) : 0.f;
+}
+
 template <typename src_t, typename index_t>
 __device__ __forceinline__ float sample_channel(const src_t* __restrict__ src, index_t o00, index_t o01, index_t o10,
                                                 index_t o11, float w00, float w01, float w10, float w11,
                                                 float scale) {
-  // Invalid corners carry weight 0 and offset 0 (a valid address).
-  const float v = static_cast<float>(src[o00]) * w00 + static_cast<float>(src[o01]) * w01 +
-                  static_cast<float>(src[o10]) * w10 + static_cast<float>(src[o11]) * w11;
+  const float v = corner_value(src, o00) * w00 + corner_value(src, o01) * w01 + corner_value(src, o10) * w10 +
+                  corner_value(src, o11) * w11;
   return clamp01(v * scale);
 }
 
@@ -86,8 +92,8 @@ __global__ void __launch_bounds__(kThreads) augment_views_kernel(const src_t* __
   const float w10 = v10 ? bl.wx0 * bl.wy1 : 0.f, w11 = v11 ? bl.wx1 * bl.wy1 : 0.f;
   const index_t sh = static_cast<index_t>(p.sh), sw = static_cast<index_t>(p.sw);
   const index_t base = corner_base_offset(bl, p.W, p.H, sh, sw);
-  const index_t o00 = v00 ? base : 0, o01 = v01 ? base + sw : 0;
-  const index_t o10 = v10 ? base + sh : 0, o11 = v11 ? base + sh + sw : 0;
+  const index_t o00 = v00 ? base : -1, o01 = v01 ? base + sw : -1;
+  const index_t o10 = v10 ? base + sh : -1, o11 = v11 ? base + sh + sw : -1;
   const src_t* src_b = src + static_cast<int64_t>(b) * p.sb;
 
   const float* col = p.color + static_cast<int64_t>(bv) * kColorSlots;

@@ -165,14 +165,18 @@ def _augment_views_kernel(
         r = _sample(src_b, o00, o01, o10, o11, w00, w01, w10, w11, m00, m01, m10, m11, scale)
         g = _sample(src_b + s_sc, o00, o01, o10, o11, w00, w01, w10, w11, m00, m01, m10, m11, scale)
         bl = _sample(src_b + 2 * s_sc, o00, o01, o10, o11, w00, w01, w10, w11, m00, m01, m10, m11, scale)
-        # Identity factors change no bit (x * 1, 1 * x + 0 * m), so the ops
-        # run unconditionally; hue and grayscale are selected per view.
+        # Identity factors change no bit of a finite value (x * 1, 1 * x + 0 * m),
+        # so the ops run unconditionally; hue and grayscale are selected per
+        # view, and so is contrast: it blends with the whole image's mean, and
+        # at factor 1 it is skipped (as in the C++ kernels) so that a
+        # non-finite pixel elsewhere does not reach this one through 0 * m.
+        do_contrast = fc != 1.0
         r = adjust_brightness(r, fb)
         g = adjust_brightness(g, fb)
         bl = adjust_brightness(bl, fb)
-        r = adjust_contrast(r, fc, m)
-        g = adjust_contrast(g, fc, m)
-        bl = adjust_contrast(bl, fc, m)
+        r = tl.where(do_contrast, adjust_contrast(r, fc, m), r)
+        g = tl.where(do_contrast, adjust_contrast(g, fc, m), g)
+        bl = tl.where(do_contrast, adjust_contrast(bl, fc, m), bl)
         r, g, bl = adjust_saturation(r, g, bl, fs)
         hr, hg, hb = adjust_hue(r, g, bl, hue)
         do_hue = hue != 0.0
@@ -192,7 +196,7 @@ def _augment_views_kernel(
     else:
         x = _sample(src_b, o00, o01, o10, o11, w00, w01, w10, w11, m00, m01, m10, m11, scale)
         x = adjust_brightness(x, fb)
-        x = adjust_contrast(x, fc, m)
+        x = tl.where(fc != 1.0, adjust_contrast(x, fc, m), x)  # skipped at factor 1, as above
         tl.store(out_v, normalize_value(x, tl.load(mean_ptr), tl.load(std_ptr)).to(out_ptr.dtype.element_ty),
                  mask=live)
 
@@ -208,11 +212,12 @@ def augment_views_forward(src, theta, warps, color, mean, std, size: int, kind: 
     _triton_runtime.require_runnable(_OP, src.device)
     mean_gray = reference.source_mean_gray(src)
     grid = (B * V * triton.cdiv(size * size, _BLOCK),)
-    torch.library.wrap_triton(_augment_views_kernel)[grid](
-        src, out, theta.contiguous(), warps.contiguous(), color.contiguous(), mean_gray, mean.contiguous(),
-        std.contiguous(), H, W, size, V, K, *src.stride(), 1.0 / 255.0 if src.dtype == torch.uint8 else 1.0,
-        C=C, KIND=KINDS[kind], PADDING=PADDINGS[padding_mode], BLOCK=_BLOCK,
-    )
+    with _triton_runtime.launch_device(src.device):
+        torch.library.wrap_triton(_augment_views_kernel)[grid](
+            src, out, theta.contiguous(), warps.contiguous(), color.contiguous(), mean_gray, mean.contiguous(),
+            std.contiguous(), H, W, size, V, K, *src.stride(), 1.0 / 255.0 if src.dtype == torch.uint8 else 1.0,
+            C=C, KIND=KINDS[kind], PADDING=PADDINGS[padding_mode], BLOCK=_BLOCK,
+        )
     return out
 
 

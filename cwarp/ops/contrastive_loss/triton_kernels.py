@@ -76,8 +76,18 @@ def _load_tile(ptr, k0, B, stride, offs, dmask, COMPUTE: tl.constexpr, BLOCK_K: 
 
 
 @triton.jit
+def _inverse_temperature(inv_tau_arg, inv_tau_ptr, COMPUTE: tl.constexpr):
+    """1 / tau in the compute type. A Python float reaches a kernel as fp32:
+    the float64 kernels read it from a one-element float64 tensor instead."""
+    inv_tau = inv_tau_arg
+    if COMPUTE == tl.float64:
+        inv_tau = tl.load(inv_tau_ptr)
+    return inv_tau
+
+
+@triton.jit
 def _contrastive_fwd_kernel(p_ptr, z_ptr, zn_ptr, nce_ptr, s_pos_ptr, inv_p_ptr, inv_z_ptr, inv_n_ptr, lse_ptr,
-                            B, N, D, stride_p, stride_z, stride_nb, stride_nn, inv_tau,
+                            B, N, D, stride_p, stride_z, stride_nb, stride_nn, inv_tau_arg, inv_tau_ptr,
                             COMPUTE: tl.constexpr, HAS_NEG: tl.constexpr, IN_BATCH: tl.constexpr,
                             BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
@@ -88,6 +98,7 @@ def _contrastive_fwd_kernel(p_ptr, z_ptr, zn_ptr, nce_ptr, s_pos_ptr, inv_p_ptr,
     a = _inv_norm(tl.sum(x * x, axis=0))
     b = _inv_norm(tl.sum(y * y, axis=0))
     s = a * b * tl.sum(x * y, axis=0)
+    inv_tau = _inverse_temperature(inv_tau_arg, inv_tau_ptr, COMPUTE)
     m = s * inv_tau
     l = tl.exp(m - m)  # 1, or NaN for a NaN logit
     if HAS_NEG:
@@ -119,12 +130,13 @@ def _contrastive_fwd_kernel(p_ptr, z_ptr, zn_ptr, nce_ptr, s_pos_ptr, inv_p_ptr,
 @triton.jit
 def _contrastive_bwd_kernel(p_ptr, z_ptr, zn_ptr, g_nce_ptr, g_s_ptr, inv_p_ptr, inv_z_ptr, inv_n_ptr, lse_ptr,
                             gp_ptr, gz_ptr, gzn_ptr,
-                            B, N, D, stride_p, stride_z, stride_nb, stride_nn, inv_tau,
+                            B, N, D, stride_p, stride_z, stride_nb, stride_nn, inv_tau_arg, inv_tau_ptr,
                             COMPUTE: tl.constexpr, HAS_NEG: tl.constexpr, IN_BATCH: tl.constexpr,
                             NEED_P: tl.constexpr, NEED_Z: tl.constexpr, NEED_N: tl.constexpr,
                             BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
     # Row i: the gradient of p_i and of its negatives; z_pos_i's too unless in-batch.
     i = tl.program_id(0).to(tl.int64)
+    inv_tau = _inverse_temperature(inv_tau_arg, inv_tau_ptr, COMPUTE)
     offs = tl.arange(0, BLOCK_D)
     dmask = offs < D
     x = _load_row(p_ptr + i * stride_p, offs, dmask, COMPUTE)
@@ -168,10 +180,11 @@ def _contrastive_bwd_kernel(p_ptr, z_ptr, zn_ptr, g_nce_ptr, g_s_ptr, inv_p_ptr,
 
 @triton.jit
 def _contrastive_bwd_col_kernel(p_ptr, z_ptr, g_nce_ptr, g_s_ptr, inv_p_ptr, inv_z_ptr, lse_ptr, gz_ptr,
-                                B, D, stride_p, stride_z, inv_tau,
+                                B, D, stride_p, stride_z, inv_tau_arg, inv_tau_ptr,
                                 COMPUTE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
     # In-batch mode, row k of z_pos: its positive (row k of p) and every p_i, i != k.
     k = tl.program_id(0).to(tl.int64)
+    inv_tau = _inverse_temperature(inv_tau_arg, inv_tau_ptr, COMPUTE)
     offs = tl.arange(0, BLOCK_D)
     dmask = offs < D
     y = _load_row(z_ptr + k * stride_z, offs, dmask, COMPUTE)
@@ -211,6 +224,15 @@ def _blocks(d: int, dtype: torch.dtype) -> Tuple[int, int, int]:
     return block_d, block_k, 4 if block_d <= 512 else 8
 
 
+def _inv_tau(tau: float, like: torch.Tensor) -> Tuple[float, torch.Tensor]:
+    """The kernels' (inv_tau_arg, inv_tau_ptr): 1 / tau as a Python float (it
+    reaches a kernel as fp32), and for float64 input as a one-element float64
+    tensor, which keeps it exact (`like` stands in for the pointer otherwise)."""
+    if like.dtype != torch.float64:
+        return 1.0 / tau, like
+    return 1.0 / tau, torch.full((1,), 1.0 / tau, dtype=torch.float64, device=like.device)
+
+
 def _launch_inputs(op: str, p: torch.Tensor, z_pos: torch.Tensor, z_neg: Optional[torch.Tensor]):
     """What both launches take: dense rows, z_neg or a stand-in, N, z_neg's strides, has_neg."""
     _triton_runtime.require_runnable(op, p.device)
@@ -235,11 +257,12 @@ def contrastive_loss_forward(p: torch.Tensor, z_pos: torch.Tensor, z_neg: Option
         return nce, s_pos, inv_p, inv_z, inv_n, lse
     p, z_pos, zn, N, zn_strides, has_neg = _launch_inputs("cwarp::contrastive_loss_triton_forward", p, z_pos, z_neg)
     block_d, block_k, warps = _blocks(D, p.dtype)
-    wrap_triton(_contrastive_fwd_kernel)[(B,)](
-        p, z_pos, zn, nce, s_pos, inv_p, inv_z, inv_n, lse,
-        B, N, D, p.stride(0), z_pos.stride(0), *zn_strides, 1.0 / tau,
-        COMPUTE=_compute(p.dtype), HAS_NEG=has_neg, IN_BATCH=bool(in_batch),
-        BLOCK_D=block_d, BLOCK_K=block_k, num_warps=warps)
+    with _triton_runtime.launch_device(p.device):
+        wrap_triton(_contrastive_fwd_kernel)[(B,)](
+            p, z_pos, zn, nce, s_pos, inv_p, inv_z, inv_n, lse,
+            B, N, D, p.stride(0), z_pos.stride(0), *zn_strides, *_inv_tau(tau, p),
+            COMPUTE=_compute(p.dtype), HAS_NEG=has_neg, IN_BATCH=bool(in_batch),
+            BLOCK_D=block_d, BLOCK_K=block_k, num_warps=warps)
     return nce, s_pos, inv_p, inv_z, inv_n, lse
 
 
@@ -266,17 +289,20 @@ def contrastive_loss_backward(grad_nce: torch.Tensor, grad_s_pos: torch.Tensor, 
                                                                 inv_z_neg, lse))
     block_d, block_k, warps = _blocks(D, p.dtype)
     compute = _compute(p.dtype)
-    wrap_triton(_contrastive_bwd_kernel)[(B,)](
-        p, z_pos, zn, gn, gs, ip, iz, inn, ls,
-        gp if need_p else p, gz if need_z else p, gzn if need_n else p,
-        B, N, D, p.stride(0), z_pos.stride(0), *zn_strides, 1.0 / tau,
-        COMPUTE=compute, HAS_NEG=has_neg, IN_BATCH=bool(in_batch),
-        NEED_P=need_p, NEED_Z=need_z, NEED_N=need_n and N > 0, BLOCK_D=block_d, BLOCK_K=block_k,
-        num_warps=warps)
+    inv_tau = _inv_tau(tau, p)  # (the float, the float64 tensor)
+    with _triton_runtime.launch_device(p.device):
+        wrap_triton(_contrastive_bwd_kernel)[(B,)](
+            p, z_pos, zn, gn, gs, ip, iz, inn, ls,
+            gp if need_p else p, gz if need_z else p, gzn if need_n else p,
+            B, N, D, p.stride(0), z_pos.stride(0), *zn_strides, *inv_tau,
+            COMPUTE=compute, HAS_NEG=has_neg, IN_BATCH=bool(in_batch),
+            NEED_P=need_p, NEED_Z=need_z, NEED_N=need_n and N > 0, BLOCK_D=block_d, BLOCK_K=block_k,
+            num_warps=warps)
     if in_batch and need_z:
-        wrap_triton(_contrastive_bwd_col_kernel)[(B,)](
-            p, z_pos, gn, gs, ip, iz, ls, gz, B, D, p.stride(0), z_pos.stride(0), 1.0 / tau,
-            COMPUTE=compute, BLOCK_D=block_d, BLOCK_K=block_k, num_warps=warps)
+        with _triton_runtime.launch_device(p.device):
+            wrap_triton(_contrastive_bwd_col_kernel)[(B,)](
+                p, z_pos, gn, gs, ip, iz, ls, gz, B, D, p.stride(0), z_pos.stride(0), *inv_tau,
+                COMPUTE=compute, BLOCK_D=block_d, BLOCK_K=block_k, num_warps=warps)
     return gp, gz, gzn
 
 

@@ -23,7 +23,7 @@ __all__ = ["local_warp_op", "local_warp_fake", "local_warp_backward_fake", "regi
 def empty_like_format(ref: torch.Tensor, shape, dtype=None) -> torch.Tensor:
     """Empty tensor in ref's memory format (NCHW or channels_last): the
     kernels write in the input's format, and the fakes must promise the same."""
-    return ref.new_empty(shape, dtype=dtype).contiguous(memory_format=suggest_memory_format(ref))
+    return torch.empty(shape, dtype=dtype or ref.dtype, device=ref.device, memory_format=suggest_memory_format(ref))
 
 
 def check_local_warp_args(op, image, params, theta, kind, padding_mode, symbolic=False) -> None:

@@ -188,13 +188,14 @@ def local_warp_forward(image: torch.Tensor, params: torch.Tensor, theta: Optiona
     n_pix = out_h * out_w
     index64 = not (_fits_int32(image, n_pix) and _fits_int32(out, n_pix))
     grid = lambda meta: (B * triton.cdiv(n_pix, meta["BLOCK"]),)  # noqa: E731
-    torch.library.wrap_triton(_local_warp_fwd_kernel)[grid](
-        image, out, prm, th,
-        C, H, W, out_h, out_w, params.shape[1],
-        *image.stride(), *out.stride(),
-        KIND=KINDS[kind], PADDING=PADDINGS[padding_mode], ALIGN_CORNERS=bool(align_corners),
-        HAS_THETA=theta is not None, INDEX64=index64,
-    )
+    with _triton_runtime.launch_device(image.device):
+        torch.library.wrap_triton(_local_warp_fwd_kernel)[grid](
+            image, out, prm, th,
+            C, H, W, out_h, out_w, params.shape[1],
+            *image.stride(), *out.stride(),
+            KIND=KINDS[kind], PADDING=PADDINGS[padding_mode], ALIGN_CORNERS=bool(align_corners),
+            HAS_THETA=theta is not None, INDEX64=index64,
+        )
     return out
 
 
@@ -202,7 +203,8 @@ def _fixed_point_scale(grad_out: torch.Tensor, n_pix: int) -> torch.Tensor:
     """Power-of-two scale (a device scalar, no host sync) for the fixed-point
     image gradient: |a pixel's sum| <= Ho Wo max|grad_out| stays below 2**62.
     0 when grad_out is not finite (then the image gradient comes out NaN)."""
-    bound = grad_out.abs().amax().to(torch.float64) * n_pix + 1.0
+    # max|grad_out| as one reduction, without a full-size |grad_out| temporary.
+    bound = torch.linalg.vector_norm(grad_out, float("inf")).to(torch.float64) * n_pix + 1.0
     _, exp = torch.frexp(bound)
     scale = torch.ldexp(torch.ones_like(bound), 62 - exp)
     return torch.where(torch.isfinite(bound), scale, torch.zeros_like(scale)).reshape(1)
@@ -241,18 +243,19 @@ def local_warp_backward(grad_out: torch.Tensor, image: torch.Tensor, params: tor
         dummy = prm  # a valid pointer for the arguments this launch does not use
         index64 = not (_fits_int32(image, n_pix) and _fits_int32(grad_out, n_pix))
         grid = lambda meta: (B * triton.cdiv(n_pix, meta["BLOCK"]),)  # noqa: E731
-        torch.library.wrap_triton(_local_warp_bwd_kernel)[grid](
-            grad_out, image, prm, th,
-            gimg if gimg is not None else dummy.new_zeros(1),
-            gfix if gfix is not None else dummy.new_zeros(1, dtype=torch.int64),
-            scale,
-            part if part is not None else dummy.new_zeros(1),
-            C, H, W, out_h, out_w, K, n_slots,
-            *grad_out.stride(), *image.stride(),
-            KIND=KINDS[kind], PADDING=PADDINGS[padding_mode], ALIGN_CORNERS=bool(align_corners),
-            HAS_THETA=theta is not None, NEED_IMAGE=want_image, NEED_PARAMS=want_params and K > 0,
-            NEED_THETA=want_theta, DETERMINISTIC=gfix is not None, INDEX64=index64,
-        )
+        with _triton_runtime.launch_device(image.device):
+            torch.library.wrap_triton(_local_warp_bwd_kernel)[grid](
+                grad_out, image, prm, th,
+                gimg if gimg is not None else dummy.new_zeros(1),
+                gfix if gfix is not None else dummy.new_zeros(1, dtype=torch.int64),
+                scale,
+                part if part is not None else dummy.new_zeros(1),
+                C, H, W, out_h, out_w, K, n_slots,
+                *grad_out.stride(), *image.stride(),
+                KIND=KINDS[kind], PADDING=PADDINGS[padding_mode], ALIGN_CORNERS=bool(align_corners),
+                HAS_THETA=theta is not None, NEED_IMAGE=want_image, NEED_PARAMS=want_params and K > 0,
+                NEED_THETA=want_theta, DETERMINISTIC=gfix is not None, INDEX64=index64,
+            )
         if gfix is not None:
             gimg = torch.where(scale > 0, gfix.to(torch.float64) / scale, torch.nan).to(ct)
     elif want_image:

@@ -1,0 +1,44 @@
+"""cwarp.ops._triton_runtime: every Triton launch runs with its tensors' device
+made current (Triton launches on the current CUDA device, whatever its
+arguments' device), a no-op on the CPU."""
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from cwarp.ops import _triton_runtime  # noqa: E402
+
+
+def test_launch_device_is_the_tensors_cuda_device():
+    guard = _triton_runtime.launch_device(torch.device("cuda", 1))
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+    assert isinstance(_triton_runtime.launch_device(torch.device("cpu")), contextlib.nullcontext)
+
+
+@pytest.mark.skipif(not _triton_runtime.INTERPRETED, reason="the Triton kernels run on CPU tensors interpreted only")
+def test_every_launch_goes_through_launch_device(monkeypatch):
+    import cwarp
+
+    seen = []
+
+    def record(device):
+        seen.append(device)
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(_triton_runtime, "launch_device", record)
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 3, 8, 8, generator=g, requires_grad=True)
+    params = cwarp.sample_local_warps(2, 2, generator=g)
+    cwarp.local_warp(image, params, backend="triton").sum().backward()
+    assert len(seen) == 2  # forward, backward
+    p, z = (torch.randn(4, 8, generator=g, requires_grad=True) for _ in range(2))
+    cwarp.contrastive_loss(p, z, in_batch=True, backend="triton").backward()
+    assert len(seen) == 2 + 3  # forward; backward rows and in-batch columns
+    aug = cwarp.ContraWarpAugment(8, num_negatives=1, backend="triton")
+    aug(torch.randint(0, 256, (2, 3, 12, 12), dtype=torch.uint8), generator=g)
+    assert len(seen) == 2 + 3 + 1
+    assert all(d == torch.device("cpu") for d in seen)
