@@ -246,6 +246,9 @@ def main(argv=None) -> int:
                                            "peak_memory_method": "cuda max_memory_allocated" if device.type == "cuda"
                                            else "torch.profiler allocation events replayed in time order"})
         print(f"wrote {args.json}")
+    if any(not c["ok"] for c in floors):
+        print("loss_throughput.py: a floor was missed (exit 1)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,9 +13,10 @@ Contenders, per (mode, batch, size):
                        remap is a grid_sample of the map)
 Modes: "fwd", and "fwd+bwd" (gradient w.r.t. the image for a fixed grad_out).
 
-Prints a table (images/s, speedup over the eager reference), the issue's floor
+Prints a table (images/s, speedup over the eager reference), the floor
 ratios for the floor case (CPU, 2 threads, float32, B=64, 3x112x112, K=4,
-border, align_corners=False) with met / NOT met, and a memory probe.
+border, align_corners=False) with met / NOT met, and a memory probe. Exits 1
+when a CPU floor is missed (the JSON is written first).
 
   python benchmarks/warp_throughput.py [--quick] [--device cpu|cuda] [--dtype float32]
                                        [--threads 2] [--json PATH]
@@ -26,7 +27,7 @@ import argparse
 import os
 import sys
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -189,7 +190,8 @@ def memory_probe(size: int = 112) -> List[str]:
     return lines
 
 
-def floor_report(rows: List[common.Row]) -> List[str]:
+def floor_report(rows: List[common.Row]) -> Tuple[List[str], bool]:
+    """(lines, all met). A floor whose case could not be measured counts as missed."""
     b, s = FLOOR_CASE
     get = lambda mode, name: next((r.timing.p50_ms for r in rows if r.case == f"{mode} B={b} {C}x{s}x{s} K={K}"
                                    and r.contender == name and r.timing is not None), None)
@@ -203,14 +205,17 @@ def floor_report(rows: List[common.Row]) -> List[str]:
     ]
     out = [f"Floors (CPU, {torch.get_num_threads()} threads, float32, B={b}, 3x{s}x{s}, K={K}, {PADDING}, "
            f"align_corners={ALIGN}):"]
+    all_met = True
     for name, num, den, op, floor in checks:
         if num is None or den is None:
             out.append(f"  {name}: not measured")
+            all_met = False
             continue
         ratio = num / den
         met = ratio >= floor if op == ">=" else ratio <= floor
+        all_met &= met
         out.append(f"  {name}: {ratio:.2f} (floor {op} {floor:g}) {'met' if met else 'NOT met'}")
-    return out
+    return out, all_met
 
 
 def main(argv=None) -> int:
@@ -242,11 +247,13 @@ def main(argv=None) -> int:
           f"padding={PADDING}, align_corners={ALIGN}; speedup over the eager reference")
     print(common.format_table(rows))
     extra = {}
+    floors_met = True
     if device.type == "cpu" and dtype == torch.float32:
         print()
-        floors = floor_report(rows)
+        floors, floors_met = floor_report(rows)
         print("\n".join(floors))
         extra["floors"] = floors
+        extra["floors_met"] = floors_met
     if device.type == "cpu":
         print()
         print("Memory probe (forward; allocations seen by torch's CPU allocator, via torch.profiler):")
@@ -256,6 +263,9 @@ def main(argv=None) -> int:
     print(f"\n(total {time.time() - t0:.0f} s)")
     if args.json:
         common.write_json(args.json, rows, extra)
+    if not floors_met:
+        print("warp_throughput.py: a floor was missed (exit 1)", file=sys.stderr)
+        return 1
     return 0
 
 
