@@ -52,8 +52,12 @@ def interrupted(name: str, args: Sequence[str], after: float, signals: int = 1,
                 gap: float = 0.05) -> Tuple[int, str, str]:
     """Start `name args`, send SIGINT `signals` times (`gap` seconds apart) after `after` seconds;
     its exit status, stdout and stderr."""
+    # SIGINT as in a terminal: a test run started in the background of a
+    # non-interactive shell inherits SIGINT ignored, and Python then never
+    # installs its KeyboardInterrupt handler in the child.
     process = subprocess.Popen([script_path(name), *map(str, args)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(after)
     for i in range(signals):
         if i:
