@@ -53,12 +53,13 @@ def save_checkpoint(path: str, state: Mapping[str, Any]) -> None:
     try:
         # torch.save's zip writer turns an exception raised inside it into an
         # unrelated RuntimeError; a Ctrl-C that arrives while it writes is
-        # held back until the file is complete and then raised as usual.
-        with _interrupts_held(), os.fdopen(fd, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        # held back until the new checkpoint is in place, then handled as usual.
+        with _interrupts_held():
+            with os.fdopen(fd, "wb") as f:
+                torch.save(dict(state), f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
         # Includes KeyboardInterrupt: never leave the temporary file behind.
         if os.path.exists(tmp):
@@ -68,16 +69,29 @@ def save_checkpoint(path: str, state: Mapping[str, Any]) -> None:
 
 @contextlib.contextmanager
 def _interrupts_held():
-    """Block SIGINT / SIGTERM delivery in this block (main thread, POSIX); pending ones fire after it."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    """Hold SIGINT / SIGTERM in this block and hand them to their handlers after it.
+
+    A Python signal handler always runs in the main thread, whichever thread
+    the signal reached (torch's worker threads included), so a handler that
+    only notes the signal holds it everywhere; masking the main thread alone
+    would not. Outside the main thread handlers cannot be changed: no-op."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    pending = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    old = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum)) for sig in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        for sig in pending:  # in order: a second Ctrl-C still means "quit at once"
+            handler = old[sig]
+            if callable(handler):
+                handler(sig, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(sig)
 
 
 def load_checkpoint(path: str, *, trust: bool = False, map_location="cpu") -> Dict[str, Any]:

@@ -84,3 +84,55 @@ def test_config_conflicts():
     req = {"lr": 0.2, "warp_magnitude": (0.05, 0.15), "epochs": 10}
     assert C.config_conflicts(saved, req, ["lr", "warp_magnitude", "epochs"]) == {"lr": (0.1, 0.2)}
     assert C.config_conflicts(saved, req, ["epochs"]) == {}
+
+
+def test_interrupts_during_a_write_are_held_then_handled_in_order(tmp_path):
+    # A Ctrl-C (from any thread of the process) while the checkpoint is being
+    # written reaches its handler only once the new file is in place.
+    import signal
+    import threading
+
+    seen = []
+    before = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(("handler", signum)))
+    path = str(tmp_path / "checkpoint.pt")
+    real_save = torch.save
+
+    def save_while_interrupted(obj, f):
+        for _ in range(2):  # one from the main thread, one from another thread
+            signal.raise_signal(signal.SIGINT)
+        other = threading.Thread(target=signal.raise_signal, args=(signal.SIGINT,))
+        other.start()
+        other.join()
+        seen.append(("written", os.path.exists(path)))
+        real_save(obj, f)
+
+    try:
+        torch.save = save_while_interrupted
+        C.save_checkpoint(path, _state(2.0))
+    finally:
+        torch.save = real_save
+        signal.signal(signal.SIGINT, before)
+    assert seen == [("written", False)] + [("handler", signal.SIGINT)] * 3
+    assert torch.equal(C.load_checkpoint(path)["backbone"]["w"], torch.full((2,), 2.0))
+
+
+def test_a_held_ctrl_c_still_raises_keyboard_interrupt_after_the_write(tmp_path):
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    path = str(tmp_path / "checkpoint.pt")
+    real_save = torch.save
+
+    def save_while_interrupted(obj, f):
+        signal.raise_signal(signal.SIGINT)
+        real_save(obj, f)
+
+    try:
+        torch.save = save_while_interrupted
+        with pytest.raises(KeyboardInterrupt):
+            C.save_checkpoint(path, _state())
+    finally:
+        torch.save = real_save
+        signal.signal(signal.SIGINT, before)
+    assert os.path.exists(path)  # written and in place before the interrupt was raised
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
