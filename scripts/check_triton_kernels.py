@@ -226,7 +226,6 @@ def run(archs: List[int], quick: bool) -> List[Dict[str, Any]]:
     import torch
 
     from cwarp.ops import _triton_runtime as TR
-    from cwarp.ops.contrastive_loss import triton_kernels as TC
 
     tool = check_cuda_kernels.find_cuobjdump()
     if tool is None:
@@ -235,15 +234,15 @@ def run(archs: List[int], quick: bool) -> List[Dict[str, Any]]:
         recorder = Recorder(archs, not quick, tool, workdir)
         # The host wrappers refuse CPU tensors outside the interpreter (they
         # could not run there); here nothing runs, every launch is compiled.
-        saved = (torch.library.wrap_triton, TC.wrap_triton, TR.require_runnable)
-        torch.library.wrap_triton = TC.wrap_triton = recorder
+        saved = (torch.library.wrap_triton, TR.require_runnable)
+        torch.library.wrap_triton = recorder  # what _triton_runtime.launcher hands each launch to
         TR.require_runnable = lambda op, device: None
         try:
             for name, call in cases(quick):
                 recorder.case = name
                 call()
         finally:
-            torch.library.wrap_triton, TC.wrap_triton, TR.require_runnable = saved
+            torch.library.wrap_triton, TR.require_runnable = saved
     return recorder.rows
 
 

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["INTERPRETED", "HALF_INTERPRETED", "require_runnable", "launch_device", "register_op"]
+__all__ = ["INTERPRETED", "HALF_INTERPRETED", "require_runnable", "launch_device", "launcher", "register_op"]
 
 # Whether the kernels were built as interpreted functions (decided by
 # @triton.jit at import time from TRITON_INTERPRET).
@@ -67,3 +67,12 @@ def launch_device(device: torch.device):
 # schema, fakes and autograd; torch.compile(fullgraph=True) traces them
 # without graph breaks either way.
 register_op = torch.library.custom_op if INTERPRETED else torch.library.triton_op
+
+
+def launcher(kernel):
+    """What an op launches `kernel[grid](...)` through: torch.library.wrap_triton
+    on the GPU (a triton_op's kernels must go through it for Inductor to see
+    them), the interpreted kernel itself under the interpreter, where the ops
+    are plain custom ops (and older torch's wrap_triton cannot take an
+    interpreted kernel in eager mode)."""
+    return kernel if INTERPRETED else torch.library.wrap_triton(kernel)

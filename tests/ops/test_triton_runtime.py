@@ -1,6 +1,7 @@
 """cwarp.ops._triton_runtime: every Triton launch runs with its tensors' device
 made current (Triton launches on the current CUDA device, whatever its
-arguments' device), a no-op on the CPU."""
+arguments' device), a no-op on the CPU; under the interpreter the kernels are
+launched as they are, not through torch.library.wrap_triton."""
 from __future__ import annotations
 
 import contextlib
@@ -19,6 +20,7 @@ def test_launch_device_is_the_tensors_cuda_device():
     assert isinstance(_triton_runtime.launch_device(torch.device("cpu")), contextlib.nullcontext)
 
 
+@pytest.mark.triton
 @pytest.mark.skipif(not _triton_runtime.INTERPRETED, reason="the Triton kernels run on CPU tensors interpreted only")
 def test_every_launch_goes_through_launch_device(monkeypatch):
     import cwarp
@@ -42,3 +44,30 @@ def test_every_launch_goes_through_launch_device(monkeypatch):
     aug(torch.randint(0, 256, (2, 3, 12, 12), dtype=torch.uint8), generator=g)
     assert len(seen) == 2 + 3 + 1
     assert all(d == torch.device("cpu") for d in seen)
+
+
+def test_launcher_is_wrap_triton_on_the_gpu_and_the_kernel_interpreted():
+    from cwarp.ops.local_warp import triton_kernels
+
+    kernel = triton_kernels._local_warp_fwd_kernel
+    if _triton_runtime.INTERPRETED:
+        assert _triton_runtime.launcher(kernel) is kernel
+    else:
+        assert _triton_runtime.launcher(kernel) is not kernel  # the tracing wrapper of wrap_triton
+
+
+def test_no_nested_assignment_targets_in_triton_code():
+    # Triton 3.6 (the GPU machine's) computes a kernel's cache key with a
+    # dependency scan that fails on `(a, b), c = ...`: unpack level by level.
+    import ast
+    import pathlib
+
+    root = pathlib.Path(_triton_runtime.__file__).parent
+    nested = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            for target in targets:
+                if isinstance(target, ast.Tuple) and any(isinstance(e, ast.Tuple) for e in target.elts):
+                    nested.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not nested, f"nested assignment targets: {nested}"

@@ -142,9 +142,15 @@ def _augment_views_kernel(
 ):
     # One program per (image, view) pair's block of pixels: bv = b * V + v.
     # (The warps and affines are float32 (B, V, K, 5) and (B, V, 6): per pair.)
-    (bv, i, j, live), _q, _affine, _gm, (x0, y0), _wxy, (m00, m01, m10, m11), (w00, w01, w10, w11) = \
+    # Unpacked level by level: Triton 3.6's dependency scan (its cache key)
+    # fails on a nested assignment target.
+    pix, _q, _affine, _gm, corner, _wxy, masks, weights = \
         sample_setup(tl.program_id(0).to(tl.int64), wp_ptr, th_ptr, H, W, S, S, K,
                      KIND, PADDING, False, True, False, True, BLOCK)
+    bv, i, j, live = pix
+    x0, y0 = corner
+    m00, m01, m10, m11 = masks
+    w00, w01, w10, w11 = weights
     b = bv // V
     base = y0.to(tl.int64) * s_sh + x0.to(tl.int64) * s_sw
     o00 = base
@@ -213,7 +219,7 @@ def augment_views_forward(src, theta, warps, color, mean, std, size: int, kind: 
     mean_gray = reference.source_mean_gray(src)
     grid = (B * V * triton.cdiv(size * size, _BLOCK),)
     with _triton_runtime.launch_device(src.device):
-        torch.library.wrap_triton(_augment_views_kernel)[grid](
+        _triton_runtime.launcher(_augment_views_kernel)[grid](
             src, out, theta.contiguous(), warps.contiguous(), color.contiguous(), mean_gray, mean.contiguous(),
             std.contiguous(), H, W, size, V, K, *src.stride(), 1.0 / 255.0 if src.dtype == torch.uint8 else 1.0,
             C=C, KIND=KINDS[kind], PADDING=PADDINGS[padding_mode], BLOCK=_BLOCK,

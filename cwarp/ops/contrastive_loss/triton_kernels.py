@@ -20,7 +20,7 @@ from typing import List, Optional, Tuple
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from cwarp.ops import _checks, _triton_runtime
 from cwarp.ops._checks import opmath
@@ -258,7 +258,7 @@ def contrastive_loss_forward(p: torch.Tensor, z_pos: torch.Tensor, z_neg: Option
     p, z_pos, zn, N, zn_strides, has_neg = _launch_inputs("cwarp::contrastive_loss_triton_forward", p, z_pos, z_neg)
     block_d, block_k, warps = _blocks(D, p.dtype)
     with _triton_runtime.launch_device(p.device):
-        wrap_triton(_contrastive_fwd_kernel)[(B,)](
+        _triton_runtime.launcher(_contrastive_fwd_kernel)[(B,)](
             p, z_pos, zn, nce, s_pos, inv_p, inv_z, inv_n, lse,
             B, N, D, p.stride(0), z_pos.stride(0), *zn_strides, *_inv_tau(tau, p),
             COMPUTE=_compute(p.dtype), HAS_NEG=has_neg, IN_BATCH=bool(in_batch),
@@ -291,7 +291,7 @@ def contrastive_loss_backward(grad_nce: torch.Tensor, grad_s_pos: torch.Tensor, 
     compute = _compute(p.dtype)
     inv_tau = _inv_tau(tau, p)  # (the float, the float64 tensor)
     with _triton_runtime.launch_device(p.device):
-        wrap_triton(_contrastive_bwd_kernel)[(B,)](
+        _triton_runtime.launcher(_contrastive_bwd_kernel)[(B,)](
             p, z_pos, zn, gn, gs, ip, iz, inn, ls,
             gp if need_p else p, gz if need_z else p, gzn if need_n else p,
             B, N, D, p.stride(0), z_pos.stride(0), *zn_strides, *inv_tau,
@@ -300,7 +300,7 @@ def contrastive_loss_backward(grad_nce: torch.Tensor, grad_s_pos: torch.Tensor, 
             num_warps=warps)
     if in_batch and need_z:
         with _triton_runtime.launch_device(p.device):
-            wrap_triton(_contrastive_bwd_col_kernel)[(B,)](
+            _triton_runtime.launcher(_contrastive_bwd_col_kernel)[(B,)](
                 p, z_pos, gn, gs, ip, iz, ls, gz, B, D, p.stride(0), z_pos.stride(0), *inv_tau,
                 COMPUTE=compute, BLOCK_D=block_d, BLOCK_K=block_k, num_warps=warps)
     return gp, gz, gzn

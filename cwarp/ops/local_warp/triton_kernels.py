@@ -64,9 +64,15 @@ def _local_warp_fwd_kernel(
     INDEX64: tl.constexpr, BLOCK: tl.constexpr,
 ):
     CT = prm_ptr.dtype.element_ty
-    (b, i, j, live), _q, _affine, _gm, (x0, y0), _wxy, (m00, m01, m10, m11), (w00, w01, w10, w11) = \
+    # Unpacked level by level: Triton 3.6's dependency scan (its cache key)
+    # fails on a nested assignment target.
+    pix, _q, _affine, _gm, corner, _wxy, masks, weights = \
         sample_setup(tl.program_id(0).to(tl.int64), prm_ptr, th_ptr, H, W, Ho, Wo, K,
                      KIND, PADDING, ALIGN_CORNERS, HAS_THETA, INDEX64, False, BLOCK)
+    b, i, j, live = pix
+    x0, y0 = corner
+    m00, m01, m10, m11 = masks
+    w00, w01, w10, w11 = weights
     src = in_ptr + b * in_sb + y0 * in_sh + x0 * in_sw
     dst = out_ptr + b * out_sb + i * out_sh + j * out_sw
     for ch in range(C):
@@ -101,9 +107,16 @@ def _local_warp_bwd_kernel(
 ):
     CT = prm_ptr.dtype.element_ty
     pid = tl.program_id(0).to(tl.int64)
-    ((b, i, j, live), (px, py, qx, qy), (a, bb, c, d, e, f), (gmx, gmy), (x0, y0), (wx0, wx1, wy0, wy1),
-     (m00, m01, m10, m11), (w00, w01, w10, w11)) = sample_setup(
+    pix, pq, affine, gm, corner, wxy, masks, weights = sample_setup(
         pid, prm_ptr, th_ptr, H, W, Ho, Wo, K, KIND, PADDING, ALIGN_CORNERS, HAS_THETA, INDEX64, False, BLOCK)
+    b, i, j, live = pix  # level by level, as in the forward
+    px, py, qx, qy = pq
+    a, bb, c, d, e, f = affine
+    gmx, gmy = gm
+    x0, y0 = corner
+    wx0, wx1, wy0, wy1 = wxy
+    m00, m01, m10, m11 = masks
+    w00, w01, w10, w11 = weights
     prm_b = prm_ptr + b * K * 5
     base = b * in_sb + y0 * in_sh + x0 * in_sw
     scale = 1.0
@@ -189,7 +202,7 @@ def local_warp_forward(image: torch.Tensor, params: torch.Tensor, theta: Optiona
     index64 = not (_fits_int32(image, n_pix) and _fits_int32(out, n_pix))
     grid = lambda meta: (B * triton.cdiv(n_pix, meta["BLOCK"]),)  # noqa: E731
     with _triton_runtime.launch_device(image.device):
-        torch.library.wrap_triton(_local_warp_fwd_kernel)[grid](
+        _triton_runtime.launcher(_local_warp_fwd_kernel)[grid](
             image, out, prm, th,
             C, H, W, out_h, out_w, params.shape[1],
             *image.stride(), *out.stride(),
@@ -244,7 +257,7 @@ def local_warp_backward(grad_out: torch.Tensor, image: torch.Tensor, params: tor
         index64 = not (_fits_int32(image, n_pix) and _fits_int32(grad_out, n_pix))
         grid = lambda meta: (B * triton.cdiv(n_pix, meta["BLOCK"]),)  # noqa: E731
         with _triton_runtime.launch_device(image.device):
-            torch.library.wrap_triton(_local_warp_bwd_kernel)[grid](
+            _triton_runtime.launcher(_local_warp_bwd_kernel)[grid](
                 grad_out, image, prm, th,
                 gimg if gimg is not None else dummy.new_zeros(1),
                 gfix if gfix is not None else dummy.new_zeros(1, dtype=torch.int64),
