@@ -245,6 +245,14 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE index_t corner_base_offset(const Bilinear<inde
   return y0 * sh + x0 * sw;
 }
 
+// The value at a corner's offset, or 0 for a corner outside the image
+// (offset -1): such a corner reads as 0, as in grid_sample, whatever the
+// pixel at offset 0 holds (0 * NaN would not be 0).
+template <typename T, typename scalar_t, typename index_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T corner_value(const scalar_t* src, index_t o) {
+  return o >= 0 ? static_cast<T>(src[o]) : T(0);
+}
+
 // d(bilinear sample)/d(ix, iy) for corner values v00 (x0, y0), v01 (x0 + 1,
 // y0), v10 (x0, y0 + 1), v11 (x0 + 1, y0 + 1); invalid corners pass 0.
 template <typename index_t, typename T>

@@ -196,10 +196,10 @@ def demangle(names: List[str]) -> Dict[str, str]:
 
 
 def _budget_of(func: str, pretty: str):
-    """(kernel name, Budget or None, is_fp64) of a mangled cwarp kernel."""
+    """(Budget or None, is_fp64) of a mangled cwarp kernel."""
     name = next((k for k in BUDGETS if k in func), None)
     args = pretty.split("<", 1)[1] if "<" in pretty else ""
-    return name, (BUDGETS[name] if name else None), "double" in args
+    return (BUDGETS[name] if name else None), "double" in args
 
 
 def table(usage: Dict[int, Dict[str, Dict[str, int]]], threads: Dict[int, Dict[str, int]],
@@ -212,7 +212,7 @@ def table(usage: Dict[int, Dict[str, Dict[str, int]]], threads: Dict[int, Dict[s
                 continue
             n = threads.get(arch, {}).get(func)
             occ = blocks_per_sm(arch, res["REG"], n, res["SHARED"]) if n else None
-            _, budget, fp64 = _budget_of(func, pretty.get(func, func))
+            budget, fp64 = _budget_of(func, pretty.get(func, func))
             need = None
             if budget is not None and arch == BUDGET_ARCH:
                 need = budget.min_blocks_fp64 if fp64 else budget.min_blocks

@@ -189,9 +189,9 @@ CWARP_CPU_MULTIVERSION void gather_row(const AugmentConfig& cfg, const src_t* sr
     const src_t* __restrict src = src_b + c * sc;
     float* __restrict dst = s.channel(c) + j0;
     if (masked) {  // offsets of -1 mark the corners outside the source
-      const auto at = [src](index_t o) { return o >= 0 ? static_cast<float>(src[o]) : 0.f; };
       for (int64_t j = 0; j < n; ++j) {
-        const float v = at(o00[j]) * w00[j] + at(o01[j]) * w01[j] + at(o10[j]) * w10[j] + at(o11[j]) * w11[j];
+        const float v = corner_value<float>(src, o00[j]) * w00[j] + corner_value<float>(src, o01[j]) * w01[j] +
+                        corner_value<float>(src, o10[j]) * w10[j] + corner_value<float>(src, o11[j]) * w11[j];
         dst[j] = clamp01(v * scale);
       }
       continue;

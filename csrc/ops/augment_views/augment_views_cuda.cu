@@ -41,19 +41,13 @@ struct Params {
   float scale;  // 1 / 255 for uint8 sources
 };
 
-// A corner outside the source has offset -1 and reads as 0, as in
-// grid_sample (not as weight 0 times some pixel, which a NaN would survive).
-template <typename src_t, typename index_t>
-__device__ __forceinline__ float corner_value(const src_t* __restrict__ src, index_t o) {
-  return o >= 0 ? static_cast<float>(src[o]) : 0.f;
-}
-
 template <typename src_t, typename index_t>
 __device__ __forceinline__ float sample_channel(const src_t* __restrict__ src, index_t o00, index_t o01, index_t o10,
                                                 index_t o11, float w00, float w01, float w10, float w11,
                                                 float scale) {
-  const float v = corner_value(src, o00) * w00 + corner_value(src, o01) * w01 + corner_value(src, o10) * w10 +
-                  corner_value(src, o11) * w11;
+  // A corner outside the source has offset -1 (corner_value reads it as 0).
+  const float v = corner_value<float>(src, o00) * w00 + corner_value<float>(src, o01) * w01 +
+                  corner_value<float>(src, o10) * w10 + corner_value<float>(src, o11) * w11;
   return clamp01(v * scale);
 }
 

@@ -134,11 +134,6 @@ __device__ __forceinline__ Sample<index_t, T> sample_point(const WarpConfig& cfg
   return s;
 }
 
-template <typename T, typename scalar_t, typename index_t>
-__device__ __forceinline__ T corner(const scalar_t* src, index_t o) {
-  return o >= 0 ? static_cast<T>(src[o]) : T(0);
-}
-
 // ----------------------------------------------------------------------------
 // Forward
 // ----------------------------------------------------------------------------
@@ -171,8 +166,8 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks<scalar_t>()) loca
     const scalar_t* src = in + b * in_s.b;
     scalar_t* dst = out + b * out_s.b + i * out_s.h + j * out_s.w;
     for (int64_t c = 0; c < cfg.C; ++c) {
-      const T v = corner<T>(src, s.o00()) * w00 + corner<T>(src, s.o01()) * w01 + corner<T>(src, s.o10()) * w10 +
-                  corner<T>(src, s.o11()) * w11;
+      const T v = corner_value<T>(src, s.o00()) * w00 + corner_value<T>(src, s.o01()) * w01 + corner_value<T>(src, s.o10()) * w10 +
+                  corner_value<T>(src, s.o11()) * w11;
       *dst = static_cast<scalar_t>(v);
       src += in_s.c;
       dst += out_s.c;
@@ -294,8 +289,8 @@ __global__ void __launch_bounds__(kThreads, backward_min_blocks<scalar_t>()) loc
         }
         if (need_coord) {
           T gx, gy;
-          bilinear_coord_grad(s.bl, corner<T>(src, s.o00()), corner<T>(src, s.o01()), corner<T>(src, s.o10()),
-                              corner<T>(src, s.o11()), &gx, &gy);
+          bilinear_coord_grad(s.bl, corner_value<T>(src, s.o00()), corner_value<T>(src, s.o01()), corner_value<T>(src, s.o10()),
+                              corner_value<T>(src, s.o11()), &gx, &gy);
           d_ix += g * gx;
           d_iy += g * gy;
         }

@@ -289,7 +289,7 @@ def contrastive_loss_backward(grad_nce: torch.Tensor, grad_s_pos: torch.Tensor, 
                                                                 inv_z_neg, lse))
     block_d, block_k, warps = _blocks(D, p.dtype)
     compute = _compute(p.dtype)
-    inv_tau = _inv_tau(tau, p)  # (the float, the float64 tensor)
+    inv_tau = _inv_tau(tau, p)  # (inv_tau_arg, inv_tau_ptr), as _inv_tau says
     with _triton_runtime.launch_device(p.device):
         _triton_runtime.launcher(_contrastive_bwd_kernel)[(B,)](
             p, z_pos, zn, gn, gs, ip, iz, inn, ls,
