@@ -111,6 +111,32 @@ inline void check_contrastive_inputs(const char* op, const at::Tensor& p, const 
   TORCH_CHECK_VALUE(std::isfinite(tau) && tau > 0, op, "(): expected tau > 0 and finite, got ", tau);
 }
 
+// points (B, P, 2) floating; params (B, K, 5) floating; theta (B, 2, 3)
+// floating or undefined; all on one device.
+inline void check_warp_points_inputs(const char* op, const at::Tensor& points, const at::Tensor& params,
+                                     const c10::optional<at::Tensor>& theta) {
+  TORCH_CHECK_VALUE(points.dim() == 3 && points.size(2) == 2, op, "(): expected points of shape (B, P, 2), got ",
+                    points.sizes());
+  TORCH_CHECK_TYPE(is_float_type(points.scalar_type()), op,
+                   "(): expected points of a floating dtype (float16, bfloat16, float32, float64), got ",
+                   points.scalar_type());
+  TORCH_CHECK_VALUE(params.dim() == 3 && params.size(2) == 5 && params.size(0) == points.size(0), op,
+                    "(): expected params of shape (B, K, 5) with B = ", points.size(0), ", got ", params.sizes());
+  TORCH_CHECK_TYPE(is_float_type(params.scalar_type()), op, "(): expected params of a floating dtype, got ",
+                   params.scalar_type());
+  TORCH_CHECK(params.device() == points.device(), op, "(): expected params on the points' device ",
+              points.device(), ", got ", params.device());
+  if (theta.has_value() && theta->defined()) {
+    const at::Tensor& t = *theta;
+    TORCH_CHECK_VALUE(t.dim() == 3 && t.size(0) == points.size(0) && t.size(1) == 2 && t.size(2) == 3, op,
+                      "(): expected theta of shape (B, 2, 3) with B = ", points.size(0), ", got ", t.sizes());
+    TORCH_CHECK_TYPE(is_float_type(t.scalar_type()), op, "(): expected theta of a floating dtype, got ",
+                     t.scalar_type());
+    TORCH_CHECK(t.device() == points.device(), op, "(): expected theta on the points' device ", points.device(),
+                ", got ", t.device());
+  }
+}
+
 }  // namespace cwarp
 
 // cwarp::augment_views: src (B, C, H, W) uint8 or float32 with C in {1, 3};

@@ -50,6 +50,12 @@ TORCH_LIBRARY(cwarp, m) {
       "contrastive_loss_backward(Tensor grad_nce, Tensor grad_s_pos, Tensor p, Tensor z_pos, "
       "Tensor? z_neg, Tensor inv_p, Tensor inv_z_pos, Tensor inv_z_neg, Tensor lse, float tau, "
       "bool in_batch, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // Where source points (B, P, 2) land in local_warp's output for the same
+  // params, theta and kind: the pre-image of the sampling map nearest theta^-1
+  // of the point (docs/api.md); NaN where there is none. Computed in float64,
+  // returned in the points' dtype. The CPU kernel only: on CUDA the Python
+  // solver (cwarp/ops/warp_points/reference.py) runs, the points being few.
+  m.def("warp_points(Tensor points, Tensor params, Tensor? theta, str kind) -> Tensor");
   // Every view of a batch in one pass (docs/api.md): per output pixel of view v
   // of image b, the local warps warps[b, v] then the affine theta[b, v] (as in
   // local_warp), bilinear sampling of the uint8 / float32 source, the colour

@@ -20,9 +20,13 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define CWARP_FLOOR ::floor
+#define CWARP_CEIL ::ceil
+#define CWARP_SQRT ::sqrt
 #define CWARP_EXP ::exp
 #else
 #define CWARP_FLOOR std::floor
+#define CWARP_CEIL std::ceil
+#define CWARP_SQRT std::sqrt
 #define CWARP_EXP std::exp
 #endif
 
@@ -79,6 +83,21 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE T gaussian_weight(T rho2, T r2) {
 template <typename T>
 C10_HOST_DEVICE C10_ALWAYS_INLINE T warp_weight(WarpKind kind, T rho2, T r2, T m2) {
   return kind == WarpKind::Translate ? translate_weight(rho2, r2, m2) : gaussian_weight(rho2, r2);
+}
+
+// The weight and its slope d w / d rho2 at one position, for maps that need
+// the Jacobian of the warp field (the point solver of cwarp::warp_points).
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T warp_weight_slope(WarpKind kind, T rho2, T r2, T m2, T* dw_drho2) {
+  if (kind == WarpKind::Translate) {
+    T dw_du, dw_dm2;
+    translate_weight_grad(rho2, r2, m2, &dw_du, &dw_dm2);
+    *dw_drho2 = -dw_du;
+    return translate_weight(rho2, r2, m2);
+  }
+  const T w = gaussian_weight(rho2, r2);
+  *dw_drho2 = -w / (T(2) * r2);
+  return w;
 }
 
 // Adjoint of one warp's contribution q -= w * d. Given g = dL/dq at p, adds
@@ -281,6 +300,16 @@ template <typename T>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void apply_affine(const Affine<T>& A, T qx, T qy, T* sx, T* sy) {
   *sx = A.a * qx + A.b * qy + A.c;
   *sy = A.d * qx + A.e * qy + A.f;
+}
+
+// The inverse of apply_affine: q with A q = s. A singular A gives
+// non-finite q (a division by a zero determinant), which the callers pass on.
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void invert_affine(const Affine<T>& A, T sx, T sy, T* qx, T* qy) {
+  const T det = A.a * A.e - A.b * A.d;
+  const T x = sx - A.c, y = sy - A.f;
+  *qx = (A.e * x - A.b * y) / det;
+  *qy = (A.a * y - A.d * x) / det;
 }
 
 }  // namespace cwarp

@@ -14,7 +14,7 @@ from cwarp._version import __version__
 
 # Public name -> the module that defines it, imported on first use.
 _PUBLIC = {
-    "local_warp": "cwarp.ops", "local_warp_grid": "cwarp.ops", "sample_local_warps": "cwarp.ops",
+    "local_warp": "cwarp.ops", "local_warp_grid": "cwarp.ops", "warp_points": "cwarp.ops", "sample_local_warps": "cwarp.ops",
     "FACE_LANDMARKS_5": "cwarp.ops", "contrastive_loss": "cwarp.ops",
     "ContraWarpingLoss": "cwarp.nn", "ContraWarpAugment": "cwarp.nn",
 }
@@ -22,7 +22,8 @@ _SUBPACKAGES = ("ops", "nn", "reference", "data", "train", "eval", "apps")
 
 if TYPE_CHECKING:
     from cwarp.nn import ContraWarpAugment, ContraWarpingLoss
-    from cwarp.ops import FACE_LANDMARKS_5, contrastive_loss, local_warp, local_warp_grid, sample_local_warps
+    from cwarp.ops import (FACE_LANDMARKS_5, contrastive_loss, local_warp, local_warp_grid, sample_local_warps,
+                           warp_points)
 
 
 def __getattr__(name: str):
@@ -64,5 +65,5 @@ if "torch" in sys.modules:
     _load_ops()
 
 
-__all__ = ["local_warp", "local_warp_grid", "sample_local_warps", "FACE_LANDMARKS_5", "contrastive_loss",
+__all__ = ["local_warp", "local_warp_grid", "warp_points", "sample_local_warps", "FACE_LANDMARKS_5", "contrastive_loss",
            "ContraWarpingLoss", "ContraWarpAugment", "backends", "__version__"]

@@ -4,10 +4,11 @@
     cwarp-preview --synthetic 4 --size 64 --negatives 3 --out views.png
 
 Draws one row per image: the source (pos1's and pos2's crops outlined, the
-landmarks as green dots where known), pos1, pos2 and the negatives. On pos1
-and pos2 the landmarks are drawn where the view's affine puts them; on each
-negative, the local warps' centres (red dots) and displacements (yellow
-arrows: content near a centre moves by about d). Without IMAGE files it draws
+landmarks as green dots where known), pos1, pos2 and the negatives. In every
+view the landmarks are drawn where the view puts them (its affine, and on a
+negative its local warps too: cwarp.warp_points); on each negative, the local
+warps' centres (red dots) and displacements (yellow arrows: content near a
+centre moves by about d). Without IMAGE files it draws
 --synthetic N faces of cwarp.data.SyntheticFaces, with their landmarks.
 Exit status: 0 on success, 2 on bad input (one line on stderr), 130 on Ctrl-C.
 """
@@ -130,9 +131,8 @@ def _draw_row(ax, image, views, b: int, aug, points) -> None:
         if view is None:
             continue
         ax[k].imshow(_to_display(view, aug), cmap=gray, vmin=0, vmax=1)
-        if k in (1, 2) and points is not None:
-            _dots(ax[k], _to_pixels(_source_to_view(points.float().cpu(), params.theta[b, k - 1]), size, size),
-                  "lime")
+        if views.landmarks is not None:
+            _dots(ax[k], _to_pixels(views.landmarks[b, k - 1].float().cpu(), size, size), "lime")
         if k >= 3:
             _draw_warps(ax[k], params.warps[b, k - 1], size)
         # Marks that fall outside the view must not widen its panel.
@@ -159,14 +159,6 @@ def _to_pixels(points, width: int, height: int):
     """Normalized coordinates (align_corners=False) -> pixel centres."""
     scale = points.new_tensor([width / 2, height / 2])
     return (points + 1) * scale - 0.5
-
-
-def _source_to_view(points, theta):
-    """Where source points land in a view whose affine is theta (view -> source): p = A^-1 (s - t)."""
-    import torch
-
-    theta = theta.float().cpu()
-    return (points - theta[:, 2]) @ torch.linalg.inv(theta[:, :2]).T
 
 
 def _to_display(x, aug):

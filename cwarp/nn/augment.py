@@ -41,6 +41,7 @@ image spans [-1, 1]); anything else raises ValueError.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Optional, Sequence, Tuple, Union
 
@@ -51,6 +52,7 @@ from cwarp._constants import IMAGENET_MEAN, IMAGENET_STD
 from cwarp.ops import _checks
 from cwarp.ops.augment_views.api import augment_views
 from cwarp.ops.local_warp.sampling import FACE_LANDMARKS_5, sample_local_warps
+from cwarp.ops.warp_points.api import warp_points
 
 __all__ = ["ContraWarpAugment", "AugmentParams", "Views"]
 
@@ -74,6 +76,8 @@ class AugmentParams:
     flag 0 are the identity). ``crop`` (B, 2, 4) (x0, y0, w, h in source
     pixels), ``angle`` (B, 2) in degrees and ``flip`` (B, 2) describe pos1's
     and pos2's geometry for logging; rendering uses theta, warps and color.
+    ``landmarks`` (B, L, 2): the source landmarks the batch was drawn with
+    (None without), which ``Views.landmarks`` follows into every view.
     """
     theta: torch.Tensor
     warps: torch.Tensor
@@ -81,6 +85,7 @@ class AugmentParams:
     crop: Optional[torch.Tensor] = None
     angle: Optional[torch.Tensor] = None
     flip: Optional[torch.Tensor] = None
+    landmarks: Optional[torch.Tensor] = None
 
     @property
     def num_views(self) -> int:
@@ -95,12 +100,29 @@ class Views:
     """pos1, pos2 (B, C, S, S); negatives (B, N, C, S, S); params for replay.
 
     The three are views of one (B, 2 + N, C, S, S) tensor, ``all``.
+    ``landmarks`` (B, 2 + N, L, 2): where the source landmarks are in each
+    view, the local warps of the negatives included (cwarp.warp_points of
+    each view's warps and affine), in the view's normalized coordinates; None
+    when the batch was drawn without landmarks. Computed on first access.
     """
     pos1: torch.Tensor
     pos2: torch.Tensor
     negatives: torch.Tensor
     params: AugmentParams
     all: torch.Tensor
+    kind: str = "translate"
+
+    @functools.cached_property
+    def landmarks(self) -> Optional[torch.Tensor]:
+        source = self.params.landmarks
+        if source is None:
+            return None
+        theta, warps = self.params.theta, self.params.warps
+        B, V, L = theta.shape[0], theta.shape[1], source.shape[1]
+        points = source.to(device=theta.device, dtype=theta.dtype)[:, None].expand(B, V, L, 2)
+        mapped = warp_points(points.reshape(B * V, L, 2), warps.reshape(B * V, *warps.shape[2:]),
+                             theta.reshape(B * V, 2, 3), kind=self.kind)
+        return mapped.view(B, V, L, 2)
 
 
 def _pair(name: str, value, *, default_lo=None, lo_bound=-math.inf, hi_bound=math.inf) -> Tuple[float, float]:
@@ -166,7 +188,8 @@ class ContraWarpAugment(nn.Module):
     ``aug(images, landmarks=None, generator=None, params=None)`` returns
     ``Views``. ``landmarks`` (B, L, 2) or (L, 2) in the source's normalized
     coordinates (grid_sample convention; finite, within [-2, 2]) place the
-    warps; without them the warps sit at FACE_LANDMARKS_5.
+    warps; without them the warps sit at FACE_LANDMARKS_5. With them,
+    ``views.landmarks`` (B, 2 + N, L, 2) says where they are in every view.
     ``params=views.params`` replays a batch exactly; so does
     ``aug.render(images, params)``.
     """
@@ -292,6 +315,7 @@ class ContraWarpAugment(nn.Module):
         device = images.device
         gdev = generator.device if generator is not None else device
         f32 = dict(device=gdev, dtype=torch.float32)
+        source_landmarks = None if landmarks is None else self._source_landmarks(landmarks, B, gdev)
 
         def rand(*shape):
             return torch.rand(*shape, generator=generator, **f32)
@@ -328,37 +352,41 @@ class ContraWarpAugment(nn.Module):
         warps = torch.zeros(B, 2 + N, K, 5, **f32)
         warps[..., 2] = 1.0  # r = 1, d = 0: a warp that does nothing (pos1, pos2)
         if N > 0 and K > 0:
-            centers = self._view_centers(landmarks, theta2[:, 1], B, gdev)
+            centers = self._view_centers(source_landmarks, theta2[:, 1], B, gdev)
             neg = sample_local_warps(B, N * K, radius=self.warp_radius, magnitude=self.warp_magnitude,
                                      centers=centers, generator=generator, device=gdev)
             warps[:, 2:] = neg.view(B, N, K, 5)
         return AugmentParams(theta=theta.to(device), warps=warps.to(device), color=color.to(device),
                              crop=torch.stack([x0, y0, w, h], dim=-1).to(device), angle=angle.to(device),
-                             flip=flip.to(device))
+                             flip=flip.to(device),
+                             landmarks=None if source_landmarks is None else source_landmarks.to(device))
 
-    def _view_centers(self, landmarks, theta_pos2: torch.Tensor, B: int, gdev) -> torch.Tensor:
+    def _source_landmarks(self, landmarks, B: int, gdev) -> torch.Tensor:
+        """The user's landmarks as a checked float32 (B, L, 2) on the generator's device."""
+        if not isinstance(landmarks, torch.Tensor):
+            raise TypeError(f"{_OP}(): expected landmarks to be a Tensor, got {type(landmarks).__name__}")
+        if landmarks.dim() == 2 and landmarks.shape[-1] == 2 and landmarks.shape[0] > 0:
+            pts = landmarks.unsqueeze(0).expand(B, -1, -1)
+        elif landmarks.dim() == 3 and landmarks.shape[0] == B and landmarks.shape[-1] == 2 \
+                and landmarks.shape[1] > 0:
+            pts = landmarks
+        else:
+            raise ValueError(f"{_OP}(): expected landmarks of shape (B, L, 2) with B = {B} and L >= 1, "
+                             f"got {list(landmarks.shape)}")
+        if not landmarks.is_floating_point():
+            raise TypeError(f"{_OP}(): expected landmarks of a floating dtype, got {landmarks.dtype}")
+        pts = pts.to(device=gdev, dtype=torch.float32)
+        _check_landmark_values(pts)
+        return pts
+
+    def _view_centers(self, landmarks: Optional[torch.Tensor], theta_pos2: torch.Tensor, B: int,
+                      gdev) -> torch.Tensor:
         # The local warps act in the view's coordinates (docs/api.md: q = p -
         # sum_k w_k(p) d_k, then s = theta q), but landmarks are positions in
         # the *source*. Map them into pos2's view through the inverse of its
         # affine, p = A^-1 (s - t), so that the warps land on the eyes, nose
         # and mouth wherever the crop, rotation and flip moved them.
-        if landmarks is None:
-            pts = FACE_LANDMARKS_5.to(gdev).unsqueeze(0).expand(B, -1, -1)
-        else:
-            if not isinstance(landmarks, torch.Tensor):
-                raise TypeError(f"{_OP}(): expected landmarks to be a Tensor, got {type(landmarks).__name__}")
-            if landmarks.dim() == 2 and landmarks.shape[-1] == 2 and landmarks.shape[0] > 0:
-                pts = landmarks.unsqueeze(0).expand(B, -1, -1)
-            elif landmarks.dim() == 3 and landmarks.shape[0] == B and landmarks.shape[-1] == 2 \
-                    and landmarks.shape[1] > 0:
-                pts = landmarks
-            else:
-                raise ValueError(f"{_OP}(): expected landmarks of shape (B, L, 2) with B = {B} and L >= 1, "
-                                 f"got {list(landmarks.shape)}")
-            if not landmarks.is_floating_point():
-                raise TypeError(f"{_OP}(): expected landmarks of a floating dtype, got {landmarks.dtype}")
-            pts = pts.to(device=gdev, dtype=torch.float32)
-            _check_landmark_values(pts)
+        pts = FACE_LANDMARKS_5.to(gdev).unsqueeze(0).expand(B, -1, -1) if landmarks is None else landmarks
         a, b_, t0 = theta_pos2[:, 0, 0], theta_pos2[:, 0, 1], theta_pos2[:, 0, 2]
         c, d, t1 = theta_pos2[:, 1, 0], theta_pos2[:, 1, 1], theta_pos2[:, 1, 2]
         det = a * d - b_ * c
@@ -389,7 +417,7 @@ class ContraWarpAugment(nn.Module):
         mean, std = self._norm_stats(C, dev)
         args = (images, theta, warps, color, mean, std, self.size, self.kind, self.padding_mode, self.out_dtype)
         out = augment_views(*args, backend=self.backend)
-        return Views(pos1=out[:, 0], pos2=out[:, 1], negatives=out[:, 2:], params=params, all=out)
+        return Views(pos1=out[:, 0], pos2=out[:, 1], negatives=out[:, 2:], params=params, all=out, kind=self.kind)
 
     def forward(self, images: torch.Tensor, landmarks: Optional[torch.Tensor] = None,
                 generator: Optional[torch.Generator] = None, params: Optional[AugmentParams] = None) -> Views:

@@ -12,6 +12,7 @@ registers the fakes and autograd of the compiled ops.
 from cwarp.ops.augment_views import augment_views
 from cwarp.ops.contrastive_loss import contrastive_loss
 from cwarp.ops.local_warp import FACE_LANDMARKS_5, local_warp, local_warp_grid, sample_local_warps
+from cwarp.ops.warp_points import warp_points
 
 __all__ = ["local_warp", "local_warp_grid", "sample_local_warps", "FACE_LANDMARKS_5", "contrastive_loss",
-           "augment_views"]
+           "augment_views", "warp_points"]

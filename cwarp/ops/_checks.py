@@ -170,3 +170,31 @@ def check_augment_views_inputs(op: str, src, theta, warps, color, mean, std, siz
         torch._check_type(t.dtype == torch.float32, lambda: f"{op}(): expected {name} of dtype float32, got {t.dtype}")
         torch._check(t.device == src.device,
                      lambda: f"{op}(): expected {name} on src's device {src.device}, got {t.device}")
+
+
+def check_warp_points_inputs(op: str, points: torch.Tensor, params: torch.Tensor,
+                             theta: Optional[torch.Tensor], symbolic: bool = False) -> None:
+    """The checks of csrc/checks.h's check_warp_points_inputs, with the same messages."""
+    for name, t in (("points", points), ("params", params), ("theta", theta)):
+        if (t is not None or name != "theta") and not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}(): expected {name} to be a Tensor, got {type(t).__name__}")
+    req = lambda cond, exc, msg: require(cond, exc, msg, symbolic)  # noqa: E731
+    req(points.dim() == 3 and points.shape[-1] == 2, ValueError,
+        lambda: f"{op}(): expected points of shape (B, P, 2), got {_shape(points)}")
+    req(points.dtype in FLOAT_DTYPES, TypeError,
+        lambda: f"{op}(): expected points of a floating dtype (float16, bfloat16, float32, float64), "
+                f"got {points.dtype}")
+    req(params.dim() == 3 and params.shape[-1] == 5 and params.shape[0] == points.shape[0], ValueError,
+        lambda: f"{op}(): expected params of shape (B, K, 5) with B = {points.shape[0]}, got {_shape(params)}")
+    req(params.dtype in FLOAT_DTYPES, TypeError,
+        lambda: f"{op}(): expected params of a floating dtype, got {params.dtype}")
+    req(params.device == points.device, RuntimeError,
+        lambda: f"{op}(): expected params on the points' device {points.device}, got {params.device}")
+    if theta is not None:
+        req(theta.dim() == 3 and theta.shape[0] == points.shape[0] and theta.shape[1] == 2
+            and theta.shape[2] == 3, ValueError,
+            lambda: f"{op}(): expected theta of shape (B, 2, 3) with B = {points.shape[0]}, got {_shape(theta)}")
+        req(theta.dtype in FLOAT_DTYPES, TypeError,
+            lambda: f"{op}(): expected theta of a floating dtype, got {theta.dtype}")
+        req(theta.device == points.device, RuntimeError,
+            lambda: f"{op}(): expected theta on the points' device {points.device}, got {theta.device}")
