@@ -53,8 +53,8 @@ TORCH_LIBRARY(cwarp, m) {
   // Where source points (B, P, 2) land in local_warp's output for the same
   // params, theta and kind: the pre-image of the sampling map nearest theta^-1
   // of the point (docs/api.md); NaN where there is none. Computed in float64,
-  // returned in the points' dtype. The CPU kernel only: on CUDA the Python
-  // solver (cwarp/ops/warp_points/reference.py) runs, the points being few.
+  // returned in the points' dtype. A CPU kernel only: the points are few, and
+  // cwarp.warp_points copies CUDA points to it.
   m.def("warp_points(Tensor points, Tensor params, Tensor? theta, str kind) -> Tensor");
   // Every view of a batch in one pass (docs/api.md): per output pixel of view v
   // of image b, the local warps warps[b, v] then the affine theta[b, v] (as in

@@ -272,8 +272,9 @@ def test_bad_backend_and_device(gen):
     pts, prm, theta = _problem(gen, batch=2, points=3, dtype=torch.float32)
     with pytest.raises(ValueError, match=PUB + r" unknown backend 'triton'; expected one of 'auto', 'cpp', 'torch'"):
         cwarp.warp_points(pts, prm, backend="triton")
-    with pytest.raises(RuntimeError, match=PUB + r" backend='cpp' runs on the CPU only, got points on meta"):
-        cwarp.warp_points(pts.to("meta"), prm.to("meta"), backend="cpp")
+    for backend in ("auto", "cpp"):
+        with pytest.raises(RuntimeError, match=PUB + r" no kernel for points on meta; use backend='torch'"):
+            cwarp.warp_points(pts.to("meta"), prm.to("meta"), backend=backend)
 
 
 def test_registered_op_checks_in_cpp(gen):
@@ -285,7 +286,12 @@ def test_registered_op_checks_in_cpp(gen):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_runs_the_torch_solver(gen):
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_cuda(gen, backend):
     pts, prm, theta = _problem(gen, batch=3, points=8)
-    got = cwarp.warp_points(pts.cuda(), prm.cuda(), theta.cuda())
+    leaves = [t.cuda().requires_grad_() for t in (pts, prm, theta)]
+    got = cwarp.warp_points(*leaves, backend=backend)
+    assert got.device.type == "cuda"
     torch.testing.assert_close(got.cpu(), cwarp.warp_points(pts, prm, theta), rtol=0, atol=1e-12)
+    got.sum().backward()
+    assert all(t.grad is not None and t.grad.device.type == "cuda" for t in leaves)

@@ -31,9 +31,14 @@ def warp_points(points: torch.Tensor, params: torch.Tensor, theta: Optional[torc
         params: (B, K, 5) local-warp rows (cx, cy, r, dx, dy), as for local_warp.
         theta: optional (B, 2, 3) affine, as for local_warp.
         kind: "translate" or "gaussian".
-        backend: "auto" (the C++ kernel on the CPU, the PyTorch solver on
-            CUDA: there is no CUDA kernel for a few points per image), "cpp"
-            (CPU tensors only) or "torch".
+        backend: "auto" or "cpp" (the C++ kernel; CUDA points make a round
+            trip to it, see below) or "torch" (the same solver in PyTorch,
+            on the points' device).
+
+    There is no CUDA kernel: a batch has a few points per image, and the CPU
+    kernel solves thousands in milliseconds, so CUDA tensors are copied to
+    the CPU and the result back (differentiably). The answer is then the
+    same on every device.
 
     Differentiable with respect to points, params and theta (implicit
     differentiation at the solution; once, not twice).
@@ -41,11 +46,11 @@ def warp_points(points: torch.Tensor, params: torch.Tensor, theta: Optional[torc
     _checks.check_choice(_OP, "backend", backend, _BACKENDS)
     _checks.check_warp_points_inputs(_OP, points, params, theta)
     _checks.check_choice(_OP, "kind", kind, _checks.KINDS)
-    if backend == "auto":
-        backend = "cpp" if points.device.type == "cpu" else "torch"
-    if backend == "cpp" and points.device.type != "cpu":
-        raise RuntimeError(f"{_OP}(): backend='cpp' runs on the CPU only, got points on {points.device}; "
-                           "use backend='auto' or 'torch' for other devices")
     if backend == "torch":
         return reference.warp_points(points, params, theta, kind=kind)
-    return register.warp_points_op(points, params, theta, kind)
+    if points.device.type == "cpu":
+        return register.warp_points_op(points, params, theta, kind)
+    if points.device.type != "cuda":
+        raise RuntimeError(f"{_OP}(): no kernel for points on {points.device}; use backend='torch'")
+    out = register.warp_points_op(points.cpu(), params.cpu(), None if theta is None else theta.cpu(), kind)
+    return out.to(points.device)

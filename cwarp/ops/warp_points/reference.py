@@ -40,15 +40,18 @@ def _weight_slope(kind: str, rho2: torch.Tensor, r2: torch.Tensor, m2: torch.Ten
     return w, -w / (2 * r2)
 
 
-def warp_displacement(p: torch.Tensor, params: torch.Tensor, kind: str) -> Tuple[torch.Tensor, torch.Tensor]:
+def warp_displacement(p: torch.Tensor, params: torch.Tensor, kind: str,
+                      jacobian: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """D(p) = sum_k w_k(p) d_k (B, ..., 2) and its Jacobian dD/dp (B, ..., 2, 2)
-    for positions p (B, ..., 2) and params (B, K, 5)."""
+    (None unless ``jacobian``) for positions p (B, ..., 2) and params (B, K, 5)."""
     extra = p.dim() - 2
     prm = params.reshape(params.shape[0], *([1] * extra), params.shape[1], 5)     # (B, 1.., K, 5)
     e = p.unsqueeze(-2) - prm[..., 0:2]                                           # (B, .., K, 2)
     d = prm[..., 3:5]
     w, slope = _weight_slope(kind, (e * e).sum(-1), prm[..., 2] ** 2, (d * d).sum(-1))
     disp = (w.unsqueeze(-1) * d).sum(-2)
+    if not jacobian:
+        return disp, None
     grad_w = 2 * slope.unsqueeze(-1) * e                                          # (B, .., K, 2)
     jac = (d.unsqueeze(-1) * grad_w.unsqueeze(-2)).sum(-3)                        # (B, .., 2, 2)
     return disp, jac
@@ -112,32 +115,39 @@ def _scan_lengths(kind: str, q: torch.Tensor, params: torch.Tensor) -> torch.Ten
 
 
 def _first_roots(q: torch.Tensor, params: torch.Tensor, kind: str, length: torch.Tensor):
-    """first_root_along_warp of point_solver.h for every warp: positions (B, N, K, 2) and found (B, N, K)."""
-    batch = q.shape[0]
-    d = params[:, None, :, None, 3:5]                                            # (B, 1, K, 1, 2)
-    qk = q[:, :, None, None, :]                                                  # (B, N, 1, 1, 2)
+    """first_root_along_warp of point_solver.h for every warp that can move its
+    point (length > 0): positions (B, N, K, 2) and found (B, N, K)."""
+    batch, n, k = length.shape
+    starts = q.unsqueeze(-2).expand(batch, n, k, 2).clone()
+    found = torch.zeros(batch, n, k, dtype=torch.bool, device=q.device)
+    b, i, j = (length > 0).nonzero(as_tuple=True)
+    if len(b) == 0:
+        return starts, found
+    qm, prm, lm = q[b, i], params[b], length[b, i, j]                          # (M, 2), (M, K, 5), (M,)
+    d = params[b, j, 3:5]                                                        # (M, 2)
 
-    def g(t):                                                                    # t (B, N, K, S)
-        x = qk + t.unsqueeze(-1) * d
-        disp, _ = warp_displacement(x.reshape(batch, -1, 2), params, kind)
-        f = x - disp.reshape(x.shape) - qk
-        return (f * d).sum(-1)
+    def g(t):                                                                    # t (M, S) -> (M, S)
+        x = qm[:, None] + t.unsqueeze(-1) * d[:, None]
+        disp, _ = warp_displacement(x, prm, kind, jacobian=False)
+        return ((x - disp - qm[:, None]) * d[:, None]).sum(-1)
 
-    samples = (length * SCAN_STEPS).ceil().clamp(1, SCAN_SAMPLES)               # (B, N, K)
-    i = torch.arange(SCAN_SAMPLES + 1, dtype=q.dtype, device=q.device)
-    ts = length.unsqueeze(-1) * i / samples.unsqueeze(-1)                        # (B, N, K, S + 1)
+    samples = (lm * SCAN_STEPS).ceil().clamp(1, SCAN_SAMPLES)                   # (M,)
+    steps = torch.arange(SCAN_SAMPLES + 1, dtype=q.dtype, device=q.device)
+    ts = lm[:, None] * steps / samples[:, None]                                  # (M, S + 1)
     neg = g(ts) < 0
-    change = (neg[..., 1:] != neg[..., :1]) & (i[1:] <= samples.unsqueeze(-1))
-    found = change.any(-1) & (length > 0)
+    change = (neg[:, 1:] != neg[:, :1]) & (steps[1:] <= samples[:, None])
+    hit = change.any(-1)
     first = change.to(torch.int8).argmax(-1, keepdim=True)                       # the bracket [t_first, t_first+1]
     t0, t1 = ts.gather(-1, first).squeeze(-1), ts.gather(-1, first + 1).squeeze(-1)
-    neg0 = neg[..., 0]
+    neg0 = neg[:, 0]
     for _ in range(BISECT_STEPS):
         mid = 0.5 * (t0 + t1)
-        left = (g(mid.unsqueeze(-1)).squeeze(-1) < 0) == neg0
+        left = (g(mid[:, None])[:, 0] < 0) == neg0
         t0, t1 = torch.where(left, mid, t0), torch.where(left, t1, mid)
     t = 0.5 * (t0 + t1)
-    return q.unsqueeze(-2) + t.unsqueeze(-1) * params[:, None, :, 3:5], found
+    starts[b, i, j] = qm + t[:, None] * d
+    found[b, i, j] = hit
+    return starts, found
 
 
 def _grid_preimage(q: torch.Tensor, params: torch.Tensor, kind: str) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -167,11 +177,14 @@ def solve(q: torch.Tensor, params: torch.Tensor, kind: str) -> torch.Tensor:
     p0, ok0 = _newton(q, q, params, kind)
     candidates, valid = [p0.unsqueeze(-2)], [ok0.unsqueeze(-1)]
     if k > 0 and n > 0 and batch > 0:
-        starts, found = _first_roots(q, params, kind, _scan_lengths(kind, q, params))  # (B, N, K, 2)
-        qk = q.unsqueeze(-2).expand(-1, -1, k, -1)
-        pk, okk = _newton(starts, qk, params, kind)
+        pk, found = _first_roots(q, params, kind, _scan_lengths(kind, q, params))  # (B, N, K, 2)
+        b, i, j = found.nonzero(as_tuple=True)
+        if len(b):
+            polished, converged = _newton(pk[b, i, j][:, None], q[b, i][:, None], params[b], kind)
+            pk[b, i, j] = polished[:, 0]
+            found[b, i, j] = converged[:, 0]
         candidates.append(pk)
-        valid.append(found & okk)
+        valid.append(found)
     cand = torch.cat(candidates, -2)                                             # (B, N, 1 + K, 2)
     ok = torch.cat(valid, -1)
     d2 = torch.where(ok, ((cand - q.unsqueeze(-2)) ** 2).sum(-1), torch.inf)
