@@ -111,15 +111,23 @@ def _range(op: str, name: str, value, positive_min: bool = False) -> Tuple[float
     return lo, hi
 
 
+_WHY_UNSUPPORTED = {
+    tv_tensors.BoundingBoxes: "a non-rigid warp does not map a box to a box",
+    tv_tensors.Mask: "a mask needs nearest sampling, the warp kernels sample bilinearly",
+    tv_tensors.Video: "the views are of still images",
+}
+
+
 def _reject_unsupported(op: str, flat_inputs: List[Any], supported: Tuple[type, ...]) -> None:
     for inpt in flat_inputs:
         if isinstance(inpt, PIL.Image.Image):
             raise TypeError(f"{op}(): PIL images are not supported; convert them with v2.PILToTensor() or "
                             f"v2.ToImage() first")
         if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(inpt, supported):
+            why = next((f" ({text})" for cls, text in _WHY_UNSUPPORTED.items() if isinstance(inpt, cls)), "")
             names = ", ".join(f"tv_tensors.{t.__name__}" for t in supported)
-            raise TypeError(f"{op}(): tv_tensors.{type(inpt).__name__} is not supported (a local warp does not "
-                            f"map it correctly); supported: plain tensors, {names}")
+            raise TypeError(f"{op}(): tv_tensors.{type(inpt).__name__} is not supported{why}; supported: plain "
+                            f"tensors, {names}")
 
 
 def _local_warp_pixels(images: torch.Tensor, params: torch.Tensor, kind: str, padding_mode: str) -> torch.Tensor:
@@ -221,8 +229,12 @@ class RandomLocalWarp(v2.Transform):
         if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
             raise ValueError(f"{op}(): expected p in [0, 1], got {p!r}")
         self.p = float(p)
-        self.generator = _check_generator(op, generator)
-        self._generators = _GeneratorPerWorker(generator)
+        self._generators = _GeneratorPerWorker(_check_generator(op, generator))
+
+    @property
+    def generator(self) -> Optional[torch.Generator]:
+        """The user's generator (None: torch's default generator)."""
+        return self._generators.user
 
     def check_inputs(self, flat_inputs: List[Any]) -> None:
         _reject_unsupported(self._OP, flat_inputs, self._SUPPORTED)
@@ -301,8 +313,7 @@ class RandomLocalWarp(v2.Transform):
         """per_image (n, T, C, H, W) warped with warps (n, K, 5), the same warps for the T frames."""
         n, T, C, H, W = per_image.shape
         flat_warps = warps.repeat_interleave(frames, dim=0) if frames > 1 else warps
-        out = _local_warp_pixels(per_image.reshape(n * T, C, H, W), flat_warps.to(torch.float32), self.kind,
-                                 self.padding_mode)
+        out = _local_warp_pixels(per_image.reshape(n * T, C, H, W), flat_warps, self.kind, self.padding_mode)
         return out.view(n, T, C, H, W)
 
     def _warp_keypoints(self, kp: torch.Tensor, params: Dict[str, Any]) -> torch.Tensor:
@@ -355,8 +366,12 @@ class ContraWarpViews(v2.Transform):
         self.augment = ContraWarpAugment(size, num_negatives=num_negatives, warps_per_negative=warps_per_negative,
                                          **augment_options)
         self.size = size
-        self.generator = _check_generator(self._OP, generator)
-        self._generators = _GeneratorPerWorker(generator)
+        self._generators = _GeneratorPerWorker(_check_generator(self._OP, generator))
+
+    @property
+    def generator(self) -> Optional[torch.Generator]:
+        """The user's generator (None: the default generator of the images' device)."""
+        return self._generators.user
 
     def check_inputs(self, flat_inputs: List[Any]) -> None:
         _reject_unsupported(self._OP, flat_inputs, self._SUPPORTED)
