@@ -11,6 +11,8 @@ scale=True). Contenders, per image (3, H, W) and per batch (B, 3, H, W):
 - "ContraWarpViews": replaces the pipeline (it crops, flips and jitters
   itself) and renders 2 + N views per image, normalized; items count
   images, not views.
+- "RandomLocalWarp alone (uint8)": the warp on the uncropped source, what
+  it adds to a pipeline.
 
 On a batch the v2 transforms draw one set of parameters for the whole batch;
 RandomLocalWarp and ContraWarpViews draw per image. No floor is set: the
@@ -50,6 +52,7 @@ def pipelines(size: int, negatives: int):
         "v2 + RandomLocalWarp (uint8)": v2.Compose(crop_flip() + [RandomLocalWarp(**warp), jitter, to_float]),
         "v2 + RandomLocalWarp (float32)": v2.Compose(crop_flip() + [jitter, to_float, RandomLocalWarp(**warp)]),
         "ContraWarpViews": ContraWarpViews(size, num_negatives=negatives, generator=torch.Generator().manual_seed(0)),
+        "RandomLocalWarp alone (uint8)": RandomLocalWarp(**warp),
     }
 
 

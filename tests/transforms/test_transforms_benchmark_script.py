@@ -8,7 +8,8 @@ def test_every_contender_is_timed_per_image_and_per_batch(load_script, tmp_path,
     assert script.main(["--batch", "2", "--src", "40", "--size", "32", "--min-run-time", "0.01", "--rounds", "1",
                         "--threads", "1", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
-    contenders = {"v2 pipeline", "v2 + RandomLocalWarp (uint8)", "v2 + RandomLocalWarp (float32)", "ContraWarpViews"}
+    contenders = {"v2 pipeline", "v2 + RandomLocalWarp (uint8)", "v2 + RandomLocalWarp (float32)", "ContraWarpViews",
+                   "RandomLocalWarp alone (uint8)"}
     for case, items in (("per image 3x40x40 -> 32", 1), ("per batch B=2 3x40x40 -> 32", 2)):
         got = [r for r in rows if r["case"] == case]
         assert {r["contender"] for r in got} == contenders
