@@ -98,8 +98,8 @@ def test_image_and_keypoints_in_compose_follow_the_flip_and_the_warp():
     image = tv_tensors.Image(_images(3, H, W))
     points = torch.tensor([[19.0, 22.0], [30.0, 25.0], [22.5, 30.25]])
     kp = tv_tensors.KeyPoints(points, canvas_size=(H, W))
-    pipeline = v2.Compose([v2.RandomHorizontalFlip(p=1.0), RandomLocalWarp(6, radius=0.5, magnitude=0.2, generator=_seeded(4)),
-                           v2.ToDtype(torch.float32, scale=True)])
+    warp = RandomLocalWarp(6, radius=0.5, magnitude=0.2, generator=_seeded(4))
+    pipeline = v2.Compose([v2.RandomHorizontalFlip(p=1.0), warp, v2.ToDtype(torch.float32, scale=True)])
     out_image, out_kp, label = pipeline(image, kp, 3)
     assert label == 3
     assert isinstance(out_image, tv_tensors.Image) and out_image.dtype == torch.float32
