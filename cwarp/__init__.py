@@ -18,7 +18,7 @@ _PUBLIC = {
     "FACE_LANDMARKS_5": "cwarp.ops", "contrastive_loss": "cwarp.ops",
     "ContraWarpingLoss": "cwarp.nn", "ContraWarpAugment": "cwarp.nn",
 }
-_SUBPACKAGES = ("ops", "nn", "reference", "data", "train", "eval", "apps")
+_SUBPACKAGES = ("ops", "nn", "transforms", "reference", "data", "train", "eval", "apps")
 
 if TYPE_CHECKING:
     from cwarp.nn import ContraWarpAugment, ContraWarpingLoss

@@ -94,6 +94,19 @@ class AugmentParams:
     def to(self, device) -> "AugmentParams":
         return AugmentParams(*(None if t is None else t.to(device) for t in dataclasses.astuple(self)))
 
+    def view_landmarks(self, kind: str = "translate") -> Optional[torch.Tensor]:
+        """Where ``landmarks`` are in each view, (B, V, L, 2) in the views'
+        normalized coordinates (cwarp.warp_points of each view's warps and
+        affine); None without landmarks. ``kind`` is the augment's warp kind."""
+        if self.landmarks is None:
+            return None
+        theta, warps = self.theta, self.warps
+        B, V, L = theta.shape[0], theta.shape[1], self.landmarks.shape[1]
+        points = self.landmarks.to(device=theta.device, dtype=theta.dtype)[:, None].expand(B, V, L, 2)
+        mapped = warp_points(points.reshape(B * V, L, 2), warps.reshape(B * V, *warps.shape[2:]),
+                             theta.reshape(B * V, 2, 3), kind=kind)
+        return mapped.view(B, V, L, 2)
+
 
 @dataclasses.dataclass
 class Views:
@@ -114,15 +127,7 @@ class Views:
 
     @functools.cached_property
     def landmarks(self) -> Optional[torch.Tensor]:
-        source = self.params.landmarks
-        if source is None:
-            return None
-        theta, warps = self.params.theta, self.params.warps
-        B, V, L = theta.shape[0], theta.shape[1], source.shape[1]
-        points = source.to(device=theta.device, dtype=theta.dtype)[:, None].expand(B, V, L, 2)
-        mapped = warp_points(points.reshape(B * V, L, 2), warps.reshape(B * V, *warps.shape[2:]),
-                             theta.reshape(B * V, 2, 3), kind=self.kind)
-        return mapped.view(B, V, L, 2)
+        return self.params.view_landmarks(self.kind)
 
 
 def _pair(name: str, value, *, default_lo=None, lo_bound=-math.inf, hi_bound=math.inf) -> Tuple[float, float]:
