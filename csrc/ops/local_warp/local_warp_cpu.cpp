@@ -1,4 +1,5 @@
-// cwarp::local_warp on the CPU: forward and backward.
+// cwarp::local_warp on the CPU: forward (floating or uint8 images) and backward
+// (floating images).
 //
 // Work is done one output row at a time. For a row, the warp field is
 // computed into small per-thread buffers with loops over the row's pixels
@@ -21,6 +22,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -57,8 +59,8 @@ template <typename scalar_t>
 struct ForwardArgs {
   const scalar_t* in;
   scalar_t* out;
-  const at::opmath_type<scalar_t>* params;  // (B, K, 5), contiguous
-  const at::opmath_type<scalar_t>* theta;   // (B, 6), contiguous, or null
+  const compute_t<scalar_t>* params;  // (B, K, 5), contiguous
+  const compute_t<scalar_t>* theta;   // (B, 6), contiguous, or null
   WarpConfig cfg;
   Strides in_s, out_s;
 };
@@ -244,7 +246,7 @@ C10_ALWAYS_INLINE void gather_pixel(const scalar_t* src, index_t sc, index_t sh,
                                     scalar_t* out, int64_t oc, T a, T b, T c, T d, index_t o, index_t m) {
   for (int64_t ch = 0; ch < (kC > 0 ? kC : nc); ++ch) {
     const Corners<T> v = load_corners<T>(src + ch * sc, o, m, sh, sw);
-    out[ch * oc] = static_cast<scalar_t>(v.v00 * a + v.v01 * b + v.v10 * c + v.v11 * d);
+    out[ch * oc] = store_value<scalar_t>(v.v00 * a + v.v01 * b + v.v10 * c + v.v11 * d);
   }
 }
 
@@ -285,6 +287,32 @@ C10_ALWAYS_INLINE __m128 sample_rgb_adjacent(const float* s, index_t o, index_t 
   const __m128 v10 = _mm_loadu_ps(s + o + sh), v11 = _mm_loadu_ps(s + o + sh + sw);
   return v00 * _mm_set1_ps(a) + v01 * _mm_set1_ps(b) + v10 * _mm_set1_ps(c) + v11 * _mm_set1_ps(d);
 }
+
+// Four bytes from p as four floats (SSE2 widening: the baseline clone has no
+// pmovzx).
+C10_ALWAYS_INLINE __m128 load_4_bytes(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  const __m128i zero = _mm_setzero_si128();
+  return _mm_cvtepi32_ps(_mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(v), zero), zero));
+}
+
+// The uint8 twin of sample_rgb_adjacent: a corner's three channels (and the
+// next byte) as one 32-bit load, the same float expression lane-wise, then
+// round_to_uint8's clamp and rounding, lane-wise and in its order, so the
+// bytes are those of gather_pixel. Returns the four bytes as one int.
+template <typename index_t>
+C10_ALWAYS_INLINE int32_t sample_rgb_adjacent_u8(const uint8_t* s, index_t o, index_t sh, index_t sw, float a,
+                                                 float b, float c, float d) {
+  const __m128 v00 = load_4_bytes(s + o), v01 = load_4_bytes(s + o + sw);
+  const __m128 v10 = load_4_bytes(s + o + sh), v11 = load_4_bytes(s + o + sh + sw);
+  const __m128 v = v00 * _mm_set1_ps(a) + v01 * _mm_set1_ps(b) + v10 * _mm_set1_ps(c) + v11 * _mm_set1_ps(d);
+  const __m128 clamped = _mm_min_ps(_mm_max_ps(v, _mm_setzero_ps()), _mm_set1_ps(255.0f));
+  const __m128 magic = _mm_set1_ps(8388608.0f);
+  const __m128i r = _mm_cvttps_epi32((clamped + magic) - magic);
+  const __m128i w16 = _mm_packs_epi32(r, r);
+  return _mm_cvtsi128_si32(_mm_packus_epi16(w16, w16));
+}
 #endif
 
 // out[c, j] = bilinear sample of channel c, for every pixel j of the row.
@@ -292,8 +320,8 @@ C10_ALWAYS_INLINE __m128 sample_rgb_adjacent(const float* s, index_t o, index_t 
 // loaded once for all its channels. kC > 0 fixes the channel count at compile
 // time (1 and 3, the common ones) so the channel loop unrolls; kC = 0 reads C.
 // float planes with adjacent columns (NCHW) take four pixels at a time with
-// pair loads; 3-channel float images with adjacent channels (channels_last)
-// take a pixel's channels as one vector. `max_off` is the largest offset of
+// pair loads; 3-channel float and uint8 images with adjacent channels
+// (channels_last) take a pixel's channels as one vector. `max_off` is the largest offset of
 // the image: the vector loads stay at or below it. The rest is scalar on
 // purpose: hardware gathers (AVX2 and AVX-512) are slower than the scalar
 // loads on the CPUs this targets, and GCC's emulated ones slower still.
@@ -313,6 +341,20 @@ CWARP_CPU_MULTIVERSION CWARP_NO_VECTORIZE void gather_row(
         const index_t o = base[j], m = mask[j];
         if (C10_LIKELY(m == kAllCorners && o + sh + sw + 3 <= max_off)) {
           _mm_storeu_ps(dst + 3 * j, sample_rgb_adjacent(src, o, sh, sw, w00[j], w01[j], w10[j], w11[j]));
+        } else {
+          gather_pixel<kC, T>(src, sc, sh, sw, C, dst + 3 * j, oc, w00[j], w01[j], w10[j], w11[j], o, m);
+        }
+      }
+    }
+  }
+  if constexpr (std::is_same_v<scalar_t, uint8_t> && kC == 3) {
+    if (sc == 1 && oc == 1 && ow == 3) {
+      // As for float: the 4-byte store spills into pixel j + 1's first channel.
+      for (; j + 1 < n; ++j) {
+        const index_t o = base[j], m = mask[j];
+        if (C10_LIKELY(m == kAllCorners && o + sh + sw + 3 <= max_off)) {
+          const int32_t px = sample_rgb_adjacent_u8(src, o, sh, sw, w00[j], w01[j], w10[j], w11[j]);
+          std::memcpy(dst + 3 * j, &px, sizeof(px));
         } else {
           gather_pixel<kC, T>(src, sc, sh, sw, C, dst + 3 * j, oc, w00[j], w01[j], w10[j], w11[j], o, m);
         }
@@ -430,7 +472,7 @@ void fill_px(const WarpConfig& cfg, RowScratch<T, index_t>& s) {
 
 template <typename scalar_t, typename index_t, Padding P>
 void forward_rows(const ForwardArgs<scalar_t>& a, int64_t row_begin, int64_t row_end) {
-  using T = at::opmath_type<scalar_t>;
+  using T = compute_t<scalar_t>;
   const WarpConfig& cfg = a.cfg;
   RowScratch<T, index_t> s(cfg.Wo);
   fill_px(cfg, s);
@@ -571,7 +613,7 @@ WarpConfig make_config(const at::Tensor& image, int64_t K, int64_t out_h, int64_
 at::Tensor local_warp_cpu(const at::Tensor& image, const at::Tensor& params, const c10::optional<at::Tensor>& theta,
                           int64_t out_h, int64_t out_w, c10::string_view kind, c10::string_view padding_mode,
                           bool align_corners) {
-  check_local_warp_inputs(kFwd, image, params, theta);
+  check_local_warp_inputs(kFwd, image, params, theta, /*allow_uint8=*/true);
   check_out_size(kFwd, out_h, out_w);
   const WarpKind k = parse_kind(kFwd, kind);
   const Padding pad = parse_padding(kFwd, padding_mode);
@@ -580,8 +622,8 @@ at::Tensor local_warp_cpu(const at::Tensor& image, const at::Tensor& params, con
   if (out.numel() == 0) return out;
   const bool has_theta = theta.has_value() && theta->defined();
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "cwarp_local_warp_cpu", [&] {
-    using T = at::opmath_type<scalar_t>;
+  AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, image.scalar_type(), "cwarp_local_warp_cpu", [&] {
+    using T = compute_t<scalar_t>;
     const at::Tensor prm = as_opmath<T>(params);
     const at::Tensor th = has_theta ? as_opmath<T>(theta->reshape({B, 6})) : at::Tensor();
     ForwardArgs<scalar_t> args{image.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
