@@ -33,6 +33,14 @@
 #else
 #define CWARP_PAIR_LOADS 0
 #endif
+// The x86-64-v3 two-pixel uint8 path needs GCC / clang's target attribute
+// and runtime CPU check, like CWARP_CPU_MULTIVERSION.
+#if CWARP_PAIR_LOADS && defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && \
+    !defined(CWARP_NO_MULTIVERSION)
+#define CWARP_V3_PAIRS 1
+#else
+#define CWARP_V3_PAIRS 0
+#endif
 
 #include "checks.h"
 #include "cwarp.h"
@@ -313,6 +321,67 @@ C10_ALWAYS_INLINE int32_t sample_rgb_adjacent_u8(const uint8_t* s, index_t o, in
   const __m128i w16 = _mm_packs_epi32(r, r);
   return _mm_cvtsi128_si32(_mm_packus_epi16(w16, w16));
 }
+
+#if CWARP_V3_PAIRS
+// The x86-64-v3 (AVX2 + FMA) twin of gather_row's uint8 RGB loop: two pixels per 256-bit
+// vector (pixel j in lanes 0-3, j + 1 in lanes 4-7), one pmovzxbd per corner
+// pair. A separate function with its own target rather than a clone of
+// gather_row, because the default clone cannot hold AVX2 intrinsics;
+// gather_row calls it where the CPU runs x86-64-v3, which is where the
+// loader picks the v3 or v4 clone, so its scalar edge pixels contract the
+// same FMAs. Same expression and rounding as gather_pixel, lane-wise, so the
+// same bytes. Returns the first pixel it left to the caller.
+#define CWARP_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
+
+CWARP_TARGET_V3 C10_ALWAYS_INLINE __m256 load_4_bytes_pair(const uint8_t* p, const uint8_t* q) {
+  int32_t a, b;
+  std::memcpy(&a, p, sizeof(a));
+  std::memcpy(&b, q, sizeof(b));
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_insert_epi32(_mm_cvtsi32_si128(a), b, 1)));
+}
+
+// [w[0] x 4, w[1] x 4]
+CWARP_TARGET_V3 C10_ALWAYS_INLINE __m256 pair_weights(const float* w) {
+  const __m128 two = _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w)));
+  return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+}
+
+template <typename index_t>
+CWARP_TARGET_V3 int64_t gather_rgb_u8_v3(const uint8_t* __restrict src, index_t sh, index_t sw,
+                                         uint8_t* __restrict dst, const float* __restrict w00,
+                                         const float* __restrict w01, const float* __restrict w10,
+                                         const float* __restrict w11, const index_t* __restrict base,
+                                         const index_t* __restrict mask, int64_t n, int64_t max_off) {
+  int64_t j = 0;
+  const __m256 zero = _mm256_setzero_ps(), hi = _mm256_set1_ps(255.0f), magic = _mm256_set1_ps(8388608.0f);
+  for (; j + 2 < n; j += 2) {
+    const index_t o0 = base[j], o1 = base[j + 1];
+    if (C10_UNLIKELY((mask[j] & mask[j + 1]) != kAllCorners || o0 + sh + sw + 3 > max_off ||
+                     o1 + sh + sw + 3 > max_off)) {
+      for (int64_t k = j; k < j + 2; ++k) {
+        gather_pixel<3, float>(src, index_t(1), sh, sw, 3, dst + 3 * k, 1, w00[k], w01[k], w10[k], w11[k], base[k],
+                               mask[k]);
+      }
+      continue;
+    }
+    const __m256 v00 = load_4_bytes_pair(src + o0, src + o1);
+    const __m256 v01 = load_4_bytes_pair(src + o0 + sw, src + o1 + sw);
+    const __m256 v10 = load_4_bytes_pair(src + o0 + sh, src + o1 + sh);
+    const __m256 v11 = load_4_bytes_pair(src + o0 + sh + sw, src + o1 + sh + sw);
+    const __m256 v = v00 * pair_weights(w00 + j) + v01 * pair_weights(w01 + j) + v10 * pair_weights(w10 + j) +
+                     v11 * pair_weights(w11 + j);
+    const __m256 c = _mm256_min_ps(_mm256_max_ps(v, zero), hi);
+    const __m256i r = _mm256_cvttps_epi32((c + magic) - magic);
+    const __m256i w16 = _mm256_packs_epi32(r, r);           // per 128-bit lane
+    const __m256i bytes = _mm256_packus_epi16(w16, w16);    // lane 0: pixel j, lane 1: pixel j + 1
+    const int32_t p0 = _mm_cvtsi128_si32(_mm256_castsi256_si128(bytes));
+    const int32_t p1 = _mm_cvtsi128_si32(_mm256_extracti128_si256(bytes, 1));
+    std::memcpy(dst + 3 * j, &p0, sizeof(p0));
+    std::memcpy(dst + 3 * j + 3, &p1, sizeof(p1));  // after p0: its first byte is pixel j + 1's
+  }
+  return j;
+}
+#endif  // CWARP_V3_PAIRS
 #endif
 
 // out[c, j] = bilinear sample of channel c, for every pixel j of the row.
@@ -321,8 +390,9 @@ C10_ALWAYS_INLINE int32_t sample_rgb_adjacent_u8(const uint8_t* s, index_t o, in
 // time (1 and 3, the common ones) so the channel loop unrolls; kC = 0 reads C.
 // float planes with adjacent columns (NCHW) take four pixels at a time with
 // pair loads; 3-channel float and uint8 images with adjacent channels
-// (channels_last) take a pixel's channels as one vector. `max_off` is the largest offset of
-// the image: the vector loads stay at or below it. The rest is scalar on
+// (channels_last) take a pixel's channels as one vector (uint8: two pixels
+// per vector on x86-64-v3). `max_off` is the largest offset of the image:
+// the vector loads stay at or below it. The rest is scalar on
 // purpose: hardware gathers (AVX2 and AVX-512) are slower than the scalar
 // loads on the CPUs this targets, and GCC's emulated ones slower still.
 template <int kC, typename T, typename scalar_t, typename index_t>
@@ -349,6 +419,10 @@ CWARP_CPU_MULTIVERSION CWARP_NO_VECTORIZE void gather_row(
   }
   if constexpr (std::is_same_v<scalar_t, uint8_t> && kC == 3) {
     if (sc == 1 && oc == 1 && ow == 3) {
+#if CWARP_V3_PAIRS
+      static const bool v3 = __builtin_cpu_supports("x86-64-v3");
+      if (v3) j = gather_rgb_u8_v3(src, sh, sw, dst, w00, w01, w10, w11, base, mask, n, max_off);
+#endif
       // As for float: the 4-byte store spills into pixel j + 1's first channel.
       for (; j + 1 < n; ++j) {
         const index_t o = base[j], m = mask[j];
