@@ -125,6 +125,7 @@ def test_uint8_is_the_float32_path_rounded(be, layout, kind, padding, gen):
     params, theta = random_params(B, 4, gen), random_theta(B, gen)
     kw = dict(out_size=(H + 2, W - 1), kind=kind, padding_mode=padding)
     out = run(be, image, params, theta, **kw)
+    assert_uint8_matches(out, exact(image, params, theta, **kw), what=f"{be} {layout}")
     as_float = cwarp.local_warp(*be.put(image.float(), params, theta), backend=be.name, **kw)
     assert torch.equal(out, as_float.round().clamp(0, 255).to(torch.uint8)), f"{be} {layout}"
     dense = run(be, image.contiguous(), params, theta, **kw)

@@ -8,10 +8,11 @@ sampling grid with tensor ops, then call ``F.grid_sample``.
 By default the warp field is computed and sampled in float64 and the result
 is cast back to the input dtype: that is the oracle. A uint8 image's result
 is rounded half to even (torch.round, as torchvision's resampling does),
-clamped to [0, 255] and cast back. ``compute_dtype=None``
-computes in the input's own dtype (float32 for uint8) instead, which is what a user would write
-and what the benchmarks time as "eager reference". The loop over the K warps accumulates into one
-(B, Ho, Wo) field, so no (B, K, Ho, Wo) temporary is ever built.
+clamped to [0, 255] and cast back. ``compute_dtype=None`` computes in the
+input's own dtype (float32 for uint8) instead, which is what a user would
+write and what the benchmarks time as "eager reference". The loop over the K
+warps accumulates into one (B, Ho, Wo) field, so no (B, K, Ho, Wo)
+temporary is ever built.
 """
 from __future__ import annotations
 
