@@ -696,7 +696,8 @@ at::Tensor local_warp_cpu(const at::Tensor& image, const at::Tensor& params, con
   if (out.numel() == 0) return out;
   const bool has_theta = theta.has_value() && theta->defined();
 
-  AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, image.scalar_type(), "cwarp_local_warp_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, image.scalar_type(), "cwarp_local_warp_cpu",
+                                  [&] {
     using T = compute_t<scalar_t>;
     const at::Tensor prm = as_opmath<T>(params);
     const at::Tensor th = has_theta ? as_opmath<T>(theta->reshape({B, 6})) : at::Tensor();
