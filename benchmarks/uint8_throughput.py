@@ -11,6 +11,8 @@ cv2.setNumThreads(1)):
                                 array (torch.from_numpy(...).permute, no copy);
                                 K=4 warps from cwarp.sample_local_warps (its
                                 defaults), uint8 out
+  cwarp uint8 (NCHW)            the same on a contiguous (B, 3, H, W) copy made
+                                beforehand (torchvision's decode_image layout)
   cwarp float round trip        the same through float32 (x.float(), the warp,
                                 round, clamp, to uint8): what one writes
                                 without the uint8 path
@@ -49,6 +51,7 @@ import cwarp  # noqa: E402
 
 K = 4
 CWARP_U8 = "cwarp uint8 (channels_last)"
+CWARP_U8_NCHW = "cwarp uint8 (NCHW)"
 CWARP_FLOAT = "cwarp float round trip"
 ELASTIC = "albumentations ElasticTransform"
 GRID = "albumentations GridDistortion"
@@ -70,8 +73,13 @@ def cwarp_contenders(images: np.ndarray) -> Dict[str, Callable[[], object]]:
     assert x.is_contiguous(memory_format=torch.channels_last)
     params = cwarp.sample_local_warps(x.shape[0], K, generator=torch.Generator().manual_seed(0))
 
+    x_nchw = x.contiguous()
+
     def uint8():
         return cwarp.local_warp(x, params, backend="cpp")
+
+    def uint8_nchw():
+        return cwarp.local_warp(x_nchw, params, backend="cpp")
 
     def float_round_trip():
         return cwarp.local_warp(x.float(), params, backend="cpp").round_().clamp_(0, 255).to(torch.uint8)
@@ -80,7 +88,8 @@ def cwarp_contenders(images: np.ndarray) -> Dict[str, Callable[[], object]]:
     assert out.dtype == torch.uint8 and out.is_contiguous(memory_format=torch.channels_last)
     # Same kernel, same float math: the round trip gives the same bytes.
     assert torch.equal(out, float_round_trip()), "the uint8 path and the float round trip disagree"
-    return {CWARP_U8: uint8, CWARP_FLOAT: float_round_trip}
+    assert torch.equal(out, uint8_nchw()), "the channels_last and NCHW uint8 paths disagree"
+    return {CWARP_U8: uint8, CWARP_U8_NCHW: uint8_nchw, CWARP_FLOAT: float_round_trip}
 
 
 def albumentations_contenders(images: np.ndarray):

@@ -134,6 +134,26 @@ def test_uint8_is_the_float32_path_rounded(be, layout, kind, padding, gen):
         assert out.is_contiguous(memory_format=torch.channels_last), "output should keep channels_last"
 
 
+@pytest.mark.parametrize(*backend_grid("width,padding", full=grid([1, 2, 3, 4, 5, 8, 13, 112], PADDINGS),
+                                       names=("cpp",)))
+def test_vector_paths_match_scalar_path(be, width, padding, gen):
+    # NCHW planes take four pixels at a time, channels_last RGB one or two
+    # pixels per vector; pixels at the image's edge and a row's tail go
+    # pixel by pixel. Zooming out puts many pixels at the edge: every path
+    # must give the float32 path's values, rounded.
+    B, C = 3, 3
+    image = random_bytes((B, C, 11, width), gen)
+    params = random_params(B, 4, gen, torch.float32)
+    theta = torch.tensor([[1.3, 0.1, 0.05], [-0.1, 1.2, -0.1]]).expand(B, 2, 3)
+    kw = dict(out_size=(9, width + 2), padding_mode=padding, backend=be.name)
+    want = cwarp.local_warp(image.float(), params, theta, **kw).round().clamp(0, 255).to(torch.uint8)
+    for layout, x in (("nchw", image), ("channels_last", image.contiguous(memory_format=torch.channels_last)),
+                      ("one plane", image[:, 1:2])):
+        out = cwarp.local_warp(x, params, theta, **kw)
+        expected = want[:, 1:2] if layout == "one plane" else want
+        assert torch.equal(out, expected), f"width {width} {padding} {layout}"
+
+
 @pytest.mark.parametrize("be", backends("cpp"))
 def test_channels_last_uint8_is_not_copied(be, gen):
     # What torch.from_numpy(hwc).permute(2, 0, 1) gives is sampled in place:

@@ -322,6 +322,34 @@ C10_ALWAYS_INLINE int32_t sample_rgb_adjacent_u8(const uint8_t* s, index_t o, in
   return _mm_cvtsi128_si32(_mm_packus_epi16(w16, w16));
 }
 
+// The uint8 twin of sample4_adjacent: four pixels of one uint8 plane with
+// adjacent columns, all corners inside. A pixel's corners (x0, x0 + 1) are
+// one 16-bit load per row; widened, the four pairs of a row are four 32-bit
+// lanes x0 | (x0 + 1) << 16, which a mask and a shift split into the two
+// corner columns. Then gather_pixel's expression and round_to_uint8, lane-wise
+// and in their order, so the same bytes. Returns the four bytes as one int.
+template <typename index_t>
+C10_ALWAYS_INLINE int32_t sample4_adjacent_u8(const uint8_t* s, const index_t* o, index_t sh, __m128 a, __m128 b,
+                                              __m128 c, __m128 d) {
+  const __m128i zero = _mm_setzero_si128(), low16 = _mm_set1_epi32(0xffff);
+  auto pairs = [&](index_t row) {  // 32-bit lanes: [x0 | (x0 + 1) << 16] of pixels 0..3
+    uint16_t p[4];
+    for (int k = 0; k < 4; ++k) std::memcpy(&p[k], s + o[k] + row, sizeof(uint16_t));
+    const int32_t lo = int32_t(p[0]) | (int32_t(p[1]) << 16), hi = int32_t(p[2]) | (int32_t(p[3]) << 16);
+    return _mm_unpacklo_epi8(_mm_unpacklo_epi32(_mm_cvtsi32_si128(lo), _mm_cvtsi32_si128(hi)), zero);
+  };
+  const __m128i top = pairs(0), bottom = pairs(sh);
+  const __m128 v00 = _mm_cvtepi32_ps(_mm_and_si128(top, low16)), v01 = _mm_cvtepi32_ps(_mm_srli_epi32(top, 16));
+  const __m128 v10 = _mm_cvtepi32_ps(_mm_and_si128(bottom, low16));
+  const __m128 v11 = _mm_cvtepi32_ps(_mm_srli_epi32(bottom, 16));
+  const __m128 v = v00 * a + v01 * b + v10 * c + v11 * d;
+  const __m128 clamped = _mm_min_ps(_mm_max_ps(v, _mm_setzero_ps()), _mm_set1_ps(255.0f));
+  const __m128 magic = _mm_set1_ps(8388608.0f);
+  const __m128i r = _mm_cvttps_epi32((clamped + magic) - magic);
+  const __m128i w16 = _mm_packs_epi32(r, r);
+  return _mm_cvtsi128_si32(_mm_packus_epi16(w16, w16));
+}
+
 #if CWARP_V3_PAIRS
 // The x86-64-v3 (AVX2 + FMA) twin of gather_row's uint8 RGB loop: two pixels per 256-bit
 // vector (pixel j in lanes 0-3, j + 1 in lanes 4-7), one pmovzxbd per corner
@@ -388,8 +416,8 @@ CWARP_TARGET_V3 int64_t gather_rgb_u8_v3(const uint8_t* __restrict src, index_t 
 // Pixel-major whatever the layout: a pixel's offset, mask and weights are
 // loaded once for all its channels. kC > 0 fixes the channel count at compile
 // time (1 and 3, the common ones) so the channel loop unrolls; kC = 0 reads C.
-// float planes with adjacent columns (NCHW) take four pixels at a time with
-// pair loads; 3-channel float and uint8 images with adjacent channels
+// float and uint8 planes with adjacent columns (NCHW) take four pixels at a
+// time with pair loads; 3-channel float and uint8 images with adjacent channels
 // (channels_last) take a pixel's channels as one vector (uint8: two pixels
 // per vector on x86-64-v3). `max_off` is the largest offset of the image:
 // the vector loads stay at or below it. The rest is scalar on
@@ -431,6 +459,25 @@ CWARP_CPU_MULTIVERSION CWARP_NO_VECTORIZE void gather_row(
           std::memcpy(dst + 3 * j, &px, sizeof(px));
         } else {
           gather_pixel<kC, T>(src, sc, sh, sw, C, dst + 3 * j, oc, w00[j], w01[j], w10[j], w11[j], o, m);
+        }
+      }
+    }
+  }
+  if constexpr (std::is_same_v<scalar_t, uint8_t>) {
+    if (sw == 1 && ow == 1) {
+      for (; j + 4 <= n; j += 4) {
+        const index_t* m = mask + j;
+        if (C10_UNLIKELY((m[0] & m[1] & m[2] & m[3]) != kAllCorners)) {  // the image's edge
+          for (int64_t k = j; k < j + 4; ++k) {
+            gather_pixel<kC, T>(src, sc, sh, sw, C, dst + k, oc, w00[k], w01[k], w10[k], w11[k], base[k], mask[k]);
+          }
+          continue;
+        }
+        const __m128 a = _mm_loadu_ps(w00 + j), b = _mm_loadu_ps(w01 + j), c = _mm_loadu_ps(w10 + j),
+                     d = _mm_loadu_ps(w11 + j);
+        for (int64_t ch = 0; ch < (kC > 0 ? kC : C); ++ch) {
+          const int32_t px = sample4_adjacent_u8(src + ch * sc, base + j, sh, a, b, c, d);
+          std::memcpy(dst + ch * oc + j, &px, sizeof(px));
         }
       }
     }
