@@ -41,7 +41,8 @@ def test_toy_run_writes_rows(script, tmp_path, capsys, threads_restored):
     rc = script.main(["--batch", "4", "--size", "32", "--min-run-time", "0.01", "--rounds", "1", "--json", str(out)])
     record = json.loads(out.read_text())
     names = [r["contender"] for r in record["rows"]]
-    assert names == [script.CWARP_U8, script.CWARP_U8_NCHW, script.CWARP_FLOAT, script.ELASTIC, script.GRID, script.PIECEWISE]
+    assert names == [script.CWARP_U8, script.CWARP_U8_NCHW, script.CWARP_FLOAT, script.ELASTIC, script.GRID,
+                     script.PIECEWISE]
     assert all(r["items_per_s"] > 0 for r in record["rows"])
     assert record["albumentations"] is True and len(record["floors"]) == 3
     assert rc == (0 if record["floors_met"] else 1)
