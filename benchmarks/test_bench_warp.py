@@ -52,3 +52,38 @@ def test_bench_fwd_channels_last(benchmark, inputs):
     cl = image.contiguous(memory_format=torch.channels_last)
     out = benchmark(_fwd("cpp"), cl, params)
     assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.fixture(scope="module")
+def hwc_uint8():
+    """uint8 RGB 224x224 as numpy HWC arrays, the albumentations contenders' input (uint8_throughput.py)."""
+    np = pytest.importorskip("numpy")
+    return np.random.default_rng(0).integers(0, 256, (B, 224, 224, C), dtype=np.uint8)
+
+
+@pytest.fixture
+def one_thread():
+    """The uint8 cases compare with albumentations per core, as uint8_throughput.py does."""
+    cv2 = pytest.importorskip("cv2")
+    n, m = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    yield
+    torch.set_num_threads(n)
+    cv2.setNumThreads(m)
+
+
+def test_bench_fwd_uint8_channels_last(benchmark, hwc_uint8, one_thread):
+    image = torch.from_numpy(hwc_uint8).permute(0, 3, 1, 2)  # channels_last view, no copy
+    params = cwarp.sample_local_warps(B, K, generator=torch.Generator().manual_seed(0))
+    out = benchmark(cwarp.local_warp, image, params, backend="cpp")
+    assert out.dtype == torch.uint8 and out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("transform", ["GridDistortion", "ElasticTransform"])
+def test_bench_albumentations_uint8(benchmark, hwc_uint8, transform, one_thread):
+    A = pytest.importorskip("albumentations")
+    t = getattr(A, transform)(p=1.0)
+    t.set_random_seed(0)
+    out = benchmark(lambda: [t(image=im)["image"] for im in hwc_uint8])
+    assert out[0].shape == hwc_uint8[0].shape

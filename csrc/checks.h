@@ -33,15 +33,22 @@ inline bool is_float_type(c10::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
 
-// image (B, C, H, W) floating; params (B, K, 5) floating; theta (B, 2, 3)
-// floating or undefined; all on one device.
+// image (B, C, H, W) floating, or uint8 where allow_uint8 (the forward);
+// params (B, K, 5) floating; theta (B, 2, 3) floating or undefined; all on
+// one device.
 inline void check_local_warp_inputs(const char* op, const at::Tensor& image, const at::Tensor& params,
-                                    const c10::optional<at::Tensor>& theta) {
+                                    const c10::optional<at::Tensor>& theta, bool allow_uint8) {
   TORCH_CHECK_VALUE(image.dim() == 4, op, "(): expected image of shape (B, C, H, W), got ",
                     image.sizes());
-  TORCH_CHECK_TYPE(is_float_type(image.scalar_type()), op,
-                   "(): expected image of a floating dtype (float16, bfloat16, float32, float64), got ",
-                   image.scalar_type());
+  if (allow_uint8) {
+    TORCH_CHECK_TYPE(is_float_type(image.scalar_type()) || image.scalar_type() == at::kByte, op,
+                     "(): expected image of dtype uint8 or a floating dtype (float16, bfloat16, float32, "
+                     "float64), got ", image.scalar_type());
+  } else {
+    TORCH_CHECK_TYPE(is_float_type(image.scalar_type()), op,
+                     "(): expected image of a floating dtype (float16, bfloat16, float32, float64), got ",
+                     image.scalar_type());
+  }
   TORCH_CHECK_VALUE(image.size(2) > 0 && image.size(3) > 0, op,
                     "(): expected image with non-empty spatial dims, got ", image.sizes());
   TORCH_CHECK_VALUE(params.dim() == 3 && params.size(2) == 5 && params.size(0) == image.size(0), op,
@@ -71,7 +78,7 @@ inline void check_out_size(const char* op, int64_t out_h, int64_t out_w) {
 inline void check_local_warp_backward_inputs(const char* op, const at::Tensor& grad_out,
                                              const at::Tensor& image, const at::Tensor& params,
                                              const c10::optional<at::Tensor>& theta) {
-  check_local_warp_inputs(op, image, params, theta);
+  check_local_warp_inputs(op, image, params, theta, /*allow_uint8=*/false);
   TORCH_CHECK_VALUE(grad_out.dim() == 4 && grad_out.size(0) == image.size(0) &&
                         grad_out.size(1) == image.size(1),
                     op, "(): expected grad_out of shape (B, C, Ho, Wo) with B, C = ", image.size(0),

@@ -9,14 +9,16 @@
 // (unnormalize, clip, reflect, the int-range guard) they do so on purpose,
 // so that the fused kernels sample exactly like grid_sample.
 //
-// `T` is the compute ("opmath") type: float for float/half/bfloat16 inputs,
-// double for double inputs.
+// `T` is the compute type (compute_t): float for float/half/bfloat16/uint8
+// inputs, double for double inputs.
 #pragma once
 
+#include <ATen/OpMathType.h>
 #include <c10/macros/Macros.h>
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define CWARP_FLOOR ::floor
@@ -34,6 +36,45 @@ namespace cwarp {
 
 enum class WarpKind : int { Translate = 0, Gaussian = 1 };
 enum class Padding : int { Zeros = 0, Border = 1, Reflection = 2 };
+
+// ---------------------------------------------------------------------------
+// Element types: what the kernels compute in, and how a result is stored.
+// ---------------------------------------------------------------------------
+
+// ATen's opmath type, except for uint8 images, which are sampled in float
+// (at::opmath_type<uint8_t> is uint8_t itself).
+template <typename scalar_t>
+struct ComputeType {
+  using type = at::opmath_type<scalar_t>;
+};
+template <>
+struct ComputeType<uint8_t> {
+  using type = float;
+};
+template <typename scalar_t>
+using compute_t = typename ComputeType<scalar_t>::type;
+
+// A float sample -> uint8 as torchvision's resampling stores it
+// (`float_img.round_().to(torch.uint8)`): rounded half to even. The clamp
+// keeps the cast defined; a bilinear sample of bytes never leaves [0, 255]
+// by more than rounding, so it changes nothing torchvision would keep.
+// Adding 2^23 leaves the float sum no fraction bits, so the addition rounds
+// to an integer, half to even (the IEEE default mode); subtracting 2^23 is
+// then exact. Two adds, no libm call, and the same bits on every backend.
+C10_HOST_DEVICE C10_ALWAYS_INLINE uint8_t round_to_uint8(float v) {
+  const float c = v > 0.0f ? (v < 255.0f ? v : 255.0f) : 0.0f;
+  return static_cast<uint8_t>((c + 8388608.0f) - 8388608.0f);
+}
+
+// A computed sample -> the output's element type.
+template <typename scalar_t, typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE scalar_t store_value(T v) {
+  if constexpr (std::is_same_v<scalar_t, uint8_t>) {
+    return round_to_uint8(v);
+  } else {
+    return static_cast<scalar_t>(v);
+  }
+}
 
 // ---------------------------------------------------------------------------
 // Output pixel -> normalized position p (the base grid of F.affine_grid).

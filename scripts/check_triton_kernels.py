@@ -174,6 +174,12 @@ def cases(quick: bool) -> List[tuple]:
                 torch.use_deterministic_algorithms(was)
         return run
 
+    def warp_uint8_case(kind, padding):
+        def run():  # forward only: a uint8 image has no backward
+            img = torch.randint(0, 256, (2, 3, 9, 11), generator=g, dtype=torch.uint8)
+            TW.local_warp_forward(img, torch.rand(2, 2, 5, generator=g), None, 7, 8, kind, padding, False)
+        return run
+
     def loss_case(dtype, with_neg, in_batch, dim=128):
         def run():
             p, z = (torch.randn(4, dim, generator=g).to(dtype) for _ in range(2))
@@ -199,6 +205,7 @@ def cases(quick: bool) -> List[tuple]:
         ("warp fp32 translate zeros", warp_case(f32, "translate", "zeros", False, True)),
         ("warp fp64 gaussian reflection align", warp_case(f64, "gaussian", "reflection", True, False)),
         ("warp bf16 translate border deterministic", warp_case(bf16, "translate", "border", False, True, True)),
+        ("warp uint8 translate border forward", warp_uint8_case("translate", "border")),
         ("loss fp32 D=128 negatives", loss_case(f32, True, False)),
         ("loss fp32 D=128 in-batch", loss_case(f32, False, True)),
         ("augment rgb uint8 -> fp32", augment_case(3, torch.uint8, f32, "translate")),

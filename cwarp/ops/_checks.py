@@ -45,16 +45,23 @@ def check_choice(op: str, name: str, value, choices) -> None:
 
 
 def check_local_warp_inputs(op: str, image: torch.Tensor, params: torch.Tensor,
-                            theta: Optional[torch.Tensor], symbolic: bool = False) -> None:
+                            theta: Optional[torch.Tensor], symbolic: bool = False,
+                            allow_uint8: bool = True) -> None:
+    """allow_uint8: a uint8 image is accepted (the forward ops), not by the backward ops."""
     for name, t in (("image", image), ("params", params), ("theta", theta)):
         if t is not None and not isinstance(t, torch.Tensor):
             raise TypeError(f"{op}(): expected {name} to be a Tensor, got {type(t).__name__}")
     req = lambda cond, exc, msg: require(cond, exc, msg, symbolic)  # noqa: E731
     req(image.dim() == 4, ValueError,
         lambda: f"{op}(): expected image of shape (B, C, H, W), got {_shape(image)}")
-    req(image.dtype in FLOAT_DTYPES, TypeError,
-        lambda: f"{op}(): expected image of a floating dtype (float16, bfloat16, float32, "
-                f"float64), got {image.dtype}")
+    if allow_uint8:
+        req(image.dtype in FLOAT_DTYPES or image.dtype == torch.uint8, TypeError,
+            lambda: f"{op}(): expected image of dtype uint8 or a floating dtype (float16, bfloat16, float32, "
+                    f"float64), got {image.dtype}")
+    else:
+        req(image.dtype in FLOAT_DTYPES, TypeError,
+            lambda: f"{op}(): expected image of a floating dtype (float16, bfloat16, float32, "
+                    f"float64), got {image.dtype}")
     req(image.shape[2] > 0 and image.shape[3] > 0, ValueError,
         lambda: f"{op}(): expected image with non-empty spatial dims, got {_shape(image)}")
     req(params.dim() == 3 and params.shape[-1] == 5 and params.shape[0] == image.shape[0], ValueError,
@@ -71,6 +78,24 @@ def check_local_warp_inputs(op: str, image: torch.Tensor, params: torch.Tensor,
             lambda: f"{op}(): expected theta of a floating dtype, got {theta.dtype}")
         req(theta.device == image.device, RuntimeError,
             lambda: f"{op}(): expected theta on the image's device {image.device}, got {theta.device}")
+
+
+def check_uint8_not_differentiated(op: str, image: torch.Tensor, params: torch.Tensor,
+                                   theta: Optional[torch.Tensor], needs_grad=None) -> None:
+    """A uint8 output has no gradient: with a uint8 image, params and theta
+    must not ask for one (rather than silently getting none). needs_grad is
+    (params, theta) as autograd sees them (ctx.needs_input_grad); by default
+    their requires_grad under grad mode."""
+    if image.dtype != torch.uint8:
+        return
+    if needs_grad is None:
+        on = torch.is_grad_enabled()
+        needs_grad = (on and params.requires_grad, on and theta is not None and theta.requires_grad)
+    for name, needs in zip(("params", "theta"), needs_grad):
+        if needs:
+            raise RuntimeError(f"{op}(): expected {name} not to require grad with a uint8 image (the uint8 "
+                               f"output is not differentiable; detach {name} or use a floating image), "
+                               f"got {name} with requires_grad=True")
 
 
 def check_local_warp_grad_out(op: str, grad_out: torch.Tensor, image: torch.Tensor,

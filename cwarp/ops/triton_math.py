@@ -26,6 +26,23 @@ PADDINGS = {"zeros": PADDING_ZEROS, "border": PADDING_BORDER, "reflection": PADD
 
 
 @triton.jit
+def round_to_uint8(v):
+    """float32 sample -> uint8: clamped, then rounded half to even by adding and subtracting 2^23."""
+    c = tl.where(v > 0.0, tl.where(v < 255.0, v, 255.0), 0.0)
+    return ((c + 8388608.0) - 8388608.0).to(tl.uint8)
+
+
+@triton.jit
+def store_value(v, DTYPE: tl.constexpr):
+    """A computed sample -> the output's element type DTYPE."""
+    if DTYPE == tl.uint8:
+        out = round_to_uint8(v)
+    else:
+        out = v.to(DTYPE)
+    return out
+
+
+@triton.jit
 def base_coord(i, size, ALIGN_CORNERS: tl.constexpr, DTYPE: tl.constexpr):
     fi = i.to(DTYPE)
     fs = size * 1.0

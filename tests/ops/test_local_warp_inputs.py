@@ -37,8 +37,11 @@ def _cases(device):
     return [
         ("image_3d", img[0], prm, None, ValueError, r"expected image of shape \(B, C, H, W\), got \[3, 6, 7\]"),
         ("image_5d", img[None], prm, None, ValueError, r"expected image of shape \(B, C, H, W\)"),
-        ("image_int", (img * 255).to(torch.uint8), prm, None, TypeError, r"expected image of a floating dtype"),
-        ("image_bool", img > 0.5, prm, None, TypeError, r"expected image of a floating dtype"),
+        ("image_int", (img * 255).to(torch.int32), prm, None, TypeError,
+         r"expected image of dtype uint8 or a floating dtype \(float16, bfloat16, float32, float64\), got "
+         r"(Int|torch\.int32)"),
+        ("image_int8", (img * 127).to(torch.int8), prm, None, TypeError, r"expected image of dtype uint8 or a floating"),
+        ("image_bool", img > 0.5, prm, None, TypeError, r"expected image of dtype uint8 or a floating dtype"),
         ("params_batch", img, prm[:1], None, ValueError, r"expected params of shape \(B, K, 5\) with B = 2, got \[1, 4, 5\]"),
         ("params_last_dim", img, prm[..., :4], None, ValueError, r"expected params of shape \(B, K, 5\).*\[2, 4, 4\]"),
         ("params_2d", img, prm[:, 0], None, ValueError, r"expected params of shape \(B, K, 5\)"),

@@ -1,4 +1,5 @@
-// cwarp::local_warp on the CPU: forward and backward.
+// cwarp::local_warp on the CPU: forward (floating or uint8 images) and backward
+// (floating images).
 //
 // Work is done one output row at a time. For a row, the warp field is
 // computed into small per-thread buffers with loops over the row's pixels
@@ -21,6 +22,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -30,6 +32,14 @@
 #define CWARP_PAIR_LOADS 1
 #else
 #define CWARP_PAIR_LOADS 0
+#endif
+// The x86-64-v3 two-pixel uint8 path needs GCC / clang's target attribute
+// and runtime CPU check, like CWARP_CPU_MULTIVERSION.
+#if CWARP_PAIR_LOADS && defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && \
+    !defined(CWARP_NO_MULTIVERSION)
+#define CWARP_V3_PAIRS 1
+#else
+#define CWARP_V3_PAIRS 0
 #endif
 
 #include "checks.h"
@@ -57,8 +67,8 @@ template <typename scalar_t>
 struct ForwardArgs {
   const scalar_t* in;
   scalar_t* out;
-  const at::opmath_type<scalar_t>* params;  // (B, K, 5), contiguous
-  const at::opmath_type<scalar_t>* theta;   // (B, 6), contiguous, or null
+  const compute_t<scalar_t>* params;  // (B, K, 5), contiguous
+  const compute_t<scalar_t>* theta;   // (B, 6), contiguous, or null
   WarpConfig cfg;
   Strides in_s, out_s;
 };
@@ -244,7 +254,7 @@ C10_ALWAYS_INLINE void gather_pixel(const scalar_t* src, index_t sc, index_t sh,
                                     scalar_t* out, int64_t oc, T a, T b, T c, T d, index_t o, index_t m) {
   for (int64_t ch = 0; ch < (kC > 0 ? kC : nc); ++ch) {
     const Corners<T> v = load_corners<T>(src + ch * sc, o, m, sh, sw);
-    out[ch * oc] = static_cast<scalar_t>(v.v00 * a + v.v01 * b + v.v10 * c + v.v11 * d);
+    out[ch * oc] = store_value<scalar_t>(v.v00 * a + v.v01 * b + v.v10 * c + v.v11 * d);
   }
 }
 
@@ -285,16 +295,132 @@ C10_ALWAYS_INLINE __m128 sample_rgb_adjacent(const float* s, index_t o, index_t 
   const __m128 v10 = _mm_loadu_ps(s + o + sh), v11 = _mm_loadu_ps(s + o + sh + sw);
   return v00 * _mm_set1_ps(a) + v01 * _mm_set1_ps(b) + v10 * _mm_set1_ps(c) + v11 * _mm_set1_ps(d);
 }
+
+// Four bytes from p as four floats (SSE2 widening: the baseline clone has no
+// pmovzx).
+C10_ALWAYS_INLINE __m128 load_4_bytes(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  const __m128i zero = _mm_setzero_si128();
+  return _mm_cvtepi32_ps(_mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(v), zero), zero));
+}
+
+// The uint8 twin of sample_rgb_adjacent: a corner's three channels (and the
+// next byte) as one 32-bit load, the same float expression lane-wise, then
+// round_to_uint8's clamp and rounding, lane-wise and in its order, so the
+// bytes are those of gather_pixel. Returns the four bytes as one int.
+template <typename index_t>
+C10_ALWAYS_INLINE int32_t sample_rgb_adjacent_u8(const uint8_t* s, index_t o, index_t sh, index_t sw, float a,
+                                                 float b, float c, float d) {
+  const __m128 v00 = load_4_bytes(s + o), v01 = load_4_bytes(s + o + sw);
+  const __m128 v10 = load_4_bytes(s + o + sh), v11 = load_4_bytes(s + o + sh + sw);
+  const __m128 v = v00 * _mm_set1_ps(a) + v01 * _mm_set1_ps(b) + v10 * _mm_set1_ps(c) + v11 * _mm_set1_ps(d);
+  const __m128 clamped = _mm_min_ps(_mm_max_ps(v, _mm_setzero_ps()), _mm_set1_ps(255.0f));
+  const __m128 magic = _mm_set1_ps(8388608.0f);
+  const __m128i r = _mm_cvttps_epi32((clamped + magic) - magic);
+  const __m128i w16 = _mm_packs_epi32(r, r);
+  return _mm_cvtsi128_si32(_mm_packus_epi16(w16, w16));
+}
+
+// The uint8 twin of sample4_adjacent: four pixels of one uint8 plane with
+// adjacent columns, all corners inside. A pixel's corners (x0, x0 + 1) are
+// one 16-bit load per row; widened, the four pairs of a row are four 32-bit
+// lanes x0 | (x0 + 1) << 16, which a mask and a shift split into the two
+// corner columns. Then gather_pixel's expression and round_to_uint8, lane-wise
+// and in their order, so the same bytes. Returns the four bytes as one int.
+template <typename index_t>
+C10_ALWAYS_INLINE int32_t sample4_adjacent_u8(const uint8_t* s, const index_t* o, index_t sh, __m128 a, __m128 b,
+                                              __m128 c, __m128 d) {
+  const __m128i zero = _mm_setzero_si128(), low16 = _mm_set1_epi32(0xffff);
+  auto pairs = [&](index_t row) {  // 32-bit lanes: [x0 | (x0 + 1) << 16] of pixels 0..3
+    uint16_t p[4];
+    for (int k = 0; k < 4; ++k) std::memcpy(&p[k], s + o[k] + row, sizeof(uint16_t));
+    const int32_t lo = int32_t(p[0]) | (int32_t(p[1]) << 16), hi = int32_t(p[2]) | (int32_t(p[3]) << 16);
+    return _mm_unpacklo_epi8(_mm_unpacklo_epi32(_mm_cvtsi32_si128(lo), _mm_cvtsi32_si128(hi)), zero);
+  };
+  const __m128i top = pairs(0), bottom = pairs(sh);
+  const __m128 v00 = _mm_cvtepi32_ps(_mm_and_si128(top, low16)), v01 = _mm_cvtepi32_ps(_mm_srli_epi32(top, 16));
+  const __m128 v10 = _mm_cvtepi32_ps(_mm_and_si128(bottom, low16));
+  const __m128 v11 = _mm_cvtepi32_ps(_mm_srli_epi32(bottom, 16));
+  const __m128 v = v00 * a + v01 * b + v10 * c + v11 * d;
+  const __m128 clamped = _mm_min_ps(_mm_max_ps(v, _mm_setzero_ps()), _mm_set1_ps(255.0f));
+  const __m128 magic = _mm_set1_ps(8388608.0f);
+  const __m128i r = _mm_cvttps_epi32((clamped + magic) - magic);
+  const __m128i w16 = _mm_packs_epi32(r, r);
+  return _mm_cvtsi128_si32(_mm_packus_epi16(w16, w16));
+}
+
+#if CWARP_V3_PAIRS
+// The x86-64-v3 (AVX2 + FMA) twin of gather_row's uint8 RGB loop: two pixels per 256-bit
+// vector (pixel j in lanes 0-3, j + 1 in lanes 4-7), one pmovzxbd per corner
+// pair. A separate function with its own target rather than a clone of
+// gather_row, because the default clone cannot hold AVX2 intrinsics;
+// gather_row calls it where the CPU runs x86-64-v3, which is where the
+// loader picks the v3 or v4 clone, so its scalar edge pixels contract the
+// same FMAs. Same expression and rounding as gather_pixel, lane-wise, so the
+// same bytes. Returns the first pixel it left to the caller.
+#define CWARP_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
+
+CWARP_TARGET_V3 C10_ALWAYS_INLINE __m256 load_4_bytes_pair(const uint8_t* p, const uint8_t* q) {
+  int32_t a, b;
+  std::memcpy(&a, p, sizeof(a));
+  std::memcpy(&b, q, sizeof(b));
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_insert_epi32(_mm_cvtsi32_si128(a), b, 1)));
+}
+
+// [w[0] x 4, w[1] x 4]
+CWARP_TARGET_V3 C10_ALWAYS_INLINE __m256 pair_weights(const float* w) {
+  const __m128 two = _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w)));
+  return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+}
+
+template <typename index_t>
+CWARP_TARGET_V3 int64_t gather_rgb_u8_v3(const uint8_t* __restrict src, index_t sh, index_t sw,
+                                         uint8_t* __restrict dst, const float* __restrict w00,
+                                         const float* __restrict w01, const float* __restrict w10,
+                                         const float* __restrict w11, const index_t* __restrict base,
+                                         const index_t* __restrict mask, int64_t n, int64_t max_off) {
+  int64_t j = 0;
+  const __m256 zero = _mm256_setzero_ps(), hi = _mm256_set1_ps(255.0f), magic = _mm256_set1_ps(8388608.0f);
+  for (; j + 2 < n; j += 2) {
+    const index_t o0 = base[j], o1 = base[j + 1];
+    if (C10_UNLIKELY((mask[j] & mask[j + 1]) != kAllCorners || o0 + sh + sw + 3 > max_off ||
+                     o1 + sh + sw + 3 > max_off)) {
+      for (int64_t k = j; k < j + 2; ++k) {
+        gather_pixel<3, float>(src, index_t(1), sh, sw, 3, dst + 3 * k, 1, w00[k], w01[k], w10[k], w11[k], base[k],
+                               mask[k]);
+      }
+      continue;
+    }
+    const __m256 v00 = load_4_bytes_pair(src + o0, src + o1);
+    const __m256 v01 = load_4_bytes_pair(src + o0 + sw, src + o1 + sw);
+    const __m256 v10 = load_4_bytes_pair(src + o0 + sh, src + o1 + sh);
+    const __m256 v11 = load_4_bytes_pair(src + o0 + sh + sw, src + o1 + sh + sw);
+    const __m256 v = v00 * pair_weights(w00 + j) + v01 * pair_weights(w01 + j) + v10 * pair_weights(w10 + j) +
+                     v11 * pair_weights(w11 + j);
+    const __m256 c = _mm256_min_ps(_mm256_max_ps(v, zero), hi);
+    const __m256i r = _mm256_cvttps_epi32((c + magic) - magic);
+    const __m256i w16 = _mm256_packs_epi32(r, r);           // per 128-bit lane
+    const __m256i bytes = _mm256_packus_epi16(w16, w16);    // lane 0: pixel j, lane 1: pixel j + 1
+    const int32_t p0 = _mm_cvtsi128_si32(_mm256_castsi256_si128(bytes));
+    const int32_t p1 = _mm_cvtsi128_si32(_mm256_extracti128_si256(bytes, 1));
+    std::memcpy(dst + 3 * j, &p0, sizeof(p0));
+    std::memcpy(dst + 3 * j + 3, &p1, sizeof(p1));  // after p0: its first byte is pixel j + 1's
+  }
+  return j;
+}
+#endif  // CWARP_V3_PAIRS
 #endif
 
 // out[c, j] = bilinear sample of channel c, for every pixel j of the row.
 // Pixel-major whatever the layout: a pixel's offset, mask and weights are
 // loaded once for all its channels. kC > 0 fixes the channel count at compile
 // time (1 and 3, the common ones) so the channel loop unrolls; kC = 0 reads C.
-// float planes with adjacent columns (NCHW) take four pixels at a time with
-// pair loads; 3-channel float images with adjacent channels (channels_last)
-// take a pixel's channels as one vector. `max_off` is the largest offset of
-// the image: the vector loads stay at or below it. The rest is scalar on
+// float and uint8 planes with adjacent columns (NCHW) take four pixels at a
+// time with pair loads; 3-channel float and uint8 images with adjacent channels
+// (channels_last) take a pixel's channels as one vector (uint8: two pixels
+// per vector on x86-64-v3). `max_off` is the largest offset of the image:
+// the vector loads stay at or below it. The rest is scalar on
 // purpose: hardware gathers (AVX2 and AVX-512) are slower than the scalar
 // loads on the CPUs this targets, and GCC's emulated ones slower still.
 template <int kC, typename T, typename scalar_t, typename index_t>
@@ -315,6 +441,43 @@ CWARP_CPU_MULTIVERSION CWARP_NO_VECTORIZE void gather_row(
           _mm_storeu_ps(dst + 3 * j, sample_rgb_adjacent(src, o, sh, sw, w00[j], w01[j], w10[j], w11[j]));
         } else {
           gather_pixel<kC, T>(src, sc, sh, sw, C, dst + 3 * j, oc, w00[j], w01[j], w10[j], w11[j], o, m);
+        }
+      }
+    }
+  }
+  if constexpr (std::is_same_v<scalar_t, uint8_t> && kC == 3) {
+    if (sc == 1 && oc == 1 && ow == 3) {
+#if CWARP_V3_PAIRS
+      static const bool v3 = __builtin_cpu_supports("x86-64-v3");
+      if (v3) j = gather_rgb_u8_v3(src, sh, sw, dst, w00, w01, w10, w11, base, mask, n, max_off);
+#endif
+      // As for float: the 4-byte store spills into pixel j + 1's first channel.
+      for (; j + 1 < n; ++j) {
+        const index_t o = base[j], m = mask[j];
+        if (C10_LIKELY(m == kAllCorners && o + sh + sw + 3 <= max_off)) {
+          const int32_t px = sample_rgb_adjacent_u8(src, o, sh, sw, w00[j], w01[j], w10[j], w11[j]);
+          std::memcpy(dst + 3 * j, &px, sizeof(px));
+        } else {
+          gather_pixel<kC, T>(src, sc, sh, sw, C, dst + 3 * j, oc, w00[j], w01[j], w10[j], w11[j], o, m);
+        }
+      }
+    }
+  }
+  if constexpr (std::is_same_v<scalar_t, uint8_t>) {
+    if (sw == 1 && ow == 1) {
+      for (; j + 4 <= n; j += 4) {
+        const index_t* m = mask + j;
+        if (C10_UNLIKELY((m[0] & m[1] & m[2] & m[3]) != kAllCorners)) {  // the image's edge
+          for (int64_t k = j; k < j + 4; ++k) {
+            gather_pixel<kC, T>(src, sc, sh, sw, C, dst + k, oc, w00[k], w01[k], w10[k], w11[k], base[k], mask[k]);
+          }
+          continue;
+        }
+        const __m128 a = _mm_loadu_ps(w00 + j), b = _mm_loadu_ps(w01 + j), c = _mm_loadu_ps(w10 + j),
+                     d = _mm_loadu_ps(w11 + j);
+        for (int64_t ch = 0; ch < (kC > 0 ? kC : C); ++ch) {
+          const int32_t px = sample4_adjacent_u8(src + ch * sc, base + j, sh, a, b, c, d);
+          std::memcpy(dst + ch * oc + j, &px, sizeof(px));
         }
       }
     }
@@ -430,7 +593,7 @@ void fill_px(const WarpConfig& cfg, RowScratch<T, index_t>& s) {
 
 template <typename scalar_t, typename index_t, Padding P>
 void forward_rows(const ForwardArgs<scalar_t>& a, int64_t row_begin, int64_t row_end) {
-  using T = at::opmath_type<scalar_t>;
+  using T = compute_t<scalar_t>;
   const WarpConfig& cfg = a.cfg;
   RowScratch<T, index_t> s(cfg.Wo);
   fill_px(cfg, s);
@@ -571,7 +734,7 @@ WarpConfig make_config(const at::Tensor& image, int64_t K, int64_t out_h, int64_
 at::Tensor local_warp_cpu(const at::Tensor& image, const at::Tensor& params, const c10::optional<at::Tensor>& theta,
                           int64_t out_h, int64_t out_w, c10::string_view kind, c10::string_view padding_mode,
                           bool align_corners) {
-  check_local_warp_inputs(kFwd, image, params, theta);
+  check_local_warp_inputs(kFwd, image, params, theta, /*allow_uint8=*/true);
   check_out_size(kFwd, out_h, out_w);
   const WarpKind k = parse_kind(kFwd, kind);
   const Padding pad = parse_padding(kFwd, padding_mode);
@@ -580,8 +743,9 @@ at::Tensor local_warp_cpu(const at::Tensor& image, const at::Tensor& params, con
   if (out.numel() == 0) return out;
   const bool has_theta = theta.has_value() && theta->defined();
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "cwarp_local_warp_cpu", [&] {
-    using T = at::opmath_type<scalar_t>;
+  AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, image.scalar_type(), "cwarp_local_warp_cpu",
+                                  [&] {
+    using T = compute_t<scalar_t>;
     const at::Tensor prm = as_opmath<T>(params);
     const at::Tensor th = has_theta ? as_opmath<T>(theta->reshape({B, 6})) : at::Tensor();
     ForwardArgs<scalar_t> args{image.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),

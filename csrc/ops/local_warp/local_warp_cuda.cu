@@ -1,4 +1,5 @@
-// cwarp::local_warp on CUDA: forward and backward.
+// cwarp::local_warp on CUDA: forward (floating or uint8 images) and backward
+// (floating images).
 //
 // Layout of the work: a 2-D grid, blockIdx.y = image (grid-stride over B),
 // blockIdx.x * blockDim.x + threadIdx.x = output pixel of that image. Every
@@ -145,15 +146,15 @@ __device__ __forceinline__ Sample<index_t, T> sample_point(const WarpConfig& cfg
 // scripts/check_cuda_kernels.py holds the resulting occupancy to a budget.
 template <typename scalar_t>
 constexpr int forward_min_blocks() {
-  return std::is_same<at::opmath_type<scalar_t>, double>::value ? 2 : 4;
+  return std::is_same<compute_t<scalar_t>, double>::value ? 2 : 4;
 }
 
 template <typename scalar_t, typename index_t>
 __global__ void __launch_bounds__(kThreads, forward_min_blocks<scalar_t>()) local_warp_forward_kernel(
-    const scalar_t* __restrict__ in, scalar_t* __restrict__ out, const at::opmath_type<scalar_t>* __restrict__ params,
-    const at::opmath_type<scalar_t>* __restrict__ theta, WarpConfig cfg, Strides<index_t> in_s,
+    const scalar_t* __restrict__ in, scalar_t* __restrict__ out, const compute_t<scalar_t>* __restrict__ params,
+    const compute_t<scalar_t>* __restrict__ theta, WarpConfig cfg, Strides<index_t> in_s,
     Strides<index_t> out_s) {
-  using T = at::opmath_type<scalar_t>;
+  using T = compute_t<scalar_t>;
   const index_t n_pix = static_cast<index_t>(cfg.Ho * cfg.Wo);
   const index_t pix = static_cast<index_t>(blockIdx.x) * kThreads + static_cast<index_t>(threadIdx.x);
   if (pix >= n_pix) return;
@@ -168,7 +169,7 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks<scalar_t>()) loca
     for (int64_t c = 0; c < cfg.C; ++c) {
       const T v = corner_value<T>(src, s.o00()) * w00 + corner_value<T>(src, s.o01()) * w01 + corner_value<T>(src, s.o10()) * w10 +
                   corner_value<T>(src, s.o11()) * w11;
-      *dst = static_cast<scalar_t>(v);
+      *dst = store_value<scalar_t>(v);
       src += in_s.c;
       dst += out_s.c;
     }
@@ -401,7 +402,7 @@ WarpConfig make_config(const char* op, const at::Tensor& image, int64_t K, int64
 at::Tensor local_warp_cuda(const at::Tensor& image, const at::Tensor& params, const c10::optional<at::Tensor>& theta,
                            int64_t out_h, int64_t out_w, c10::string_view kind, c10::string_view padding_mode,
                            bool align_corners) {
-  check_local_warp_inputs(kFwd, image, params, theta);
+  check_local_warp_inputs(kFwd, image, params, theta, /*allow_uint8=*/true);
   check_out_size(kFwd, out_h, out_w);
   const WarpKind k = parse_kind(kFwd, kind);
   const Padding pad = parse_padding(kFwd, padding_mode);
@@ -413,8 +414,9 @@ at::Tensor local_warp_cuda(const at::Tensor& image, const at::Tensor& params, co
   const bool i32 = offsets_fit_int32(image) && offsets_fit_int32(out) && pixels_fit_int32(out_h, out_w);
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "cwarp_local_warp_cuda", [&] {
-    using T = at::opmath_type<scalar_t>;
+  AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, image.scalar_type(), "cwarp_local_warp_cuda",
+                                  [&] {
+    using T = compute_t<scalar_t>;
     const at::Tensor prm = as_opmath<T>(params);
     const at::Tensor th = has_theta ? as_opmath<T>(theta->reshape({B, 6})) : at::Tensor();
     const WarpConfig cfg = make_config(kFwd, image, params.size(1), out_h, out_w, k, pad, align_corners);

@@ -27,7 +27,9 @@ def local_warp(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.
         out[b, :, i, j] = grid_sample(image[b], s)   (bilinear)
 
     Args:
-        image: (B, C, H, W) float16 / bfloat16 / float32 / float64, any strides.
+        image: (B, C, H, W) float16 / bfloat16 / float32 / float64 or uint8, any strides.
+            A uint8 image gives a uint8 result (sampled in float, rounded half to even,
+            as torchvision's resampling; forward only).
         params: (B, K, 5) rows (cx, cy, r, dx, dy) in normalized units; K may be 0.
         theta: optional (B, 2, 3) affine applied after the warp, as in F.affine_grid.
         out_size: (Ho, Wo) of the output; default (H, W).
@@ -36,9 +38,11 @@ def local_warp(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.
         align_corners: as in F.grid_sample.
         backend: "auto", "cpp", "triton" or "torch" (the reference).
 
-    Differentiable with respect to image, params and theta.
+    Differentiable with respect to image, params and theta for floating
+    images; with a uint8 image, params and theta requiring grad raise.
     """
     _checks.check_local_warp_inputs(_OP, image, params, theta)
+    _checks.check_uint8_not_differentiated(_OP, image, params, theta)
     out_h, out_w = _checks.normalize_out_size(_OP, image, out_size)
     _checks.check_choice(_OP, "kind", kind, _checks.KINDS)
     _checks.check_choice(_OP, "padding_mode", padding_mode, _checks.PADDING_MODES)

@@ -6,10 +6,13 @@ a faithful picture of what a user would write without cwarp: build the
 sampling grid with tensor ops, then call ``F.grid_sample``.
 
 By default the warp field is computed and sampled in float64 and the result
-is cast back to the input dtype: that is the oracle. ``compute_dtype=None``
-computes in the input's own dtype instead, which is what a user would write
-and what the benchmarks time as "eager reference". The loop over the K warps accumulates into one
-(B, Ho, Wo) field, so no (B, K, Ho, Wo) temporary is ever built.
+is cast back to the input dtype: that is the oracle. A uint8 image's result
+is rounded half to even (torch.round, as torchvision's resampling does),
+clamped to [0, 255] and cast back. ``compute_dtype=None`` computes in the
+input's own dtype (float32 for uint8) instead, which is what a user would
+write and what the benchmarks time as "eager reference". The loop over the K
+warps accumulates into one (B, Ho, Wo) field, so no (B, K, Ho, Wo)
+temporary is ever built.
 """
 from __future__ import annotations
 
@@ -80,12 +83,17 @@ def local_warp(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.
                padding_mode: str = "border", align_corners: bool = False,
                compute_dtype: Optional[torch.dtype] = torch.float64) -> torch.Tensor:
     """``F.grid_sample(image, local_warp_grid(...))``, computed in ``compute_dtype``
-    (the image's dtype when None)."""
+    (the image's dtype when None, float32 for a uint8 image)."""
     if out_size is None:
         out_size = image.shape[-2:]
-    dtype = image.dtype if compute_dtype is None else compute_dtype
+    if compute_dtype is not None:
+        dtype = compute_dtype
+    else:
+        dtype = torch.float32 if image.dtype == torch.uint8 else image.dtype
     grid = local_warp_grid(params, out_size, theta, kind=kind, align_corners=align_corners,
                            compute_dtype=dtype)
     out = F.grid_sample(image.to(dtype), grid, mode="bilinear",
                         padding_mode=padding_mode, align_corners=align_corners)
+    if image.dtype == torch.uint8:
+        out = out.round().clamp(0, 255)
     return out.to(image.dtype)

@@ -26,9 +26,10 @@ def empty_like_format(ref: torch.Tensor, shape, dtype=None) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype or ref.dtype, device=ref.device, memory_format=suggest_memory_format(ref))
 
 
-def check_local_warp_args(op, image, params, theta, kind, padding_mode, symbolic=False) -> None:
-    """Inputs, kind and padding_mode of a local_warp op; symbolic=True in fakes (see cwarp.ops._checks)."""
-    _checks.check_local_warp_inputs(op, image, params, theta, symbolic=symbolic)
+def check_local_warp_args(op, image, params, theta, kind, padding_mode, symbolic=False, backward=False) -> None:
+    """Inputs, kind and padding_mode of a local_warp op; symbolic=True in fakes (see cwarp.ops._checks);
+    backward=True for the backward ops, which take floating images only."""
+    _checks.check_local_warp_inputs(op, image, params, theta, symbolic=symbolic, allow_uint8=not backward)
     _checks.check_choice(op, "kind", kind, _checks.KINDS)
     _checks.check_choice(op, "padding_mode", padding_mode, _checks.PADDING_MODES)
 
@@ -46,7 +47,7 @@ def local_warp_backward_fake(op: str):
     """The fake kernel of a local_warp backward op: gradients where output_mask
     asks, empty (numel 0) tensors elsewhere and for a theta that is None."""
     def fake(grad_out, image, params, theta, kind, padding_mode, align_corners, output_mask):
-        check_local_warp_args(op, image, params, theta, kind, padding_mode, symbolic=True)
+        check_local_warp_args(op, image, params, theta, kind, padding_mode, symbolic=True, backward=True)
         _checks.check_local_warp_grad_out(op, grad_out, image, symbolic=True)
         grad_image = empty_like_format(image, image.shape) if output_mask[0] else image.new_empty((0,))
         grad_params = params.new_empty(params.shape) if output_mask[1] else params.new_empty((0,))
@@ -58,8 +59,10 @@ def local_warp_backward_fake(op: str):
     return fake
 
 
-def _local_warp_setup_context(ctx, inputs, output):
+def _local_warp_setup_context(op, ctx, inputs):
     image, params, theta, out_h, out_w, kind, padding_mode, align_corners = inputs
+    # The public function checks this first; this catches the registered op called directly.
+    _checks.check_uint8_not_differentiated(op, image, params, theta, ctx.needs_input_grad[1:3])
     ctx.kind, ctx.padding_mode, ctx.align_corners = kind, padding_mode, align_corners
     ctx.has_theta = theta is not None
     # The backward reads the image only for the coordinate gradients, but it
@@ -67,9 +70,9 @@ def _local_warp_setup_context(ctx, inputs, output):
     ctx.save_for_backward(image, params, theta)
 
 
-def register_local_warp_autograd(forward_op, backward_op) -> None:
-    """Autograd of a local_warp forward op through its backward op; only the
-    gradients autograd asks for are computed."""
+def register_local_warp_autograd(op: str, forward_op, backward_op) -> None:
+    """Autograd of the local_warp forward op `op` (its qualified name) through
+    its backward op; only the gradients autograd asks for are computed."""
     def backward(ctx, grad_out):
         image, params, theta = ctx.saved_tensors
         need_image, need_params, need_theta = ctx.needs_input_grad[:3]
@@ -81,7 +84,10 @@ def register_local_warp_autograd(forward_op, backward_op) -> None:
         return (grad_image if mask[0] else None, grad_params if mask[1] else None,
                 grad_theta if mask[2] else None, None, None, None, None, None)
 
-    torch.library.register_autograd(forward_op, backward, setup_context=_local_warp_setup_context)
+    def setup_context(ctx, inputs, output):
+        _local_warp_setup_context(op, ctx, inputs)
+
+    torch.library.register_autograd(forward_op, backward, setup_context=setup_context)
 
 
 def local_warp_op(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.Tensor], out_h: int,
@@ -94,4 +100,5 @@ def local_warp_op(image: torch.Tensor, params: torch.Tensor, theta: Optional[tor
 if _extension.available():
     torch.library.register_fake("cwarp::local_warp")(local_warp_fake("cwarp::local_warp"))
     torch.library.register_fake("cwarp::local_warp_backward")(local_warp_backward_fake("cwarp::local_warp_backward"))
-    register_local_warp_autograd("cwarp::local_warp", lambda *args: torch.ops.cwarp.local_warp_backward(*args))
+    register_local_warp_autograd("cwarp::local_warp", "cwarp::local_warp",
+                                 lambda *args: torch.ops.cwarp.local_warp_backward(*args))

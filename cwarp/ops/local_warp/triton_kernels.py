@@ -32,7 +32,8 @@ from cwarp.ops import _checks, _triton_runtime
 from cwarp.ops._checks import opmath
 from cwarp.ops._triton_runtime import INTERPRETED, register_op
 from cwarp.ops.local_warp import register
-from cwarp.ops.triton_math import KINDS, PADDINGS, bilinear_coord_grad, load_warp, sample_setup, warp_param_grad
+from cwarp.ops.triton_math import (KINDS, PADDINGS, bilinear_coord_grad, load_warp, sample_setup, store_value,
+                                   warp_param_grad)
 
 __all__ = ["local_warp", "local_warp_forward", "local_warp_backward"]
 
@@ -81,7 +82,7 @@ def _local_warp_fwd_kernel(
              + tl.load(s + in_sw, mask=m01, other=0.0).to(CT) * w01
              + tl.load(s + in_sh, mask=m10, other=0.0).to(CT) * w10
              + tl.load(s + in_sh + in_sw, mask=m11, other=0.0).to(CT) * w11)
-        tl.store(dst + ch * out_sc, v.to(out_ptr.dtype.element_ty), mask=live)
+        tl.store(dst + ch * out_sc, store_value(v, out_ptr.dtype.element_ty), mask=live)
 
 
 @triton.jit
@@ -227,7 +228,7 @@ def local_warp_backward(grad_out: torch.Tensor, image: torch.Tensor, params: tor
                         theta: Optional[torch.Tensor], kind: str, padding_mode: str, align_corners: bool,
                         output_mask: Sequence[bool]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Launches the backward kernel (the body of cwarp::local_warp_backward_triton)."""
-    register.check_local_warp_args(_BWD_OP, image, params, theta, kind, padding_mode)
+    register.check_local_warp_args(_BWD_OP, image, params, theta, kind, padding_mode, backward=True)
     _checks.check_local_warp_grad_out(_BWD_OP, grad_out, image)
     B, C, H, W = image.shape
     K = params.shape[1]
@@ -313,7 +314,7 @@ def local_warp_backward_triton(grad_out: torch.Tensor, image: torch.Tensor, para
 # Explicit fakes (shapes and checks only, shared with the C++ ops) serve both.
 local_warp_triton.register_fake(register.local_warp_fake(_FWD_OP))
 local_warp_backward_triton.register_fake(register.local_warp_backward_fake(_BWD_OP))
-register.register_local_warp_autograd(local_warp_triton, local_warp_backward_triton)
+register.register_local_warp_autograd(_FWD_OP, local_warp_triton, local_warp_backward_triton)
 
 
 def local_warp(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.Tensor], out_h: int, out_w: int,
