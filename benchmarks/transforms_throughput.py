@@ -6,7 +6,7 @@ scale=True). Contenders, per image (3, H, W) and per batch (B, 3, H, W):
 
 - "v2 pipeline": the baseline.
 - "v2 + RandomLocalWarp (uint8)": RandomLocalWarp after the flip, on uint8
-  (through float32 and back, see cwarp.transforms._local_warp_pixels).
+  (local_warp reads and writes uint8 directly).
 - "v2 + RandomLocalWarp (float32)": RandomLocalWarp after ToDtype.
 - "ContraWarpViews": replaces the pipeline (it crops, flips and jitters
   itself) and renders 2 + N views per image, normalized; items count

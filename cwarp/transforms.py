@@ -130,19 +130,6 @@ def _reject_unsupported(op: str, flat_inputs: List[Any], supported: Tuple[type, 
                             f"tensors, {names}")
 
 
-def _local_warp_pixels(images: torch.Tensor, params: torch.Tensor, kind: str, padding_mode: str) -> torch.Tensor:
-    """local_warp of uint8 or floating images, in their dtype.
-
-    local_warp reads floating images only, so uint8 goes through float32 and
-    back, rounded to nearest as torchvision's geometric kernels do. This is
-    the one place to switch to a native uint8 local_warp.
-    """
-    if images.dtype == torch.uint8:
-        out = local_warp(images.float(), params, kind=kind, padding_mode=padding_mode)
-        return out.round_().to(torch.uint8)
-    return local_warp(images, params, kind=kind, padding_mode=padding_mode)
-
-
 def _to_normalized(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
     scale = points.new_tensor([2.0 / width, 2.0 / height])
     return (points + 0.5) * scale - 1.0
@@ -313,7 +300,8 @@ class RandomLocalWarp(v2.Transform):
         """per_image (n, T, C, H, W) warped with warps (n, K, 5), the same warps for the T frames."""
         n, T, C, H, W = per_image.shape
         flat_warps = warps.repeat_interleave(frames, dim=0) if frames > 1 else warps
-        out = _local_warp_pixels(per_image.reshape(n * T, C, H, W), flat_warps, self.kind, self.padding_mode)
+        # uint8 stays uint8 (rounded as torchvision rounds), floats keep their dtype.
+        out = local_warp(per_image.reshape(n * T, C, H, W), flat_warps, kind=self.kind, padding_mode=self.padding_mode)
         return out.view(n, T, C, H, W)
 
     def _warp_keypoints(self, kp: torch.Tensor, params: Dict[str, Any]) -> torch.Tensor:
