@@ -33,6 +33,27 @@ inline bool is_float_type(c10::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
 
+// params (B, K, 5) and theta (B, 2, 3) or undefined, floating, on `device`
+// (`owner` names whose device it is in the messages).
+inline void check_warp_params(const char* op, const at::Tensor& params, const c10::optional<at::Tensor>& theta,
+                              int64_t batch, const c10::Device& device, const char* owner) {
+  TORCH_CHECK_VALUE(params.dim() == 3 && params.size(2) == 5 && params.size(0) == batch, op,
+                    "(): expected params of shape (B, K, 5) with B = ", batch, ", got ", params.sizes());
+  TORCH_CHECK_TYPE(is_float_type(params.scalar_type()), op, "(): expected params of a floating dtype, got ",
+                   params.scalar_type());
+  TORCH_CHECK(params.device() == device, op, "(): expected params on ", owner, " device ", device, ", got ",
+              params.device());
+  if (theta.has_value() && theta->defined()) {
+    const at::Tensor& t = *theta;
+    TORCH_CHECK_VALUE(t.dim() == 3 && t.size(0) == batch && t.size(1) == 2 && t.size(2) == 3, op,
+                      "(): expected theta of shape (B, 2, 3) with B = ", batch, ", got ", t.sizes());
+    TORCH_CHECK_TYPE(is_float_type(t.scalar_type()), op, "(): expected theta of a floating dtype, got ",
+                     t.scalar_type());
+    TORCH_CHECK(t.device() == device, op, "(): expected theta on ", owner, " device ", device, ", got ",
+                t.device());
+  }
+}
+
 // image (B, C, H, W) floating, or uint8 where allow_uint8 (the forward);
 // params (B, K, 5) floating; theta (B, 2, 3) floating or undefined; all on
 // one device.
@@ -51,23 +72,7 @@ inline void check_local_warp_inputs(const char* op, const at::Tensor& image, con
   }
   TORCH_CHECK_VALUE(image.size(2) > 0 && image.size(3) > 0, op,
                     "(): expected image with non-empty spatial dims, got ", image.sizes());
-  TORCH_CHECK_VALUE(params.dim() == 3 && params.size(2) == 5 && params.size(0) == image.size(0), op,
-                    "(): expected params of shape (B, K, 5) with B = ", image.size(0), ", got ",
-                    params.sizes());
-  TORCH_CHECK_TYPE(is_float_type(params.scalar_type()), op,
-                   "(): expected params of a floating dtype, got ", params.scalar_type());
-  TORCH_CHECK(params.device() == image.device(), op,
-              "(): expected params on the image's device ", image.device(), ", got ", params.device());
-  if (theta.has_value() && theta->defined()) {
-    const at::Tensor& t = *theta;
-    TORCH_CHECK_VALUE(t.dim() == 3 && t.size(0) == image.size(0) && t.size(1) == 2 && t.size(2) == 3,
-                      op, "(): expected theta of shape (B, 2, 3) with B = ", image.size(0), ", got ",
-                      t.sizes());
-    TORCH_CHECK_TYPE(is_float_type(t.scalar_type()), op,
-                     "(): expected theta of a floating dtype, got ", t.scalar_type());
-    TORCH_CHECK(t.device() == image.device(), op,
-                "(): expected theta on the image's device ", image.device(), ", got ", t.device());
-  }
+  check_warp_params(op, params, theta, image.size(0), image.device(), "the image's");
 }
 
 inline void check_out_size(const char* op, int64_t out_h, int64_t out_w) {
@@ -127,21 +132,7 @@ inline void check_warp_points_inputs(const char* op, const at::Tensor& points, c
   TORCH_CHECK_TYPE(is_float_type(points.scalar_type()), op,
                    "(): expected points of a floating dtype (float16, bfloat16, float32, float64), got ",
                    points.scalar_type());
-  TORCH_CHECK_VALUE(params.dim() == 3 && params.size(2) == 5 && params.size(0) == points.size(0), op,
-                    "(): expected params of shape (B, K, 5) with B = ", points.size(0), ", got ", params.sizes());
-  TORCH_CHECK_TYPE(is_float_type(params.scalar_type()), op, "(): expected params of a floating dtype, got ",
-                   params.scalar_type());
-  TORCH_CHECK(params.device() == points.device(), op, "(): expected params on the points' device ",
-              points.device(), ", got ", params.device());
-  if (theta.has_value() && theta->defined()) {
-    const at::Tensor& t = *theta;
-    TORCH_CHECK_VALUE(t.dim() == 3 && t.size(0) == points.size(0) && t.size(1) == 2 && t.size(2) == 3, op,
-                      "(): expected theta of shape (B, 2, 3) with B = ", points.size(0), ", got ", t.sizes());
-    TORCH_CHECK_TYPE(is_float_type(t.scalar_type()), op, "(): expected theta of a floating dtype, got ",
-                     t.scalar_type());
-    TORCH_CHECK(t.device() == points.device(), op, "(): expected theta on the points' device ", points.device(),
-                ", got ", t.device());
-  }
+  check_warp_params(op, params, theta, points.size(0), points.device(), "the points'");
 }
 
 }  // namespace cwarp

@@ -64,20 +64,27 @@ def check_local_warp_inputs(op: str, image: torch.Tensor, params: torch.Tensor,
                     f"float64), got {image.dtype}")
     req(image.shape[2] > 0 and image.shape[3] > 0, ValueError,
         lambda: f"{op}(): expected image with non-empty spatial dims, got {_shape(image)}")
-    req(params.dim() == 3 and params.shape[-1] == 5 and params.shape[0] == image.shape[0], ValueError,
-        lambda: f"{op}(): expected params of shape (B, K, 5) with B = {image.shape[0]}, got {_shape(params)}")
+    check_warp_params(op, params, theta, image.shape[0], image.device, "the image's", symbolic)
+
+
+def check_warp_params(op: str, params: torch.Tensor, theta: Optional[torch.Tensor], batch, device,
+                      owner: str, symbolic: bool = False) -> None:
+    """params (B, K, 5) and theta (B, 2, 3) or None, floating, on ``device``
+    (``owner`` names whose device it is in the messages)."""
+    req = lambda cond, exc, msg: require(cond, exc, msg, symbolic)  # noqa: E731
+    req(params.dim() == 3 and params.shape[-1] == 5 and params.shape[0] == batch, ValueError,
+        lambda: f"{op}(): expected params of shape (B, K, 5) with B = {batch}, got {_shape(params)}")
     req(params.dtype in FLOAT_DTYPES, TypeError,
         lambda: f"{op}(): expected params of a floating dtype, got {params.dtype}")
-    req(params.device == image.device, RuntimeError,
-        lambda: f"{op}(): expected params on the image's device {image.device}, got {params.device}")
+    req(params.device == device, RuntimeError,
+        lambda: f"{op}(): expected params on {owner} device {device}, got {params.device}")
     if theta is not None:
-        req(theta.dim() == 3 and theta.shape[0] == image.shape[0] and theta.shape[1] == 2
-            and theta.shape[2] == 3, ValueError,
-            lambda: f"{op}(): expected theta of shape (B, 2, 3) with B = {image.shape[0]}, got {_shape(theta)}")
+        req(theta.dim() == 3 and theta.shape[0] == batch and theta.shape[1] == 2 and theta.shape[2] == 3,
+            ValueError, lambda: f"{op}(): expected theta of shape (B, 2, 3) with B = {batch}, got {_shape(theta)}")
         req(theta.dtype in FLOAT_DTYPES, TypeError,
             lambda: f"{op}(): expected theta of a floating dtype, got {theta.dtype}")
-        req(theta.device == image.device, RuntimeError,
-            lambda: f"{op}(): expected theta on the image's device {image.device}, got {theta.device}")
+        req(theta.device == device, RuntimeError,
+            lambda: f"{op}(): expected theta on {owner} device {device}, got {theta.device}")
 
 
 def check_uint8_not_differentiated(op: str, image: torch.Tensor, params: torch.Tensor,
@@ -209,17 +216,4 @@ def check_warp_points_inputs(op: str, points: torch.Tensor, params: torch.Tensor
     req(points.dtype in FLOAT_DTYPES, TypeError,
         lambda: f"{op}(): expected points of a floating dtype (float16, bfloat16, float32, float64), "
                 f"got {points.dtype}")
-    req(params.dim() == 3 and params.shape[-1] == 5 and params.shape[0] == points.shape[0], ValueError,
-        lambda: f"{op}(): expected params of shape (B, K, 5) with B = {points.shape[0]}, got {_shape(params)}")
-    req(params.dtype in FLOAT_DTYPES, TypeError,
-        lambda: f"{op}(): expected params of a floating dtype, got {params.dtype}")
-    req(params.device == points.device, RuntimeError,
-        lambda: f"{op}(): expected params on the points' device {points.device}, got {params.device}")
-    if theta is not None:
-        req(theta.dim() == 3 and theta.shape[0] == points.shape[0] and theta.shape[1] == 2
-            and theta.shape[2] == 3, ValueError,
-            lambda: f"{op}(): expected theta of shape (B, 2, 3) with B = {points.shape[0]}, got {_shape(theta)}")
-        req(theta.dtype in FLOAT_DTYPES, TypeError,
-            lambda: f"{op}(): expected theta of a floating dtype, got {theta.dtype}")
-        req(theta.device == points.device, RuntimeError,
-            lambda: f"{op}(): expected theta on the points' device {points.device}, got {theta.device}")
+    check_warp_params(op, params, theta, points.shape[0], points.device, "the points'", symbolic)
