@@ -7,8 +7,11 @@ input (no traceback), and 130 on Ctrl-C. Nothing here imports torch, so that
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from typing import Callable, NoReturn, Optional, Sequence
+import threading
+from typing import Callable, Iterator, List, NoReturn, Optional, Sequence
 
 __all__ = ["Parser", "InputError", "run_script", "one_line", "positive_int", "non_negative_int"]
 
@@ -68,15 +71,47 @@ def run_script(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help (0), or an argument error already printed (2)
         return stop.code if isinstance(stop.code, int) else EXIT_BAD_INPUT
-    try:
-        body(args)
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted\n")
-        return EXIT_INTERRUPTED
-    except INPUT_ERRORS as err:
-        sys.stderr.write(f"{prog}: error: {one_line(err)}\n")
-        return EXIT_BAD_INPUT
+    with _noting_interrupts() as interrupts:
+        try:
+            body(args)
+        except KeyboardInterrupt:
+            sys.stderr.write(f"{prog}: interrupted\n")
+            return EXIT_INTERRUPTED
+        except Exception as err:
+            if interrupts:
+                # A Ctrl-C that broke into an import or a library can surface as
+                # another error (a half-initialized module); it is still the
+                # user's interrupt, not a bug to show a traceback for.
+                sys.stderr.write(f"{prog}: interrupted\n")
+                return EXIT_INTERRUPTED
+            if isinstance(err, INPUT_ERRORS):
+                sys.stderr.write(f"{prog}: error: {one_line(err)}\n")
+                return EXIT_BAD_INPUT
+            raise
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _noting_interrupts() -> Iterator[List[int]]:
+    """Python's own Ctrl-C behaviour (KeyboardInterrupt), with every SIGINT
+    also noted in the list it yields. Installed only over Python's default
+    handler in the main thread; a handler the body installs (the trainer's)
+    takes precedence while it is installed."""
+    noted: List[int] = []
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield noted
+        return
+
+    def on_sigint(signum, frame):
+        noted.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def positive_int(text: str) -> int:

@@ -48,6 +48,20 @@ def torch_modules_after_import(*modules: str) -> list:
     return eval(done.stdout)  # a printed list of str
 
 
+def _wait_until_mapped(process: subprocess.Popen, library: str, timeout: float) -> None:
+    """Wait until `process` has `library` mapped (Linux /proc; elsewhere return at once)."""
+    maps = f"/proc/{process.pid}/maps"
+    deadline = time.monotonic() + timeout
+    while os.path.exists(maps) and process.poll() is None and time.monotonic() < deadline:
+        try:
+            with open(maps) as f:
+                if library in f.read():
+                    return
+        except OSError:
+            return
+        time.sleep(0.05)
+
+
 def interrupted(name: str, args: Sequence[str], after: float, signals: int = 1,
                 gap: float = 0.05) -> Tuple[int, str, str]:
     """Start `name args`, send SIGINT `signals` times (`gap` seconds apart) after `after` seconds;
@@ -58,6 +72,9 @@ def interrupted(name: str, args: Sequence[str], after: float, signals: int = 1,
     process = subprocess.Popen([script_path(name), *map(str, args)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # `after` counts from the moment the script has loaded cwarp's kernels:
+    # on a loaded machine the imports alone can take longer than `after`.
+    _wait_until_mapped(process, "cwarp/_C", timeout=TIMEOUT)
     time.sleep(after)
     for i in range(signals):
         if i:

@@ -57,7 +57,7 @@ def test_preview_module_does_not_import_torch():
 def test_ctrl_c_exits_130_without_traceback(tmp_path):
     # Long enough to be still running when the signal comes.
     status, _, stderr = interrupted("cwarp-preview", ["--synthetic", "400", "--size", "64", "--out",
-                                                      str(tmp_path / "v.png")], after=3.0)
+                                                      str(tmp_path / "v.png")], after=1.0)
     assert status == 130, stderr
     assert "Traceback" not in stderr and stderr.splitlines()[-1] == "cwarp-preview: interrupted"
     assert not (tmp_path / "v.png").exists()

@@ -79,7 +79,7 @@ def test_ctrl_c_exits_130_without_traceback(tmp_path):
     # Long enough to be still running when the signal comes (thousands of faces at 64 x 64).
     args = ["--random-init", "--format", "synthetic", "--num-train", "5000", "--no-progress",
             "--out", str(tmp_path / "x.json")]
-    status, _, stderr = interrupted("cwarp-probe", args, after=3.0)
+    status, _, stderr = interrupted("cwarp-probe", args, after=1.0)
     assert status == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.splitlines()[-1] == "cwarp-probe: interrupted"
