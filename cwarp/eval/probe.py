@@ -22,13 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cwarp._constants import IMAGENET_MEAN, IMAGENET_STD
+from cwarp._constants import IMAGENET_MEAN, IMAGENET_STD, KNN_K, KNN_TEMPERATURE
 from cwarp.ops.augment_views.reference import GRAY_WEIGHTS
 from cwarp.train.checkpoint import load_checkpoint  # the one loader: weights_only unless trust=True
 from cwarp.train.models import build_backbone
 
-KNN_K = 20
-KNN_TEMPERATURE = 0.07
 WEIGHT_DECAYS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 VALIDATION_FRACTION = 0.2
 LBFGS_MAX_ITER = 100
@@ -43,7 +41,7 @@ DEFAULT_STD = {3: IMAGENET_STD, 1: (sum(IMAGENET_STD) / 3,)}
 
 
 @contextlib.contextmanager
-def _one_thread():
+def one_thread():
     """Run the probe's arithmetic on one intra-op thread, whatever torch was set to.
 
     Its L-BFGS fits are thousands of small products and its eigendecomposition
@@ -264,6 +262,13 @@ def _use_row_space(train_x: Tensor) -> bool:
     return train_x.shape[0] < train_x.shape[1] and train_x.shape[0] <= ROW_SPACE_MAX_ROWS
 
 
+def standardize(train_x: Tensor, test_x: Tensor) -> Tuple[Tensor, Tensor]:
+    """Both splits shifted and scaled per feature by the train split's mean and standard deviation."""
+    mean = train_x.mean(0)
+    std = train_x.std(0, unbiased=False).clamp_(min=1e-6)
+    return (train_x - mean) / std, (test_x - mean) / std
+
+
 def _cosine_similarities(queries: Tensor, keys: Tensor, cross: Optional[Tensor] = None, chunk: int = 1024):
     """Chunks (start, cos(queries[start:start+chunk], keys)); from ``cross`` = queries @ keys.T when given."""
     if cross is not None:
@@ -332,7 +337,7 @@ def evaluate_features(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: 
     rows = true class), weight_decay, val_acc (per weight decay tried),
     n_train, n_test, feature_dim.
     """
-    with _one_thread():
+    with one_thread():
         return _evaluate(train_x, train_y, test_x, test_y, num_classes, seed, class_names)
 
 
@@ -350,11 +355,7 @@ def _evaluate(train_x, train_y, test_x, test_y, num_classes, seed, class_names) 
     if len(names) != num_classes:
         raise ValueError(f"{len(names)} class names for {num_classes} classes")
 
-    mean = train_x.mean(0)
-    std = train_x.std(0, unbiased=False).clamp_(min=1e-6)
-    train_x = (train_x - mean) / std
-    test_x = (test_x - mean) / std
-
+    train_x, test_x = standardize(train_x, test_x)
     # For wide features both the linear probe and the neighbours need test @ train.T: compute it once.
     cross = test_x @ train_x.T if _use_row_space(train_x) else None
     linear_pred, wd, val_acc = linear_probe(train_x, train_y, test_x, num_classes, seed=seed, cross=cross)
