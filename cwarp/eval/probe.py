@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cwarp._constants import IMAGENET_MEAN, IMAGENET_STD, KNN_K, KNN_TEMPERATURE
+from cwarp.data.common import TensorFaces
 from cwarp.ops.augment_views.reference import GRAY_WEIGHTS
 from cwarp.train.checkpoint import load_checkpoint  # the one loader: weights_only unless trust=True
 from cwarp.train.models import build_backbone
@@ -114,6 +115,19 @@ def _adapt_channels(images: Tensor, channels: int) -> Tensor:
     raise ValueError(f"cannot feed {images.shape[1]}-channel images to a {channels}-channel backbone")
 
 
+def _image_batches(dataset, batch_size: int):
+    """The data set's uint8 images in order, batch_size at a time: slices of an in-memory set, else a DataLoader."""
+    from torch.utils.data import DataLoader
+
+    if isinstance(dataset, TensorFaces):
+        # Slicing skips the per-image indexing and collation (a sizeable share of a small model's time),
+        # and draws nothing from the global RNG, as a DataLoader does for its workers' seed.
+        yield from dataset.images.split(batch_size)
+        return
+    for images, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+        yield images
+
+
 @torch.no_grad()
 def extract_features(backbone: nn.Module, dataset, batch_size: int = 256, device="cpu", *,
                      mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
@@ -125,7 +139,6 @@ def extract_features(backbone: nn.Module, dataset, batch_size: int = 256, device
     channel count or colour images turned to luma. The backbone runs in eval
     mode and is restored to its previous mode afterwards.
     """
-    from torch.utils.data import DataLoader
     from tqdm import tqdm
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -140,10 +153,10 @@ def extract_features(backbone: nn.Module, dataset, batch_size: int = 256, device
                          device=device).view(1, -1, 1, 1)
     was_training = backbone.training
     backbone.eval().to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     features = []
     try:
-        for images, _ in tqdm(loader, desc="features", unit="batch", disable=not progress, leave=False):
+        for images in tqdm(_image_batches(dataset, batch_size), desc="features", unit="batch",
+                           total=-(-len(dataset) // batch_size), disable=not progress, leave=False):
             x = _adapt_channels(images.to(device, non_blocking=True).float().div_(255.0), channels)
             features.append(backbone((x - mean_t) / std_t).float().cpu())
     finally:

@@ -82,11 +82,13 @@ class OnlineEvaluator:
         self.every = ev.eval_every
         pick = bank_indices(len(images), ev.eval_bank, cfg.data.data_seed)
         self.bank = TensorFaces(images[pick], labels[pick], classes)
-        self.heldout = heldout if heldout is not None else heldout_split(cfg)
-        if tuple(self.heldout.classes) != tuple(classes):
-            raise ValueError(f"the held-out images' classes {self.heldout.classes} differ from the training "
-                             f"split's {tuple(classes)}")
-        self.heldout_labels = self.heldout.labels.clone()
+        held = heldout if heldout is not None else heldout_split(cfg)
+        if tuple(held.classes) != tuple(classes):
+            raise ValueError(f"the held-out images' classes {held.classes} differ from the training split's "
+                             f"{tuple(classes)}")
+        # In memory once: every evaluation then slices it instead of decoding or indexing image by image.
+        held_images, held_labels, _ = held.tensors()
+        self.heldout = TensorFaces(held_images, held_labels, held.classes)
         self.num_classes = len(classes)
         self.k = min(ev.eval_knn_k, len(self.bank))
         self.seconds = time.perf_counter() - started   # setup, then every evaluation added
@@ -102,13 +104,14 @@ class OnlineEvaluator:
     def evaluate(self, backbone: nn.Module, step: int) -> Dict[str, Any]:
         """{step, knn_acc[, linear_acc], eval_bank, eval_size, eval_seconds} of the backbone now."""
         started = time.perf_counter()
-        # extract_features' DataLoader draws its base seed from the global RNG.
+        # Whatever the evaluation draws from the global RNGs (a backbone's layer, a data loader's seed) must
+        # not shift the training's stream.
         cuda = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda), torch.no_grad():
             bank_x = self._features(backbone, self.bank)
             held_x = self._features(backbone, self.heldout)
         bank_x, held_x = probe.standardize(bank_x, held_x)
-        bank_y, held_y = self.bank.labels, self.heldout_labels
+        bank_y, held_y = self.bank.labels, self.heldout.labels
         row: Dict[str, Any] = {"step": step}
         with probe.one_thread():
             knn, _ = probe.neighbour_scores(bank_x, bank_y, held_x, held_y, self.num_classes, k=self.k,
