@@ -338,7 +338,8 @@ def train(cfg: RunConfig, explicit: Optional[Set[str]] = None,
     """Run (or resume) one training job; returns a summary dict.
 
     status is "done" (with already_complete=True when a resumed run had
-    nothing left to do) or "interrupted" (Ctrl-C or SIGTERM; resumable).
+    nothing left to do) or "interrupted" (Ctrl-C or SIGTERM; resumable);
+    eval_seconds is what the online evaluation took (set-up included).
     ``step_hook(step, loss_value)`` is called on rank 0 after each logged step
     (tests use it to interrupt a run).
     """
