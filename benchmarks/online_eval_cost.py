@@ -50,9 +50,9 @@ def table(rows) -> str:
             f"{'train s':>8} {'eval s':>7} {'eval/train':>10}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        size = f"{r['eval_bank']}+{r['eval_size']}" if "eval_bank" in r else ""
-        lines.append(f"{r['method']:<11} {r['steps']:>5} {r['evaluations']:>5} {size:>9} "
-                     f"{r.get('setup_s', float('nan')):>7.2f} {r.get('per_eval_s', float('nan')):>10.2f} "
+        size = f"{r['eval_bank']}+{r['eval_size']}" if "eval_bank" in r else "-"
+        setup, per_eval = (f"{r[k]:.2f}" if k in r else "-" for k in ("setup_s", "per_eval_s"))
+        lines.append(f"{r['method']:<11} {r['steps']:>5} {r['evaluations']:>5} {size:>9} {setup:>7} {per_eval:>10} "
                      f"{r['train_s']:>8.1f} {r['eval_s']:>7.2f} {100 * r['ratio']:>9.2f}%")
     return "\n".join(lines)
 
