@@ -7,3 +7,9 @@ FORMATS = ("synthetic", "rafdb", "fer2013", "imagefolder")
 # the views (cwarp.nn.ContraWarpAugment) and of the probe's inputs.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# The kNN classifier of cwarp-probe and of cwarp-train's online evaluation:
+# the k most cosine-similar train features vote, each with weight
+# exp(similarity / temperature) (DINO's k = 20; InstDisc's temperature).
+KNN_K = 20
+KNN_TEMPERATURE = 0.07

@@ -10,7 +10,8 @@ On a CPU, with nothing downloaded, it
 3. probes the three, plus a randomly initialized backbone and raw pixels, with
    a linear classifier on frozen features (train split -> test split);
 4. prints one table and writes results/demo/summary.json, loss_curves.png,
-   accuracy.png and views.png.
+   learning_curves.png (the online kNN accuracy on held-out faces that
+   cwarp-train --eval-every logs once per epoch), accuracy.png and views.png.
 
 Finished pretrainings whose settings match are reused when the demo runs
 again, and one stopped half-way (Ctrl-C) resumes; ``--fresh`` starts over.
@@ -36,7 +37,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # The demo's budget, sized for 2 CPU cores and 15 minutes in all. Every method
 # gets exactly these settings; only --method differs. See cwarp.train.config
 # and docs/experiments.md (what this budget allows).
-DEMO_RECIPE: Dict[str, object] = dict(image_size=48, num_train=1500, epochs=3, batch_size=128, probe_test=1400)
+DEMO_RECIPE: Dict[str, object] = dict(image_size=48, num_train=1500, epochs=3, batch_size=128, probe_test=1400,
+                                      eval_bank=128, eval_size=128)
+# The online kNN evaluation runs once per epoch (and at the last step) on
+# eval_size held-out faces against eval_bank training faces: the sizes that
+# keep its cost within 5 % of each method's training time at this budget
+# (benchmarks/online_eval_cost.py measures it).
 CHANCE = 1 / 7   # seven expression classes
 RUN_FILES = ("checkpoint.pt", "log.jsonl", "config.json", "config.toml")
 
@@ -45,12 +51,13 @@ def demo_config(method: str, out: str, *, seed: int = 0, arch: Optional[str] = N
                 overrides: Optional[dict] = None) -> List[str]:
     """cwarp-train arguments of one demo pretraining."""
     r = dict(DEMO_RECIPE, **(overrides or {}))
+    every = r.get("eval_every") or max(1, int(r["num_train"]) // int(r["batch_size"]))   # once per epoch
     argv = ["--format", "synthetic", "--method", method, "--out", out, "--arch", arch or compact_arch(),
             "--image-size", str(r["image_size"]), "--num-train", str(r["num_train"]),
             "--epochs", str(r["epochs"]), "--batch-size", str(r["batch_size"]), "--seed", str(seed),
-            "--log-every", "5"]
+            "--log-every", "5", "--eval-every", str(every)]
     for k, v in r.items():
-        if k in ("image_size", "num_train", "epochs", "batch_size", "probe_test"):
+        if k in ("image_size", "num_train", "epochs", "batch_size", "probe_test", "eval_every"):
             continue
         flag = "--" + k.replace("_", "-")
         argv += [flag, ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)]
@@ -216,12 +223,40 @@ def _loss_plot(path: str, run_dirs: Dict[str, str]) -> str:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, d in run_dirs.items():
         with open(os.path.join(d, "log.jsonl")) as f:
-            rows = [json.loads(x) for x in f if x.strip()]
+            rows = [r for r in map(json.loads, filter(str.strip, f)) if "loss_avg" in r]   # not the eval rows
         # Markers: a run with a single logged step still shows a point.
         ax.plot([r["step"] for r in rows], [r["loss_avg"] for r in rows], "o-", markersize=3, label=name)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_title("Training loss (each method on its own objective)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def online_knn(run_dir: str) -> List[List[float]]:
+    """[[step, kNN accuracy], ...] of a run's online evaluation (its log.jsonl rows with knn_acc)."""
+    with open(os.path.join(run_dir, "log.jsonl")) as f:
+        rows = [json.loads(x) for x in f if x.strip()]
+    return [[r["step"], r["knn_acc"]] for r in rows if "knn_acc" in r]
+
+
+def _learning_curve_plot(path: str, curves: Dict[str, List[List[float]]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, points in curves.items():
+        if points:
+            ax.plot([p[0] for p in points], [100 * p[1] for p in points], "o-", markersize=4, label=name)
+    ax.axhline(100 * CHANCE, ls="--", c="k", lw=0.8, label="chance (7 classes)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("online kNN accuracy (%)")
+    ax.set_title("Held-out synthetic faces during training (--eval-every)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -320,6 +355,7 @@ def _run(args) -> int:
         return 130
     run_dirs = {m: r["out"] for m, r in trained.items()}
     timings = {f"pretrain_{m}_s": r["seconds"] for m, r in trained.items()}
+    timings.update({f"online_eval_{m}_s": r.get("eval_seconds", 0.0) for m, r in trained.items()})
     print("[demo] probing the frozen features with a linear classifier", flush=True)
     t1 = time.perf_counter()
     arch = trained["contrawarp"]["config"].arch
@@ -329,17 +365,22 @@ def _run(args) -> int:
     timings["probe_s"] = time.perf_counter() - t1
     print("\n" + _table(results) + "\n")
     print(_meaning(results, recipe, trained["contrawarp"]["step"]))
+    curves = {m: online_knn(d) for m, d in run_dirs.items()}
+    for m in (m for m, points in curves.items() if not points):
+        print(f"[demo] {run_dirs[m]} has no online evaluation in its log (a run from before it); --fresh retrains "
+              f"it with one", flush=True)
     plots = [_loss_plot(os.path.join(args.out, "loss_curves.png"), run_dirs),
+             _learning_curve_plot(os.path.join(args.out, "learning_curves.png"), curves),
              _accuracy_plot(os.path.join(args.out, "accuracy.png"), results),
              save_views(os.path.join(args.out, "views.png"), run_dirs["contrawarp"], args.seed)]
     timings["total_s"] = time.perf_counter() - t0
-    _write_summary(args, results, recipe, trained, timings, plots, speed)
+    _write_summary(args, results, recipe, trained, timings, plots, speed, curves)
     print(f"\n[demo] done in {timings['total_s'] / 60:.1f} min; wrote {args.out}/summary.json and "
           f"{', '.join(os.path.basename(x) for x in plots)}")
     return 0
 
 
-def _write_summary(args, results, recipe, trained, timings, plots, speed) -> None:
+def _write_summary(args, results, recipe, trained, timings, plots, speed, curves) -> None:
     import torch
 
     from cwarp.train.trainer import autocast_dtype
@@ -349,7 +390,7 @@ def _write_summary(args, results, recipe, trained, timings, plots, speed) -> Non
                for key in ("linear_acc", "knn_acc", "map_at_r", "per_class_acc", "n_train", "n_test")}
     autocast = autocast_dtype(cfg.precision, torch.device(cfg.device))
     summary.update(recipe=recipe, seed=args.seed, arch=cfg.arch, timings=timings, autocast=str(autocast or "fp32"),
-                   warp_speed=speed, plots=[os.path.basename(x) for x in plots])
+                   warp_speed=speed, plots=[os.path.basename(x) for x in plots], online_knn=curves)
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=float)
 

@@ -15,19 +15,25 @@ from .synthetic import SyntheticFaces
 
 # Sizes of the synthetic splits when num_samples is not given: enough for a
 # stable linear probe, a few seconds to render.
-SYNTHETIC_SIZES = {"train": 7000, "test": 2100}
+SYNTHETIC_SIZES = {"train": 7000, "val": 2100, "test": 2100}
 
 
 def build_dataset(format: str, path: Optional[str], split: str, image_size: int, *, cache: bool = True,
-                  skip_corrupt: bool = False, num_samples: Optional[int] = None, seed: int = 0) -> FaceDataset:
-    """The ``split`` ("train" or "test") of a data set, images resized to image_size x image_size.
+                  skip_corrupt: bool = False, num_samples: Optional[int] = None, seed: int = 0,
+                  outside_subset: Optional[int] = None) -> FaceDataset:
+    """The ``split`` ("train", "val" or "test") of a data set, images resized to image_size x image_size.
 
     format: "synthetic" (path is None or a cache folder), "rafdb" (RAF-DB's
     basic/ folder), "fer2013" (the Kaggle csv) or "imagefolder"
-    (path/train/CLASS/*, path/test/CLASS/*). cache keeps decoded images in
+    (path/train/CLASS/*, path/test/CLASS/*, optionally path/val/CLASS/*).
+    "val": synthetic renders it from its own random stream, fer2013 is its
+    PublicTest rows, imagefolder its val/ folder; RAF-DB has none (ValueError). cache keeps decoded images in
     memory (synthetic: saves them under path). skip_corrupt drops unreadable
     images with one warning instead of raising. num_samples takes a seeded
-    random subset (synthetic: renders that many faces).
+    random subset (synthetic: renders that many faces). outside_subset
+    (rafdb, imagefolder) draws only from the images that a num_samples =
+    outside_subset subset with the same seed leaves out: what a run trained on
+    that subset never saw.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -36,6 +42,8 @@ def build_dataset(format: str, path: Optional[str], split: str, image_size: int,
     if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
                                     or num_samples < 1):
         raise ValueError(f"num_samples must be a positive int or None, got {num_samples!r}")
+    if outside_subset is not None and format not in ("rafdb", "imagefolder"):
+        raise ValueError(f"outside_subset is for rafdb and imagefolder; {format} has a validation split")
     if format == "synthetic":
         if path is not None and os.path.exists(path) and not os.path.isdir(path):
             raise ValueError(f"synthetic: path {path} is a file; give a cache folder or no path")
@@ -46,8 +54,8 @@ def build_dataset(format: str, path: Optional[str], split: str, image_size: int,
     path = os.fspath(path)
     if format == "rafdb":
         return load_rafdb(path, split, image_size, cache=cache, skip_corrupt=skip_corrupt,
-                          num_samples=num_samples, seed=seed)
+                          num_samples=num_samples, seed=seed, outside_subset=outside_subset)
     if format == "fer2013":
         return load_fer2013(path, split, image_size, num_samples=num_samples, seed=seed)
     return load_imagefolder(path, split, image_size, cache=cache, skip_corrupt=skip_corrupt,
-                            num_samples=num_samples, seed=seed)
+                            num_samples=num_samples, seed=seed, outside_subset=outside_subset)

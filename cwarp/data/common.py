@@ -18,7 +18,9 @@ from torch.utils.data import Dataset
 # so that label 3 means "happiness" in every format.
 EXPRESSIONS = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
 
-SPLITS = ("train", "test")
+# "val" is a labelled split held out from training, for monitoring a run (never
+# the test split); the formats without one say so when it is asked for.
+SPLITS = ("train", "val", "test")
 
 # Below this a face has a few pixels per eye; nothing downstream can use it.
 MIN_IMAGE_SIZE = 8
@@ -46,6 +48,22 @@ def subset_indices(n: int, num_samples: Optional[int], seed: int) -> List[int]:
         raise ValueError(f"num_samples must be a positive int or None, got {num_samples!r}")
     generator = torch.Generator().manual_seed(seed)
     return sorted(torch.randperm(n, generator=generator)[:num_samples].tolist())
+
+
+def indices_left_out(n: int, num_samples: Optional[int], seed: int, outside_subset: Optional[int]) -> List[int]:
+    """As ``subset_indices``, drawn from the indices that a subset of ``outside_subset`` (same seed) leaves out.
+
+    A run that trains on ``subset_indices(n, num_train, seed)`` can be
+    evaluated on ``indices_left_out(n, k, seed, num_train)``: no image of it is
+    a training image. ValueError when the subset leaves nothing out.
+    """
+    if outside_subset is None:
+        return subset_indices(n, num_samples, seed)
+    taken = set(subset_indices(n, outside_subset, seed))
+    pool = [i for i in range(n) if i not in taken]
+    if not pool:
+        raise ValueError(f"a subset of {outside_subset} of its {n} images leaves none out")
+    return [pool[j] for j in subset_indices(len(pool), num_samples, seed)]
 
 
 def resize_uint8(images: Tensor, image_size: int) -> Tensor:

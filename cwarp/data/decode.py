@@ -15,11 +15,21 @@ try:
 except ImportError:  # torchvision announced it will drop its decoders; PIL then does all the work
     decode_image = None
 
-# torchvision 0.29 warns on every decode that its decoders will move to
-# TorchCodec; they are still the fastest here, and one warning per image would
-# drown everything else, so that one message (and only it) is silenced.
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision are "
-                        "deprecated", category=DeprecationWarning)
+
+
+def silence_decoder_deprecation() -> None:
+    """Ignore torchvision's warning that its decoders move to TorchCodec, and only it.
+
+    torchvision 0.29 warns on every decode; its decoders are still the fastest
+    here, and one warning per image would drown everything else. Called at
+    import, and again by code that records warnings with ``simplefilter("always")``
+    (which would otherwise bring it back).
+    """
+    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision are "
+                            "deprecated", category=DeprecationWarning)
+
+
+silence_decoder_deprecation()
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 

@@ -15,9 +15,9 @@ FER_SIZE = 48
 # FER2013's labels 0..6 are Angry, Disgust, Fear, Happy, Sad, Surprise, Neutral;
 # they are remapped to EXPRESSIONS (RAF-DB order) so labels agree across formats.
 FER_TO_EXPRESSION = (5, 2, 1, 3, 4, 0, 6)
-# Training is the train split and PrivateTest the test split; PublicTest is the
-# usual validation split and belongs to neither.
-USAGE_OF_SPLIT = {"train": "Training", "test": "PrivateTest"}
+# Training is the train split, PublicTest the usual validation split and
+# PrivateTest the test split.
+USAGE_OF_SPLIT = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 USAGES = ("Training", "PublicTest", "PrivateTest")
 
 

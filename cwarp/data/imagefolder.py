@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Tuple
 
-from .common import SPLITS, check_split, subset_indices
+from .common import SPLITS, check_split, indices_left_out
 from .decode import IMAGE_EXTENSIONS
 from .files import ImageFiles
 
@@ -34,7 +34,8 @@ def list_images(class_dir: str) -> List[str]:
 
 
 def load_imagefolder(path: str, split: str, image_size: int, *, cache: bool = True, skip_corrupt: bool = False,
-                     num_samples: Optional[int] = None, seed: int = 0) -> ImageFiles:
+                     num_samples: Optional[int] = None, seed: int = 0,
+                     outside_subset: Optional[int] = None) -> ImageFiles:
     check_split(split)
     if not os.path.isdir(path):
         what = "is not a folder" if os.path.exists(path) else "does not exist"
@@ -52,6 +53,9 @@ def load_imagefolder(path: str, split: str, image_size: int, *, cache: bool = Tr
     if not paths:
         raise ValueError(f"imagefolder: the {split} split is empty: no {'|'.join(IMAGE_EXTENSIONS)} files in "
                          f"class folders under {split_dir}")
-    keep = subset_indices(len(paths), num_samples, seed)
+    try:
+        keep = indices_left_out(len(paths), num_samples, seed, outside_subset)
+    except ValueError as err:
+        raise ValueError(f"imagefolder: the {split} split: {err}") from None
     return ImageFiles([paths[i] for i in keep], [labels[i] for i in keep], classes, channels=3,
                       image_size=image_size, cache=cache, skip_corrupt=skip_corrupt, source="imagefolder")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Tuple
 
-from .common import EXPRESSIONS, check_split, subset_indices
+from .common import EXPRESSIONS, check_split, indices_left_out
 from .files import ImageFiles
 
 # The file name carries RAF-DB's own spelling.
@@ -62,14 +62,20 @@ def aligned_path(root: str, name: str) -> str:
 
 
 def load_rafdb(path: str, split: str, image_size: int, *, cache: bool = True, skip_corrupt: bool = False,
-               num_samples: Optional[int] = None, seed: int = 0) -> ImageFiles:
+               num_samples: Optional[int] = None, seed: int = 0,
+               outside_subset: Optional[int] = None) -> ImageFiles:
     check_split(split)
     root = find_root(path)
+    if split == "val":
+        raise ValueError(f"rafdb: RAF-DB has no validation split, only train_* and test_* images ({path})")
     label_file = os.path.join(root, LABEL_FILE)
     entries = [(name, label) for name, label in read_labels(label_file) if name.startswith(split + "_")]
     if not entries:
         raise ValueError(f"rafdb: the {split} split is empty: no line of {label_file} names a {split}_*.jpg image")
-    entries = [entries[i] for i in subset_indices(len(entries), num_samples, seed)]
+    try:
+        entries = [entries[i] for i in indices_left_out(len(entries), num_samples, seed, outside_subset)]
+    except ValueError as err:
+        raise ValueError(f"rafdb: the {split} split: {err}") from None
     return ImageFiles([aligned_path(root, name) for name, _ in entries], [label for _, label in entries],
                       EXPRESSIONS, channels=3, image_size=image_size, cache=cache,
                       skip_corrupt=skip_corrupt, source="rafdb")

@@ -22,7 +22,7 @@ from .render import ACTION_UNITS, RENDER_VERSION, new_workspace, render_faces
 # Faces are generated in chunks with one random stream each, so face i depends
 # only on (seed, split, i): a smaller set is a prefix of a larger one.
 CHUNK = 256
-_SPLIT_STREAM = {"train": 0, "test": 1}
+_SPLIT_STREAM = {"train": 0, "test": 1, "val": 2}
 
 # Prototype action units per expression, in ACTION_UNITS order:
 # brow_raise, brow_lower, inner_brow_raise, eye_open, lip_corner_pull,
@@ -141,8 +141,8 @@ def render_chunk(seed: int, split: str, chunk: int, image_size: int, count: int 
 class SyntheticFaces(TensorFaces):
     """``num_samples`` rendered faces of ``image_size`` pixels, deterministic from (seed, split).
 
-    The train and test splits come from different random streams, so they share
-    no face. Beyond the FaceDataset interface it keeps the ground truth:
+    The train, val and test splits come from different random streams, so they
+    share no face. Beyond the FaceDataset interface it keeps the ground truth:
     ``landmarks`` (N, 5, 2) and ``action_units`` (N, 9), named by ACTION_UNITS.
     With ``cache_dir`` the rendered tensors are saved there and reused.
     """

@@ -22,13 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cwarp._constants import IMAGENET_MEAN, IMAGENET_STD
+from cwarp._constants import IMAGENET_MEAN, IMAGENET_STD, KNN_K, KNN_TEMPERATURE
+from cwarp.data.common import TensorFaces
 from cwarp.ops.augment_views.reference import GRAY_WEIGHTS
 from cwarp.train.checkpoint import load_checkpoint  # the one loader: weights_only unless trust=True
 from cwarp.train.models import build_backbone
 
-KNN_K = 20
-KNN_TEMPERATURE = 0.07
 WEIGHT_DECAYS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 VALIDATION_FRACTION = 0.2
 LBFGS_MAX_ITER = 100
@@ -43,7 +42,7 @@ DEFAULT_STD = {3: IMAGENET_STD, 1: (sum(IMAGENET_STD) / 3,)}
 
 
 @contextlib.contextmanager
-def _one_thread():
+def one_thread():
     """Run the probe's arithmetic on one intra-op thread, whatever torch was set to.
 
     Its L-BFGS fits are thousands of small products and its eigendecomposition
@@ -116,6 +115,19 @@ def _adapt_channels(images: Tensor, channels: int) -> Tensor:
     raise ValueError(f"cannot feed {images.shape[1]}-channel images to a {channels}-channel backbone")
 
 
+def _image_batches(dataset, batch_size: int):
+    """The data set's uint8 images in order, batch_size at a time: slices of an in-memory set, else a DataLoader."""
+    from torch.utils.data import DataLoader
+
+    if isinstance(dataset, TensorFaces):
+        # Slicing skips the per-image indexing and collation (a sizeable share of a small model's time),
+        # and draws nothing from the global RNG, as a DataLoader does for its workers' seed.
+        yield from dataset.images.split(batch_size)
+        return
+    for images, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+        yield images
+
+
 @torch.no_grad()
 def extract_features(backbone: nn.Module, dataset, batch_size: int = 256, device="cpu", *,
                      mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
@@ -127,7 +139,6 @@ def extract_features(backbone: nn.Module, dataset, batch_size: int = 256, device
     channel count or colour images turned to luma. The backbone runs in eval
     mode and is restored to its previous mode afterwards.
     """
-    from torch.utils.data import DataLoader
     from tqdm import tqdm
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -142,10 +153,10 @@ def extract_features(backbone: nn.Module, dataset, batch_size: int = 256, device
                          device=device).view(1, -1, 1, 1)
     was_training = backbone.training
     backbone.eval().to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
     features = []
     try:
-        for images, _ in tqdm(loader, desc="features", unit="batch", disable=not progress, leave=False):
+        for images in tqdm(_image_batches(dataset, batch_size), desc="features", unit="batch",
+                           total=-(-len(dataset) // batch_size), disable=not progress, leave=False):
             x = _adapt_channels(images.to(device, non_blocking=True).float().div_(255.0), channels)
             features.append(backbone((x - mean_t) / std_t).float().cpu())
     finally:
@@ -264,6 +275,13 @@ def _use_row_space(train_x: Tensor) -> bool:
     return train_x.shape[0] < train_x.shape[1] and train_x.shape[0] <= ROW_SPACE_MAX_ROWS
 
 
+def standardize(train_x: Tensor, test_x: Tensor) -> Tuple[Tensor, Tensor]:
+    """Both splits shifted and scaled per feature by the train split's mean and standard deviation."""
+    mean = train_x.mean(0)
+    std = train_x.std(0, unbiased=False).clamp_(min=1e-6)
+    return (train_x - mean) / std, (test_x - mean) / std
+
+
 def _cosine_similarities(queries: Tensor, keys: Tensor, cross: Optional[Tensor] = None, chunk: int = 1024):
     """Chunks (start, cos(queries[start:start+chunk], keys)); from ``cross`` = queries @ keys.T when given."""
     if cross is not None:
@@ -332,7 +350,7 @@ def evaluate_features(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: 
     rows = true class), weight_decay, val_acc (per weight decay tried),
     n_train, n_test, feature_dim.
     """
-    with _one_thread():
+    with one_thread():
         return _evaluate(train_x, train_y, test_x, test_y, num_classes, seed, class_names)
 
 
@@ -350,11 +368,7 @@ def _evaluate(train_x, train_y, test_x, test_y, num_classes, seed, class_names) 
     if len(names) != num_classes:
         raise ValueError(f"{len(names)} class names for {num_classes} classes")
 
-    mean = train_x.mean(0)
-    std = train_x.std(0, unbiased=False).clamp_(min=1e-6)
-    train_x = (train_x - mean) / std
-    test_x = (test_x - mean) / std
-
+    train_x, test_x = standardize(train_x, test_x)
     # For wide features both the linear probe and the neighbours need test @ train.T: compute it once.
     cross = test_x @ train_x.T if _use_row_space(train_x) else None
     linear_pred, wd, val_acc = linear_probe(train_x, train_y, test_x, num_classes, seed=seed, cross=cross)

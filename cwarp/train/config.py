@@ -1,7 +1,7 @@
 """cwarp-train's settings: frozen dataclasses, one validation, the parser, config files.
 
-A run's config is a ``RunConfig`` of six groups (data, optimisation, BYOL,
-negatives, views, bookkeeping) plus the method, backbone, seed, device and
+A run's config is a ``RunConfig`` of seven groups (data, optimisation, BYOL,
+negatives, views, bookkeeping, evaluation) plus the method, backbone, seed, device and
 precision. Every field carries its command-line help, so ``build_parser``
 derives the whole ``cwarp-train`` parser from the dataclasses, and
 ``validate`` is the one place that checks values. Checkpoints and
@@ -22,10 +22,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple
 
-from cwarp._constants import FORMATS
+from cwarp._constants import FORMATS, KNN_K, KNN_TEMPERATURE
 
 __all__ = ["RunConfig", "DataConfig", "OptimConfig", "ByolConfig", "NegativesConfig", "ViewsConfig",
-           "BookkeepingConfig", "ConfigError", "METHODS", "FORMATS", "ARCHS", "PRECISIONS", "OPTIMIZERS",
+           "BookkeepingConfig", "EvalConfig", "ConfigError", "METHODS", "FORMATS", "ARCHS", "PRECISIONS", "OPTIMIZERS",
            "NEGATIVE_NETWORKS", "NCE_PREDICTIONS", "DEFAULTS", "FORMER_DEFAULTS", "RESUME_MUTABLE", "CONFIG_VERSION",
            "build_parser", "parse_command_line", "config_from_argv", "load_config_file", "validate", "migrate",
            "run_differences", "compact_arch", "resolve_arch", "write_config_files"]
@@ -167,8 +167,31 @@ class BookkeepingConfig:
     tensorboard: bool = _opt(False, "also log to RUN/tb for TensorBoard", action="store_true")
 
 
+@dataclass(frozen=True)
+class EvalConfig:
+    """The online evaluation (cwarp.train.monitor): watching a run learn, without changing what it trains.
+
+    Default sizes: 1,000 held-out images put a kNN accuracy's binomial
+    standard error near one point; a 2,000-image bank gives each of 7
+    classes about 300 candidates, well above k = 20. The k and temperature
+    are cwarp-probe's, so the online figure tracks the final probe's kNN.
+    """
+    eval_every: int = _opt(0, "every N steps and at the last one, score the online backbone by kNN on held-out "
+                              "labelled images and log knn_acc (0: never)", type=int, metavar="N")
+    eval_size: int = _opt(1000, "held-out images scored: the validation split (synthetic, fer2013 PublicTest, "
+                                "imagefolder val/), else training-split images outside --num-train; never the "
+                                "test split", type=int, metavar="N")
+    eval_bank: int = _opt(2000, "training images (a fixed subset drawn with --data-seed) whose features the "
+                                "held-out ones are matched against", type=int, metavar="N")
+    eval_knn_k: int = _opt(KNN_K, "neighbours that vote", type=int, metavar="K")
+    eval_knn_temperature: float = _opt(KNN_TEMPERATURE, "each neighbour's vote is exp(cosine similarity / T)",
+                                       type=float, metavar="T")
+    eval_linear: bool = _opt(False, "also fit cwarp-probe's linear probe on the bank and log linear_acc (slower)",
+                             action="store_true")
+
+
 GROUPS = {"data": DataConfig, "optimisation": OptimConfig, "BYOL": ByolConfig, "negatives": NegativesConfig,
-          "views": ViewsConfig, "bookkeeping": BookkeepingConfig}
+          "views": ViewsConfig, "bookkeeping": BookkeepingConfig, "evaluation": EvalConfig}
 
 
 @dataclass(frozen=True)
@@ -187,6 +210,7 @@ class RunConfig:
     negatives: NegativesConfig = field(default_factory=NegativesConfig)
     views: ViewsConfig = field(default_factory=ViewsConfig)
     bookkeeping: BookkeepingConfig = field(default_factory=BookkeepingConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
 
     def to_flat(self) -> Dict[str, Any]:
         """One key per field (lists for pairs), with config_version: what checkpoints and config.json hold."""
@@ -224,10 +248,11 @@ class RunConfig:
         return self.data.image_size
 
 
-_TOP_FIELDS = [f for f in dataclasses.fields(RunConfig) if f.name not in ("data", "optimisation", "byol",
-                                                                          "negatives", "views", "bookkeeping")]
+# (RunConfig attribute, group class), in GROUPS' order.
 _GROUP_ATTRS = [("data", DataConfig), ("optimisation", OptimConfig), ("byol", ByolConfig),
-                ("negatives", NegativesConfig), ("views", ViewsConfig), ("bookkeeping", BookkeepingConfig)]
+                ("negatives", NegativesConfig), ("views", ViewsConfig), ("bookkeeping", BookkeepingConfig),
+                ("evaluation", EvalConfig)]
+_TOP_FIELDS = [f for f in dataclasses.fields(RunConfig) if f.name not in dict(_GROUP_ATTRS)]
 # flat field name -> group attribute ("" for the top level)
 FIELD_GROUP: Dict[str, str] = {f.name: "" for f in _TOP_FIELDS}
 FIELD_GROUP.update({f.name: attr for attr, klass in _GROUP_ATTRS for f in dataclasses.fields(klass)})
@@ -243,7 +268,7 @@ FORMER_DEFAULTS: Dict[str, Any] = {"nce_on": "both", "negatives_through": "targe
 
 # Fields a resumed run may change; every other field must match the checkpoint.
 RESUME_MUTABLE = {"device", "precision", "resume", "workers", "log_every", "save_every", "progress", "tensorboard",
-                  "out", "data", "skip_corrupt"}
+                  "out", "data", "skip_corrupt", *(f.name for f in dataclasses.fields(EvalConfig))}
 
 
 def compact_arch() -> str:
@@ -366,7 +391,7 @@ def _flatten_sections(path: str, mapping: Mapping[str, Any]) -> Dict[str, Any]:
 
 def load_config_file(path: str) -> Dict[str, Any]:
     """The flat settings of a TOML/YAML/JSON config file (keys as the options, '_' or '-'; fields may sit in
-    [data], [optimisation], [BYOL], [negatives], [views] and [bookkeeping] sections).
+    [data], [optimisation], [BYOL], [negatives], [views], [bookkeeping] and [evaluation] sections).
 
     A run's saved config.json / config.toml loads too: what the trainer derived
     (in_channels, mean, std) and ``resume`` are left out, and one from an older
@@ -481,6 +506,12 @@ def _value_checks(c: Dict[str, Any]) -> Iterable[Tuple[bool, str, str]]:
     yield c["nce_weight"] >= 0, "nce_weight", "expected >= 0"
     yield c["log_every"] >= 1, "log_every", "expected >= 1"
     yield c["save_every"] >= 0, "save_every", "expected >= 0"
+    yield c["eval_every"] >= 0, "eval_every", "expected >= 0 (0: no online evaluation)"
+    yield c["eval_size"] >= 1, "eval_size", "expected >= 1"
+    yield c["eval_bank"] >= 1, "eval_bank", "expected >= 1"
+    yield 1 <= c["eval_knn_k"] <= c["eval_bank"], "eval_knn_k", f"expected in [1, --eval-bank = {c['eval_bank']}]"
+    yield (math.isfinite(c["eval_knn_temperature"]) and c["eval_knn_temperature"] > 0, "eval_knn_temperature",
+           "expected a finite number > 0")
 
 
 def _resolve_method(c: Dict[str, Any]) -> None:

@@ -6,7 +6,8 @@ view's prediction, ``--nce-on p1``), through the fused
 ``cwarp.contrastive_loss``. ``--method byol``: the same pipeline with no
 negatives (the baseline). ``--method supervised``: the same backbone, views,
 optimizer and budget trained with the labels. The methods' losses live in
-``cwarp.train.methods``; this module owns the loop, checkpoints and logging.
+``cwarp.train.methods``, the online evaluation (``--eval-every``) in
+``cwarp.train.monitor``; this module owns the loop, checkpoints and logging.
 Views are rendered by ``cwarp.ContraWarpAugment`` on the training device from
 explicit, seeded generators; ``--resume`` continues bit-for-bit on the CPU.
 Under torchrun, several processes train with DistributedDataParallel.
@@ -245,6 +246,18 @@ def _decoder_chatter_filtered():
                     sys.stderr.write(line)
 
 
+@contextlib.contextmanager
+def _recorded_data_warnings():
+    """Record the warnings raised while reading data (the caller prints each as one line), without the
+    decoders' own chatter and without the warning cwarp.data silences."""
+    from cwarp.data.decode import silence_decoder_deprecation
+
+    with warnings.catch_warnings(record=True) as caught, _decoder_chatter_filtered():
+        warnings.simplefilter("always")
+        silence_decoder_deprecation()
+        yield caught
+
+
 def load_data(cfg: RunConfig):
     """(dataset, images, labels, landmarks) of a run config's training split.
 
@@ -255,8 +268,7 @@ def load_data(cfg: RunConfig):
 
     d = cfg.data
     try:
-        with warnings.catch_warnings(record=True) as caught, _decoder_chatter_filtered():
-            warnings.simplefilter("always")
+        with _recorded_data_warnings() as caught:
             ds = build_dataset(d.format, d.data, "train", d.image_size, num_samples=d.num_train, seed=d.data_seed,
                                skip_corrupt=d.skip_corrupt)
             images, labels, landmarks = ds.tensors()
@@ -326,7 +338,8 @@ def train(cfg: RunConfig, explicit: Optional[Set[str]] = None,
     """Run (or resume) one training job; returns a summary dict.
 
     status is "done" (with already_complete=True when a resumed run had
-    nothing left to do) or "interrupted" (Ctrl-C or SIGTERM; resumable).
+    nothing left to do) or "interrupted" (Ctrl-C or SIGTERM; resumable);
+    eval_seconds is what the online evaluation took (set-up included).
     ``step_hook(step, loss_value)`` is called on rank 0 after each logged step
     (tests use it to interrupt a run).
     """
@@ -382,6 +395,21 @@ class _Run:
         self.loss_count = 0
         self.t_last, self.imgs_since = time.perf_counter(), 0
         self.progress = self.writer = None
+        self.monitor = self._build_monitor(ds) if self.main_rank and self.cfg.evaluation.eval_every else None
+
+    def _build_monitor(self, ds):
+        """The online evaluation's bank and held-out set, made before the first step so a problem stops the run
+        at once (one rank evaluates; the others wait at the next collective)."""
+        from cwarp.train.monitor import OnlineEvaluator
+
+        try:
+            with _recorded_data_warnings() as caught:
+                monitor = OnlineEvaluator(self.cfg, self.images, self.labels, ds.classes, self.device)
+        except (ValueError, OSError, RuntimeError) as e:
+            raise DataError(f"--eval-every: {' '.join(str(e).split())}") from e
+        for w in caught:
+            print(f"cwarp-train: warning: held-out images: {' '.join(str(w.message).split())}", file=sys.stderr)
+        return monitor
 
     def restore(self, state: Dict[str, Any]) -> None:
         if state.get("world_size", 1) != self.info.world_size:
@@ -419,10 +447,24 @@ class _Run:
         if self.writer is not None:
             self.writer.close()
 
+    def _evaluation_missed(self) -> bool:
+        """Whether the step resumed from was due an evaluation that the log lacks (a stop skips it; the
+        restored weights are that step's, so it can be made up)."""
+        step = self.trainer.step
+        if self.monitor is None or step == 0 or not self.monitor.due(step, self.trainer.total_steps):
+            return False
+        if not os.path.exists(self.log_path):
+            return True
+        with open(self.log_path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        return not any(r.get("step") == step and "knn_acc" in r for r in rows)
+
     def loop(self) -> Dict[str, Any]:
         self._open_outputs()
         interrupted = False
         try:
+            if self._evaluation_missed():
+                self._evaluate()
             with StopFlag(announce=self.main_rank) as stop:
                 for epoch in range(self.start[0], self.cfg.optimisation.epochs):
                     first = self.start[1] if epoch == self.start[0] else 0
@@ -434,7 +476,8 @@ class _Run:
         t = self.trainer
         status = "interrupted" if interrupted else "done"
         return {"status": status, "out": self.out, "step": t.step, "total_steps": t.total_steps,
-                "checkpoint": self.ckpt_path, "config": self.cfg}
+                "checkpoint": self.ckpt_path, "config": self.cfg,
+                "eval_seconds": self.monitor.seconds if self.monitor is not None else 0.0}
 
     def _epoch(self, epoch: int, first: int, stop: StopFlag) -> bool:
         """Steps first.. of one epoch; True when a stop was requested before the run's last step."""
@@ -458,6 +501,8 @@ class _Run:
                 stop_now = stop_now or stop.requested   # the hook may have sent a signal
             resume_at = (epoch + 1, 0) if s == last else (epoch, s + 1)
             finished = t.step == t.total_steps
+            if self.monitor is not None and self.monitor.due(t.step, t.total_steps) and (finished or not stop_now):
+                self._evaluate()
             if stop_now and not finished:
                 self._save(resume_at)
                 return True
@@ -465,6 +510,24 @@ class _Run:
             if s == last or (save_every and t.step % save_every == 0):
                 self._save(resume_at)
         return False
+
+    def _evaluate(self) -> None:
+        """One online evaluation, logged; its time is left out of the next images_per_s."""
+        t = self.trainer
+        row = self.monitor.evaluate(t.model.backbone, t.step)
+        row = {"step": row.pop("step"), "epoch": t.step / self.steps_per_epoch, **row}
+        self.t_last += row["eval_seconds"]
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.progress is not None:
+            linear = f", linear {row['linear_acc']:.3f}" if "linear_acc" in row else ""
+            self.progress.write(f"cwarp-train: step {t.step}: online kNN accuracy {row['knn_acc']:.3f}{linear} "
+                                f"on {row['eval_size']} held-out images ({row['eval_seconds']:.1f} s)",
+                                file=sys.stderr)
+        if self.writer is not None:
+            for k in ("knn_acc", "linear_acc", "eval_seconds"):
+                if k in row:
+                    self.writer.add_scalar(f"eval/{k}", row[k], t.step)
 
     def _agree(self, requested: bool) -> bool:
         """Whether any rank was asked to stop."""

@@ -18,8 +18,9 @@ def argv(out, **over):
 
 
 def steps(out):
+    """The training steps logged (the online evaluation's rows are left out)."""
     with open(os.path.join(out, "log.jsonl")) as f:
-        return [json.loads(line)["step"] for line in f]
+        return [row["step"] for row in map(json.loads, f) if "loss" in row]
 
 
 def test_finished_matching_run_is_reused_and_a_changed_one_retrained(tmp_path, capsys):
@@ -66,6 +67,24 @@ def test_loss_plot_marks_a_single_logged_step(tmp_path, monkeypatch):
     path = demo._loss_plot(str(tmp_path / "loss.png"), {"byol": str(run)})
     assert os.path.getsize(path) > 0
     assert len(lines) == 1 and lines[0].get_marker() not in (None, "", "None", " ")
+
+
+def test_demo_runs_evaluate_once_per_epoch_and_the_learning_curve_plots_them(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    assert demo.demo_config("byol", "x")[demo.demo_config("byol", "x").index("--eval-every") + 1] == "11"
+    out = tmp_path / "byol"
+    demo.pretrain(argv(out, eval_size=14, eval_bank=20))     # 8 faces, batches of 4: 2 steps an epoch
+    curve = demo.online_knn(str(out))
+    assert [step for step, _ in curve] == [2, 4] and all(0.0 <= acc <= 1.0 for _, acc in curve)
+    lines = []
+    real_plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda self, *a, **k: lines.append(a) or real_plot(self, *a, **k))
+    demo._loss_plot(str(tmp_path / "loss.png"), {"byol": str(out)})      # the evaluation rows have no loss
+    assert list(lines[0][0]) == [1, 2, 3, 4]
+    path = demo._learning_curve_plot(str(tmp_path / "curve.png"), {"byol": curve, "old run": []})
+    assert os.path.getsize(path) > 0
+    assert list(lines[1][0]) == [2, 4] and list(lines[1][1]) == [100 * acc for _, acc in curve] and len(lines) == 2
 
 
 def test_benchmark_summary_sentence():

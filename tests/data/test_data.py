@@ -153,6 +153,8 @@ def test_fer2013_splits_labels_and_pixels(tmp_path):
     expected = torch.tensor([(0 * 7 + j) % 256 for j in range(48 * 48)], dtype=torch.uint8).view(1, 48, 48)
     assert torch.equal(train[0][0], expected)
     assert build_dataset("fer2013", str(csv), "train", 64).tensors()[0].shape == (2, 1, 64, 64)
+    val = build_dataset("fer2013", str(csv), "val", 48)          # PublicTest: the validation split
+    assert [val.classes[i] for i in val.labels] == ["surprise"]
 
 
 @pytest.mark.parametrize("row, message", [
@@ -217,8 +219,8 @@ def test_build_dataset_rejects_bad_arguments(tmp_path):
         build_dataset("fer2013", str(tmp_path / "nowhere"), "train", 32)
     with pytest.raises(ValueError, match="needs a data path"):
         build_dataset("imagefolder", None, "train", 32)
-    with pytest.raises(ValueError, match="unknown split 'val'"):
-        build_dataset("synthetic", None, "val", 32)
+    with pytest.raises(ValueError, match="unknown split 'valid'"):
+        build_dataset("synthetic", None, "valid", 32)
     with pytest.raises(ValueError, match="image_size 4 is too small"):
         build_dataset("synthetic", None, "train", 4)
     with pytest.raises(ValueError, match="num_samples"):
@@ -231,3 +233,41 @@ def test_num_samples_takes_a_seeded_subset(tmp_path):
     b = build_dataset("rafdb", str(basic), "train", 16, num_samples=3, seed=1)
     assert len(a) == 3 and torch.equal(a.tensors()[0], b.tensors()[0])
     assert len(build_dataset("rafdb", str(basic), "train", 16, num_samples=50)) == 5
+
+
+# ---------------------------------------------------------------- held-out images
+
+def test_synthetic_val_split_shares_no_face_with_train_or_test():
+    val = build_dataset("synthetic", None, "val", 16, num_samples=300)
+    assert len(val) == 300 and set(val.labels.tolist()) == set(range(len(EXPRESSIONS)))
+    flat = {split: build_dataset("synthetic", None, split, 16, num_samples=300).tensors()[0].flatten(1)
+            for split in ("train", "test")}
+    for split, images in flat.items():
+        same = (val.tensors()[0].flatten(1)[:, None] == images[None]).all(-1)
+        assert not same.any(), split
+
+
+def test_rafdb_has_no_val_split_and_imagefolder_reads_val(tmp_path):
+    with pytest.raises(ValueError, match="RAF-DB has no validation split"):
+        build_dataset("rafdb", str(make_rafdb(tmp_path)), "val", 16)
+    root = make_folder(tmp_path / "f", {"train": {"a": [("0.png", "RGB")], "b": [("0.png", "RGB")]},
+                                        "val": {"b": [("1.png", "RGB")]}})
+    val = build_dataset("imagefolder", str(root), "val", 16)
+    assert val.classes == ("a", "b") and val.labels.tolist() == [1]
+
+
+@pytest.mark.parametrize("fmt", ["rafdb", "imagefolder"])
+def test_outside_subset_draws_only_images_the_training_subset_leaves_out(tmp_path, fmt):
+    if fmt == "rafdb":
+        root = make_rafdb(tmp_path, train=(1, 2, 3, 4, 5, 6, 7, 1, 2, 3))
+    else:
+        root = make_folder(tmp_path / "f", {"train": {c: [(f"{i}.png", "RGB") for i in range(5)] for c in "ab"}})
+    train = build_dataset(fmt, str(root), "train", 16, num_samples=6, seed=3)
+    held = build_dataset(fmt, str(root), "train", 16, num_samples=3, seed=3, outside_subset=6)
+    assert len(held) == 3 and not set(held.paths) & set(train.paths)
+    rest = build_dataset(fmt, str(root), "train", 16, seed=3, outside_subset=6)
+    assert sorted(set(rest.paths) | set(train.paths)) == sorted(build_dataset(fmt, str(root), "train", 16).paths)
+    with pytest.raises(ValueError, match="leaves none out"):
+        build_dataset(fmt, str(root), "train", 16, seed=3, outside_subset=10)
+    with pytest.raises(ValueError, match="outside_subset is for rafdb and imagefolder"):
+        build_dataset("synthetic", None, "train", 16, outside_subset=6)

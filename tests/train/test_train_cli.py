@@ -105,6 +105,18 @@ def test_bad_flag_values(tmp_path, extra, match):
     assert match in one_error_line(run(tiny(tmp_path / "run", *extra)))
 
 
+@pytest.mark.parametrize("extra, match", [
+    (["--eval-every", "-1"], "--eval-every: expected >= 0 (0: no online evaluation), got -1"),
+    (["--eval-every", "2", "--eval-size", "0"], "--eval-size: expected >= 1, got 0"),
+    (["--eval-bank", "10", "--eval-knn-k", "11"], "--eval-knn-k: expected in [1, --eval-bank = 10], got 11"),
+    (["--eval-knn-temperature", "0"], "--eval-knn-temperature: expected a finite number > 0, got 0.0"),
+    (["--eval-every", "2.5"], "--eval-every"),
+])
+def test_bad_online_evaluation_values(tmp_path, extra, match):
+    assert match in one_error_line(run(tiny(tmp_path / "run", *extra)))
+    assert not (tmp_path / "run").exists()
+
+
 def test_bad_or_incompatible_checkpoint_on_resume(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

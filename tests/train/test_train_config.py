@@ -26,6 +26,31 @@ def test_every_flag_kept_with_help_and_choices():
     assert tuple(actions["--method"].choices) == C.METHODS
 
 
+def test_online_evaluation_flags_round_trip_through_the_saved_config(tmp_path):
+    actions = {a.option_strings[0]: a for a in C.build_parser()._actions if a.option_strings}
+    for flag in ("--eval-every", "--eval-size", "--eval-bank", "--eval-knn-k", "--eval-knn-temperature",
+                 "--eval-linear"):
+        assert flag in actions and actions[flag].help, flag
+    from cwarp._constants import KNN_K, KNN_TEMPERATURE
+    from cwarp.eval import probe
+
+    ev = C.RunConfig().evaluation
+    assert ev.eval_every == 0 and (ev.eval_knn_k, ev.eval_knn_temperature) == (KNN_K, KNN_TEMPERATURE)
+    assert probe.KNN_K is KNN_K and probe.KNN_TEMPERATURE is KNN_TEMPERATURE     # one copy, cwarp-probe's
+    cfg, explicit = C.parse_command_line(["--out", str(tmp_path / "r"), "--eval-every", "7", "--eval-linear",
+                                          "--eval-knn-k", "5", "--eval-bank", "300"])
+    assert explicit >= {"eval_every", "eval_linear", "eval_knn_k", "eval_bank"}
+    cfg = C.validate(cfg)
+    json_path, toml_path = C.write_config_files(cfg, str(tmp_path / "r"))
+    assert "[evaluation]\neval_every = 7\n" in open(toml_path).read()
+    for path in (json_path, toml_path):
+        loaded = C.validate(C.parse_command_line(["--config", path])[0])
+        assert loaded.evaluation == cfg.evaluation == C.EvalConfig(7, 1000, 300, 5, 0.07, True), path
+    # A checkpoint from before the online evaluation loads with it off.
+    old = {k: v for k, v in cfg.to_flat().items() if not k.startswith("eval_")}
+    assert C.migrate(old).evaluation.eval_every == 0
+
+
 def test_one_copy_of_the_names():
     from cwarp.data.build import FORMATS
     from cwarp.train import methods, models, optim
