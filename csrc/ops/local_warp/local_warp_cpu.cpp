@@ -463,7 +463,7 @@ CWARP_CPU_MULTIVERSION CWARP_NO_VECTORIZE void gather_row(
       }
     }
   }
-  if constexpr (std::is_same_v<scalar_t, uint8_t>) {
+  if constexpr (std::is_same_v<scalar_t, uint8_t> || std::is_same_v<scalar_t, float>) {
     if (sw == 1 && ow == 1) {
       for (; j + 4 <= n; j += 4) {
         const index_t* m = mask + j;
@@ -476,26 +476,12 @@ CWARP_CPU_MULTIVERSION CWARP_NO_VECTORIZE void gather_row(
         const __m128 a = _mm_loadu_ps(w00 + j), b = _mm_loadu_ps(w01 + j), c = _mm_loadu_ps(w10 + j),
                      d = _mm_loadu_ps(w11 + j);
         for (int64_t ch = 0; ch < (kC > 0 ? kC : C); ++ch) {
-          const int32_t px = sample4_adjacent_u8(src + ch * sc, base + j, sh, a, b, c, d);
-          std::memcpy(dst + ch * oc + j, &px, sizeof(px));
-        }
-      }
-    }
-  }
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    if (sw == 1 && ow == 1) {
-      for (; j + 4 <= n; j += 4) {
-        const index_t* m = mask + j;
-        if (C10_UNLIKELY((m[0] & m[1] & m[2] & m[3]) != kAllCorners)) {  // the image's edge
-          for (int64_t k = j; k < j + 4; ++k) {
-            gather_pixel<kC, T>(src, sc, sh, sw, C, dst + k, oc, w00[k], w01[k], w10[k], w11[k], base[k], mask[k]);
+          if constexpr (std::is_same_v<scalar_t, uint8_t>) {
+            const int32_t px = sample4_adjacent_u8(src + ch * sc, base + j, sh, a, b, c, d);
+            std::memcpy(dst + ch * oc + j, &px, sizeof(px));
+          } else {
+            _mm_storeu_ps(dst + ch * oc + j, sample4_adjacent(src + ch * sc, base + j, sh, a, b, c, d));
           }
-          continue;
-        }
-        const __m128 a = _mm_loadu_ps(w00 + j), b = _mm_loadu_ps(w01 + j), c = _mm_loadu_ps(w10 + j),
-                     d = _mm_loadu_ps(w11 + j);
-        for (int64_t ch = 0; ch < (kC > 0 ? kC : C); ++ch) {
-          _mm_storeu_ps(dst + ch * oc + j, sample4_adjacent(src + ch * sc, base + j, sh, a, b, c, d));
         }
       }
     }
