@@ -17,7 +17,7 @@ _BACKENDS = ("auto", "cpp", "torch")
 def warp_points(points: torch.Tensor, params: torch.Tensor, theta: Optional[torch.Tensor] = None, *,
                 kind: str = "translate", backend: str = "auto") -> torch.Tensor:
     """Where source points land in the output of ``local_warp`` with the same
-    params, theta and kind (docs/api.md §warp_points).
+    params, theta and kind (docs/api.md, section 2, "Points").
 
     ``local_warp`` samples its output position p at s = theta (p - D(p)), with
     the warp field D(p) = sum_k w_k(p) d_k. ``warp_points`` inverts that map
