@@ -53,6 +53,7 @@ from cwarp.ops import _checks
 from cwarp.ops.augment_views.api import augment_views
 from cwarp.ops.local_warp.sampling import FACE_LANDMARKS_5, sample_local_warps
 from cwarp.ops.warp_points.api import warp_points
+from cwarp.ops.warp_points.reference import invert_affine
 
 __all__ = ["ContraWarpAugment", "AugmentParams", "Views"]
 
@@ -392,14 +393,7 @@ class ContraWarpAugment(nn.Module):
         # affine, p = A^-1 (s - t), so that the warps land on the eyes, nose
         # and mouth wherever the crop, rotation and flip moved them.
         pts = FACE_LANDMARKS_5.to(gdev).unsqueeze(0).expand(B, -1, -1) if landmarks is None else landmarks
-        a, b_, t0 = theta_pos2[:, 0, 0], theta_pos2[:, 0, 1], theta_pos2[:, 0, 2]
-        c, d, t1 = theta_pos2[:, 1, 0], theta_pos2[:, 1, 1], theta_pos2[:, 1, 2]
-        det = a * d - b_ * c
-        sx = pts[..., 0] - t0[:, None]
-        sy = pts[..., 1] - t1[:, None]
-        px = (d[:, None] * sx - b_[:, None] * sy) / det[:, None]
-        py = (-c[:, None] * sx + a[:, None] * sy) / det[:, None]
-        return torch.stack([px, py], dim=-1)
+        return invert_affine(pts, theta_pos2)
 
     # -------------------------------------------------------------- rendering
 

@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["warp_points", "sampling_map", "solve", "implicit_correction", "warp_displacement",
+__all__ = ["warp_points", "sampling_map", "invert_affine", "solve", "implicit_correction", "warp_displacement",
            "SCAN_STEPS", "SCAN_SAMPLES", "BISECT_STEPS", "GRID_SIDE", "GRID_STARTS", "NEWTON_STEPS", "BACKTRACK_STEPS", "RESIDUAL_TOL"]
 
 # The constants of point_solver.h (kPoint*), by the same names.
@@ -206,7 +206,7 @@ def _affine_parts(theta: Optional[torch.Tensor], like: torch.Tensor):
     return th[:, None, :, :2], th[:, None, :, 2]                                 # (B, 1, 2, 2), (B, 1, 2)
 
 
-def _unaffine(points: torch.Tensor, theta: Optional[torch.Tensor]) -> torch.Tensor:
+def invert_affine(points: torch.Tensor, theta: Optional[torch.Tensor]) -> torch.Tensor:
     """q = theta^-1 s, as invert_affine of warp_math.h (non-finite for a singular theta)."""
     if theta is None:
         return points
@@ -251,7 +251,7 @@ def implicit_correction(solution: torch.Tensor, points: torch.Tensor, params: to
         _, jac = warp_displacement(p, prm.detach(), kind)
         eye = torch.eye(2, dtype=torch.float64, device=p.device)
         inv_j = torch.linalg.inv_ex(eye - jac)[0]
-    v = disp + _unaffine(s, theta)
+    v = disp + invert_affine(s, theta)
     step = (inv_j @ v.unsqueeze(-1)).squeeze(-1)
     return torch.where(finite, step - step.detach(), 0.0)
 
@@ -265,7 +265,7 @@ def warp_points(points: torch.Tensor, params: torch.Tensor, theta: Optional[torc
     if kind not in ("translate", "gaussian"):
         raise ValueError(f"cwarp.reference.warp_points(): unknown kind {kind!r}; expected 'translate' or 'gaussian'")
     prm = params.detach().to(torch.float64)
-    q = _unaffine(points.detach().to(torch.float64), None if theta is None else theta.detach())
+    q = invert_affine(points.detach().to(torch.float64), None if theta is None else theta.detach())
     p = solve(q, prm, kind)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (points, params, theta)):
         p = p + implicit_correction(p, points, params, theta, kind)
