@@ -1,21 +1,24 @@
 """The demo's comparison over several seeds (mean ± std), plus sweeps over the
 number of warped negatives and the warps' size.
 
-    python benchmarks/ablation.py [--seeds 0 1 2] [--quick] [--epochs N] [--num-train N] [--no-sweep]
+    python benchmarks/ablation.py [--seeds 0 1 2] [--jobs 2] [--quick] [--epochs N] [--num-train N] [--no-sweep]
                                   [--negatives N ...] [--warp-sizes RMIN,RMAX:MMIN,MMAX ...]
                                   [--warmup-epochs F] [--crop-scale MIN,MAX] [--rotation DEG]
                                   [--jitter-strength S] [--grayscale-p P] [--json PATH]
 
 Each seed pretrains ContraWarping and BYOL-only with the demo's budget
-(cwarp.apps.demo.DEMO_RECIPE, identical for both), trains the supervised reference
-with the same budget and the labels, and probes the three beside a random
-init and raw pixels on SyntheticFaces' held-out test split. The supervised
-reference shows what that many steps allow at all. The sweeps
-vary one ContraWarping knob at a time (seed 0); a warp size is a radius
-range and a magnitude range together, because a translate warp moves
-content by at most 0.325 r whatever its magnitude. Prints the floors of the
-issue: ContraWarping - BYOL >= 5 points and ContraWarping - random init >= 15
-points (linear-probe accuracy, mean over seeds).
+(cwarp.apps.demo.DEMO_RECIPE), each with cwarp-train's recipe for its
+--method, trains the supervised reference with the same budget and the
+labels, and probes the three beside a random init and raw pixels on
+SyntheticFaces' held-out test split. The supervised reference shows what
+that many steps allow at all. The sweeps vary one ContraWarping knob at a
+time (the first seed); a warp size is a radius range and a magnitude range
+together, because a translate warp moves content by at most 0.325 r
+whatever its magnitude. --jobs N runs N pretrainings side by side, each
+with its share of the threads. Prints the floors and exits 1 when one is
+missed: ContraWarping - BYOL >= 5 points on the mean, ContraWarping ahead
+of BYOL in every seed, and ContraWarping across at least half of the way
+from random init to the supervised reference (linear-probe accuracy).
 """
 from __future__ import annotations
 
@@ -38,16 +41,33 @@ def _ms(values):
     return m, s
 
 
-def run_one(tag, method, seed, recipe_over, out_root, extra=None, baselines=False):
+def pretrain_runs(jobs, parallel):
+    """Pretrain every (out, argv) of jobs: one at a time in this process, or `parallel` worker processes
+    sharing the CPU threads. Stops (exit 130) when Ctrl-C stopped a run."""
+    from cwarp.apps import demo
+
+    if parallel <= 1:
+        statuses = [demo.pretrain(argv, fresh=True)["status"] for _, argv in jobs]
+    else:
+        import concurrent.futures
+        import multiprocessing
+
+        threads = max(1, torch.get_num_threads() // parallel)
+        with concurrent.futures.ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as ex:
+            statuses = list(ex.map(demo.pretrain_in_worker, [argv for _, argv in jobs], [threads] * len(jobs)))
+    for (out, _), status in zip(jobs, statuses):
+        if status != "done":   # Ctrl-C stopped the pretraining: stop the ablation too
+            print(f"ablation: stopped during {out}", file=sys.stderr)
+            raise SystemExit(130)
+
+
+def job(tag, method, seed, recipe_over, out_root, extra=None):
+    """(run folder, cwarp-train arguments) of one pretraining."""
     from cwarp.apps import demo
 
     out = os.path.join(out_root, tag, f"{method}_s{seed}")
-    argv = demo.demo_config(method, out, seed=seed, overrides=recipe_over) + ["--progress", "false"] + (extra or [])
-    res = demo.pretrain(argv, fresh=True)
-    if res["status"] != "done":   # Ctrl-C stopped the pretraining: stop the ablation too
-        print(f"ablation: stopped during {out}", file=sys.stderr)
-        raise SystemExit(130)
-    return out
+    return out, demo.demo_config(method, out, seed=seed, overrides=recipe_over) + ["--progress", "false"] + (
+        extra or [])
 
 
 # The size sweep: (--warp-radius, --warp-magnitude). Shifts of at most about 1, 2.6
@@ -78,9 +98,40 @@ def train_flags(args) -> list:
     return flags
 
 
+# The floors: ContraWarping ahead of BYOL by GAP_FLOOR points on the mean and
+# in every seed, and across SHARE_FLOOR of the way from random init to the
+# supervised reference trained with the same budget.
+GAP_FLOOR = 5.0
+SHARE_FLOOR = 0.5
+
+
+def check_floors(per_seed):
+    """The floors' figures and verdicts from {seed: {representation: accuracy in [0, 1]}}."""
+    pct = {seed: {k: 100 * v for k, v in accs.items()} for seed, accs in per_seed.items()}
+    mean = {k: statistics.fmean(a[k] for a in pct.values()) for k in next(iter(pct.values()))}
+    gap = mean["contrawarp"] - mean["byol"]
+    ahead = {seed: a["contrawarp"] - a["byol"] for seed, a in pct.items()}
+    span = mean["supervised"] - mean["random_init"]
+    share = (mean["contrawarp"] - mean["random_init"]) / span if span > 0 else float("nan")
+    checks = {"gap_vs_byol": gap >= GAP_FLOOR, "ahead_in_every_seed": all(d > 0 for d in ahead.values()),
+              "share_of_supervised_gap": share >= SHARE_FLOOR}
+
+    def verdict(ok):
+        return "met" if ok else "NOT met"
+
+    lines = [f"\nContraWarping - BYOL = {gap:+.1f} points on the mean (floor +{GAP_FLOOR:g}: "
+             f"{verdict(checks['gap_vs_byol'])})",
+             "ContraWarping - BYOL per seed: " + ", ".join(f"seed {s} {d:+.1f}" for s, d in ahead.items())
+             + f" (ahead in every seed: {verdict(checks['ahead_in_every_seed'])})",
+             f"ContraWarping closes {100 * share:.0f} % of the gap from random init to the supervised reference "
+             f"({mean['supervised'] - mean['random_init']:+.1f} points; floor {100 * SHARE_FLOOR:.0f} %: "
+             f"{verdict(checks['share_of_supervised_gap'])})"]
+    return dict(checks, gap=gap, per_seed_gap=ahead, share=share, met=all(checks.values()), lines=lines)
+
+
 def main(argv=None):
     from cwarp.apps import demo
-    from cwarp.train.config import PRECISIONS, ConfigError, config_from_argv
+    from cwarp.train.config import METHODS, PRECISIONS, ConfigError, config_from_argv
     from cwarp.train.trainer import autocast_dtype
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -106,8 +157,12 @@ def main(argv=None):
     g.add_argument("--rotation", type=float, default=None, metavar="DEG")
     g.add_argument("--jitter-strength", type=float, default=None, metavar="S")
     g.add_argument("--grayscale-p", type=float, default=None, metavar="P")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="pretrainings run side by side, each with its share of the CPU threads")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs: expected >= 1, got {args.jobs}")
     over = {}
     if args.quick:
         over = {"num_train": 512, "epochs": 1, "probe_test": 256}
@@ -135,12 +190,16 @@ def main(argv=None):
     probe_kw = dict(image_size=int(recipe["image_size"]), num_train=probe_train,
                     num_test=int(recipe["probe_test"]))
     t0 = time.perf_counter()
+    compare = {(seed, m): job("compare", m, seed, over, args.out, common) for seed in args.seeds for m in METHODS}
+    negative_jobs = [job(f"negatives_{n}", "contrawarp", args.seeds[0], over, args.out, flags + common)
+                     for n, flags in zip(args.negatives, negative_flags)]
+    size_jobs = [job(f"warp_size_{size.replace(':', '_')}", "contrawarp", args.seeds[0], over, args.out,
+                     flags + common) for size, flags in zip(args.warp_sizes, sweep_flags)]
+    pretrain_runs(list(compare.values()) + negative_jobs + size_jobs, args.jobs)
     per_seed = {}
-    arch = None
+    arch = json.load(open(os.path.join(compare[(args.seeds[0], "contrawarp")][0], "config.json")))["arch"]
     for seed in args.seeds:
-        runs = {m: os.path.join(run_one("compare", m, seed, over, args.out, common), "checkpoint.pt")
-                for m in demo.METHODS}
-        arch = json.load(open(os.path.join(os.path.dirname(runs["contrawarp"]), "config.json")))["arch"]
+        runs = {m: os.path.join(compare[(seed, m)][0], "checkpoint.pt") for m in METHODS}
         res = demo.probe_all(runs, arch=arch, seed=seed, **probe_kw)
         per_seed[seed] = {k: v["linear_acc"] for k, v in res.items()}
         print(f"seed {seed}: " + "  ".join(f"{k} {100 * v:.1f}%" for k, v in per_seed[seed].items()), flush=True)
@@ -150,41 +209,31 @@ def main(argv=None):
     print(f"{'representation':<14} {'mean':>6} {'± std':>6}")
     for n, (m, s) in summary.items():
         print(f"{n:<14} {m:>6.1f} {s:>6.1f}")
-    gap_byol = summary["contrawarp"][0] - summary["byol"][0]
-    gap_rand = summary["contrawarp"][0] - summary["random_init"][0]
-    print(f"\nContraWarping - BYOL        = {gap_byol:+.1f} points (floor +5: {'met' if gap_byol >= 5 else 'NOT met'})")
-    print(f"ContraWarping - random init = {gap_rand:+.1f} points (floor +15: {'met' if gap_rand >= 15 else 'NOT met'})")
-    gap_sup = summary["supervised"][0] - summary["random_init"][0]
-    print(f"supervised    - random init = {gap_sup:+.1f} points (the same budget with labels: what it allows at all)")
+    floors = check_floors(per_seed)
+    for line in floors["lines"]:
+        print(line)
 
     sweeps = {}
-    if not args.no_sweep:
-        seed = args.seeds[0]
-        for n, flags in zip(args.negatives, negative_flags):
-            out = run_one(f"negatives_{n}", "contrawarp", seed, over, args.out, flags + common)
-            r = demo.probe_all({"cw": os.path.join(out, "checkpoint.pt")}, arch=arch, seed=seed, baselines=False,
-                               **probe_kw)
-            sweeps[f"num_negatives={n}"] = 100 * r["cw"]["linear_acc"]
-            print(f"sweep num_negatives={n}: {sweeps[f'num_negatives={n}']:.1f}%", flush=True)
-        for size, flags in zip(args.warp_sizes, sweep_flags):
-            out = run_one(f"warp_size_{size.replace(':', '_')}", "contrawarp", seed, over, args.out, flags + common)
-            r = demo.probe_all({"cw": os.path.join(out, "checkpoint.pt")}, arch=arch, seed=seed, baselines=False,
-                               **probe_kw)
-            key = f"warp_radius:magnitude={size}"
-            sweeps[key] = 100 * r["cw"]["linear_acc"]
-            print(f"sweep {key}: {sweeps[key]:.1f}%", flush=True)
+    seed = args.seeds[0]
+    labels = [f"num_negatives={n}" for n in args.negatives] * bool(negative_jobs) + [
+        f"warp_radius:magnitude={size}" for size in args.warp_sizes] * bool(size_jobs)
+    for key, (out, _) in zip(labels, negative_jobs + size_jobs):
+        r = demo.probe_all({"cw": os.path.join(out, "checkpoint.pt")}, arch=arch, seed=seed, baselines=False,
+                           **probe_kw)
+        sweeps[key] = 100 * r["cw"]["linear_acc"]
+        print(f"sweep {key}: {sweeps[key]:.1f}%", flush=True)
     record = {"recipe": recipe, "train_flags": common, "precision": args.precision, "autocast": autocast,
               "seeds": args.seeds,
               "per_seed": per_seed,
               "mean_std": {k: list(v) for k, v in summary.items()},
-              "gap_vs_byol": gap_byol, "gap_vs_random": gap_rand, "supervised_vs_random": gap_sup,
+              "floors": {k: v for k, v in floors.items() if k != "lines"},
               "sweeps": sweeps,
               "seconds": time.perf_counter() - t0}
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(record, f, indent=2)
-    return 0
+    return 0 if floors["met"] else 1
 
 
 if __name__ == "__main__":

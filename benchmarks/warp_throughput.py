@@ -224,8 +224,12 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (the floors are for 2)")
+    ap.add_argument("--contenders", nargs="+", metavar="NAME", default=None,
+                    help="time only these contenders (e.g. 'cwarp cpp' 'reference (eager)'); the floors are then "
+                         "not checked")
     ap.add_argument("--json", metavar="PATH", help="write the rows as JSON")
     args = ap.parse_args(argv)
+    contenders = None if args.contenders is None else set(args.contenders)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -240,15 +244,17 @@ def main(argv=None) -> int:
         cases = [(m, b, s) for m in ("fwd", "fwd+bwd") for s in (64, 112, 224) for b in (1, 64)]
         min_run = 0.5
     for mode, batch, size in cases:
-        bench_case(mode, batch, size, dtype, device, min_run, rows)
+        bench_case(mode, batch, size, dtype, device, min_run, rows, contenders)
         print(f"  ... {mode} B={batch} {size}x{size} done ({time.time() - t0:.0f} s)", file=sys.stderr)
     common.add_speedups(rows, EAGER)
+    if contenders is not None and EAGER not in contenders:
+        print(f"(no speedups: {EAGER!r} was not timed)", file=sys.stderr)
     print(f"cwarp.local_warp throughput: {args.device}, {args.threads} threads, {args.dtype}, K={K}, "
           f"padding={PADDING}, align_corners={ALIGN}; speedup over the eager reference")
     print(common.format_table(rows))
     extra = {}
     floors_met = True
-    if device.type == "cpu" and dtype == torch.float32:
+    if device.type == "cpu" and dtype == torch.float32 and contenders is None:
         print()
         floors, floors_met = floor_report(rows)
         print("\n".join(floors))

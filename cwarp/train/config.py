@@ -26,7 +26,8 @@ from cwarp._constants import FORMATS, KNN_K, KNN_TEMPERATURE
 
 __all__ = ["RunConfig", "DataConfig", "OptimConfig", "ByolConfig", "NegativesConfig", "ViewsConfig",
            "BookkeepingConfig", "EvalConfig", "ConfigError", "METHODS", "FORMATS", "ARCHS", "PRECISIONS", "OPTIMIZERS",
-           "NEGATIVE_NETWORKS", "NCE_PREDICTIONS", "DEFAULTS", "FORMER_DEFAULTS", "RESUME_MUTABLE", "CONFIG_VERSION",
+           "NEGATIVE_NETWORKS", "NCE_PREDICTIONS", "WARP_KINDS", "DEFAULTS", "METHOD_DEFAULTS", "defaults_for",
+           "FORMER_DEFAULTS", "RESUME_MUTABLE", "CONFIG_VERSION",
            "build_parser", "parse_command_line", "config_from_argv", "load_config_file", "validate", "migrate",
            "run_differences", "compact_arch", "resolve_arch", "write_config_files"]
 
@@ -42,6 +43,8 @@ NEGATIVE_NETWORKS = ("target", "online")
 # (also p2 -> z1, where they share the anchor's own global view, so p2 beats
 # them without seeing any warp).
 NCE_PREDICTIONS = ("p1", "both")
+# cwarp.local_warp's kinds (cwarp.ops._checks.KINDS; this module imports no torch).
+WARP_KINDS = ("translate", "gaussian")
 AUTO_ARCH = "auto"
 # The version of the flat config written into checkpoints and config.json.
 CONFIG_VERSION = 2
@@ -126,10 +129,14 @@ class NegativesConfig:
     num_negatives: int = _opt(2, "warped negatives per image (contrawarp)", type=int)
     warps_per_negative: int = _opt(4, "local warps in each negative", type=int)
     warp_magnitude: Tuple[float, float] = _opt(
-        (0.05, 0.15), "displacement |d| of each local warp, in view units (2 = the view's width); a translate warp "
+        (0.15, 0.3), "displacement |d| of each local warp, in view units (2 = the view's width); a translate warp "
                       "moves content by at most m (r^2 / (r^2 + m^2))^2 <= 0.325 r, so beyond r / sqrt(3) a larger "
                       "m moves it less: raise --warp-radius for larger warps", **PAIR)
-    warp_radius: Tuple[float, float] = _opt((0.15, 0.35), "radius r of each local warp, in view units", **PAIR)
+    warp_radius: Tuple[float, float] = _opt((0.4, 0.6), "radius r of each local warp, in view units", **PAIR)
+    warp_kind: str = _opt("translate", "the local warp's weight (docs/api.md): translate moves content inside a disc "
+                                       "and folds at its trailing rim unless |d| >~ 0.6 r; gaussian moves content by "
+                                       "up to |d| with a smooth fall-off and does not fold below |d| = 1.65 r",
+                          choices=WARP_KINDS)
     tau: float = _opt(0.2, "InfoNCE temperature", type=float)
     byol_weight: float = _opt(1.0, "weight of the BYOL term", type=float)
     nce_weight: float = _opt(1.0, "weight of the InfoNCE term", type=float)
@@ -147,9 +154,9 @@ class NegativesConfig:
 
 @dataclass(frozen=True)
 class ViewsConfig:
-    crop_scale: Tuple[float, float] = _opt((0.5, 1.0), "random resized crop: fraction of the image area", **PAIR)
-    rotation: float = _opt(10.0, "random rotation in [-DEG, DEG] degrees", type=float, metavar="DEG")
-    jitter_strength: float = _opt(1.0, "colour jitter: brightness/contrast S*0.4, saturation S*0.2, hue S*0.1 "
+    crop_scale: Tuple[float, float] = _opt((0.8, 1.0), "random resized crop: fraction of the image area", **PAIR)
+    rotation: float = _opt(5.0, "random rotation in [-DEG, DEG] degrees", type=float, metavar="DEG")
+    jitter_strength: float = _opt(0.5, "colour jitter: brightness/contrast S*0.4, saturation S*0.2, hue S*0.1 "
                                        "(0: none)", type=float, metavar="S")
     grayscale_p: float = _opt(0.2, "probability of a grayscale view", type=float)
     # Set by the trainer from ContraWarpAugment; the probe normalizes with them.
@@ -204,6 +211,9 @@ class RunConfig:
     device: str = _opt("cpu", "training device", choices=DEVICES)
     precision: str = _opt("auto", "autocast dtype of the networks; auto: bf16 on CUDA, fp32 on the CPU (bf16 "
                                   "there is opt-in)", choices=PRECISIONS)
+    reuse_freed_memory: bool = _opt(True, "keep host memory freed by a step for the next one instead of returning "
+                                          "it to the OS, which makes every CPU step fault its buffers in anew "
+                                          "(glibc's malloc; elsewhere no effect) (true/false)", type=_bool)
     data: DataConfig = field(default_factory=DataConfig)
     optimisation: OptimConfig = field(default_factory=OptimConfig)
     byol: ByolConfig = field(default_factory=ByolConfig)
@@ -260,15 +270,35 @@ FIELD_KIND: Dict[str, str] = {f.name: _kind(str(f.type)) for f in _TOP_FIELDS}
 FIELD_KIND.update({f.name: _kind(str(f.type)) for _, klass in _GROUP_ATTRS for f in dataclasses.fields(klass)})
 DERIVED = {f.name for _, klass in _GROUP_ATTRS for f in dataclasses.fields(klass) if f.metadata.get("derived")}
 
-# The default recipe, flat.
+# The default recipe, flat: ContraWarping's.
 DEFAULTS: Dict[str, Any] = {k: v for k, v in RunConfig().to_flat().items() if k != "config_version"}
 
+# Where another method's recipe differs from DEFAULTS. Each method gets the
+# global views it learns best from (chosen on the validation faces; see
+# docs/experiments.md, "The recipe"): BYOL needs strong views, because with
+# mild ones its two views agree on identity alone; the labels learn best from
+# the faces as they are, flipped at most.
+METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "contrawarp": {},
+    "byol": {"crop_scale": (0.5, 1.0), "rotation": 10.0, "jitter_strength": 1.0},
+    "supervised": {"crop_scale": (1.0, 1.0), "rotation": 0.0, "jitter_strength": 0.0, "grayscale_p": 0.0},
+}
+
+
+def defaults_for(method: str) -> Dict[str, Any]:
+    """The flat defaults of one method's recipe: DEFAULTS with its METHOD_DEFAULTS."""
+    return {**DEFAULTS, **METHOD_DEFAULTS.get(method, {})}
+
+
 # Fields whose default changed: a saved config without them ran with these values.
-FORMER_DEFAULTS: Dict[str, Any] = {"nce_on": "both", "negatives_through": "target"}
+FORMER_DEFAULTS: Dict[str, Any] = {"nce_on": "both", "negatives_through": "target", "crop_scale": (0.5, 1.0),
+                                   "rotation": 10.0, "jitter_strength": 1.0, "warp_radius": (0.15, 0.35),
+                                   "warp_magnitude": (0.05, 0.15)}
 
 # Fields a resumed run may change; every other field must match the checkpoint.
-RESUME_MUTABLE = {"device", "precision", "resume", "workers", "log_every", "save_every", "progress", "tensorboard",
-                  "out", "data", "skip_corrupt", *(f.name for f in dataclasses.fields(EvalConfig))}
+RESUME_MUTABLE = {"device", "precision", "reuse_freed_memory", "resume", "workers", "log_every", "save_every",
+                  "progress", "tensorboard", "out", "data", "skip_corrupt",
+                  *(f.name for f in dataclasses.fields(EvalConfig))}
 
 
 def compact_arch() -> str:
@@ -301,11 +331,18 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _text(value: Any) -> str:
+    return ",".join(f"{x:g}" for x in value) if isinstance(value, tuple) else f"{value:g}" if isinstance(
+        value, float) else str(value)
+
+
 def _add_field(group, f: dataclasses.Field, suppress: bool) -> None:
     meta = dict(f.metadata)
     kw = {k: meta[k] for k in ("type", "choices", "metavar", "action") if k in meta}
     default = f.default if not isinstance(f.default, tuple) else ",".join(str(x) for x in f.default)
-    group.add_argument(_flag(f.name), dest=f.name, help=meta["help"],
+    others = [f"--method {m}: {_text(d[f.name])}" for m, d in METHOD_DEFAULTS.items() if f.name in d]
+    help_text = meta["help"] + (f" ({'; '.join(others)}; otherwise the default below)" if others else "")
+    group.add_argument(_flag(f.name), dest=f.name, help=help_text,
                        default=argparse.SUPPRESS if suppress else default, **kw)
 
 
@@ -346,7 +383,8 @@ def parse_command_line(argv: Optional[Sequence[str]] = None) -> Tuple[RunConfig,
     given = vars(build_parser(suppress_defaults=True).parse_args(argv))
     path = given.pop("config", None)
     from_file = load_config_file(path) if path else {}
-    flat = {**DEFAULTS, **from_file, **_pairs_to_tuples(given)}
+    method = given.get("method", from_file.get("method", DEFAULTS["method"]))
+    flat = {**defaults_for(method), **from_file, **_pairs_to_tuples(given)}
     return RunConfig.from_flat(flat), set(from_file) | set(given)
 
 
@@ -479,6 +517,7 @@ def _value_checks(c: Dict[str, Any]) -> Iterable[Tuple[bool, str, str]]:
     yield c["optimizer"] in OPTIMIZERS, "optimizer", f"expected one of {OPTIMIZERS}"
     yield c["negatives_through"] in NEGATIVE_NETWORKS, "negatives_through", f"expected one of {NEGATIVE_NETWORKS}"
     yield c["nce_on"] in NCE_PREDICTIONS, "nce_on", f"expected one of {NCE_PREDICTIONS}"
+    yield c["warp_kind"] in WARP_KINDS, "warp_kind", f"expected one of {WARP_KINDS}"
     yield c["arch"] in (AUTO_ARCH,) + ARCHS, "arch", f"expected one of {(AUTO_ARCH,) + ARCHS}"
     yield c["image_size"] >= 16, "image_size", "expected >= 16"
     yield c["epochs"] >= 1, "epochs", "expected >= 1"

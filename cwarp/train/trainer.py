@@ -32,6 +32,7 @@ from torch import nn
 from cwarp.train import checkpoint as ckpt
 from cwarp.train import distributed as cdist
 from cwarp.train.config import AUTO_ARCH, RESUME_MUTABLE, ConfigError, RunConfig, migrate, validate, write_config_files
+from cwarp.train.host_memory import keep_freed_memory
 from cwarp.train.methods import build_method, warp_accuracy
 from cwarp.train.optim import WarmupCosine, build_optimizer
 
@@ -88,7 +89,7 @@ def build_augment(cfg: RunConfig, num_negatives: Optional[int] = None):
         brightness=0.4 * s, contrast=0.4 * s, saturation=0.2 * s, hue=0.1 * s, grayscale_p=v.grayscale_p,
         num_negatives=n.num_negatives if num_negatives is None else num_negatives,
         warps_per_negative=n.warps_per_negative, warp_radius=tuple(n.warp_radius),
-        warp_magnitude=tuple(n.warp_magnitude))
+        warp_magnitude=tuple(n.warp_magnitude), kind=n.warp_kind)
 
 
 class Trainer:
@@ -351,6 +352,7 @@ def train(cfg: RunConfig, explicit: Optional[Set[str]] = None,
                 "total_steps": int(state["step"]), "checkpoint": ckpt_path, "config": cfg}
     if cfg.data.workers:
         torch.set_num_threads(cfg.data.workers)
+    keep_freed_memory(cfg.reuse_freed_memory)
     device = torch.device(cfg.device)
     info = cdist.init_from_env(device.type)
     if device.type == "cuda":

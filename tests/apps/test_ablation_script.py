@@ -12,7 +12,7 @@ def no_pretraining(script, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a pretraining started before the arguments were checked")
 
-    monkeypatch.setattr(script, "run_one", refuse)
+    monkeypatch.setattr(script, "pretrain_runs", refuse)
 
 
 def test_train_flags_pass_only_what_was_given(script):
@@ -53,3 +53,31 @@ def test_warp_size_flags(script):
 def test_default_sweeps_pass_the_checks(script, no_pretraining):
     with pytest.raises(AssertionError, match="a pretraining started"):
         script.main(["--seeds", "0"])
+
+
+def _seed(cw, byol, sup, rand=0.15):
+    return dict(contrawarp=cw, byol=byol, supervised=sup, random_init=rand, raw_pixels=0.2)
+
+
+def test_floors_met_and_each_one_missed(script):
+    met = script.check_floors({0: _seed(0.30, 0.17, 0.35), 1: _seed(0.28, 0.20, 0.33)})
+    assert met["met"] and met["gap"] == pytest.approx(10.5) and met["share"] == pytest.approx(14 / 19)
+    assert any("ahead in every seed: met" in line for line in met["lines"])
+    # +5.3 on the mean, but behind in seed 1.
+    behind = script.check_floors({0: _seed(0.32, 0.17, 0.35), 1: _seed(0.19, 0.23, 0.33)})
+    assert behind["gap_vs_byol"] and not behind["ahead_in_every_seed"] and not behind["met"]
+    # Ahead in every seed by 5+, but a third of the way to the supervised reference.
+    short = script.check_floors({0: _seed(0.25, 0.18, 0.45), 1: _seed(0.24, 0.18, 0.45)})
+    assert short["gap_vs_byol"] and short["ahead_in_every_seed"] and not short["share_of_supervised_gap"]
+    assert any("floor 50 %: NOT met" in line for line in short["lines"])
+    close = script.check_floors({0: _seed(0.22, 0.18, 0.30)})
+    assert not close["gap_vs_byol"] and any("floor +5: NOT met" in line for line in close["lines"])
+
+
+def test_side_by_side_pretrainings_finish_each_run(script, tmp_path):
+    jobs = [script.job("compare", m, 0, {"num_train": 64, "epochs": 1, "image_size": 16, "batch_size": 32},
+                       str(tmp_path)) for m in ("byol", "supervised")]
+    jobs = [(out, argv + ["--hidden-dim", "32", "--proj-dim", "16", "--eval-every", "0"]) for out, argv in jobs]
+    script.pretrain_runs(jobs, parallel=2)
+    for out, _ in jobs:
+        assert (tmp_path / "compare" / out.split("/")[-1] / "checkpoint.pt").exists()

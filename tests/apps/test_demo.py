@@ -6,18 +6,18 @@ from cwarp.apps import demo
 
 def test_demo_runs_every_method_and_writes_summary_and_plots(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert demo.main(["--skip-benchmark", "--epochs", "1", "--num-train", "256", "--probe-test", "128",
-                      "--image-size", "16", "--out", str(out)]) == 0
+    assert demo.main(["--skip-benchmark", "--supervised", "--epochs", "1", "--num-train", "256", "--probe-test",
+                      "128", "--image-size", "16", "--out", str(out)]) == 0
     summary = json.load(open(out / "summary.json"))
-    names = set(demo.METHODS) | {"random_init", "raw_pixels"}
+    names = set(demo.DEMO_METHODS) | {"supervised", "random_init", "raw_pixels"}
     assert set(summary["linear_acc"]) == names
     assert all(0.0 <= a <= 1.0 for a in summary["linear_acc"].values())
     assert summary["n_test"]["contrawarp"] == 128 and summary["autocast"] == "fp32"
     for plot in ("loss_curves.png", "learning_curves.png", "accuracy.png", "views.png"):
         assert (out / plot).stat().st_size > 0 and plot in summary["plots"]
-    # 256 faces in batches of 128: 2 steps, one epoch, so one online evaluation, at the last step.
-    assert set(summary["online_knn"]) == set(demo.METHODS)
+    # 256 faces in batches of 32: 8 steps, one epoch, so one online evaluation, at the last step.
+    assert set(summary["online_knn"]) == names - {"random_init", "raw_pixels"}
     for method, points in summary["online_knn"].items():
-        assert [step for step, _ in points] == [2] and 0.0 <= points[0][1] <= 1.0, method
+        assert [step for step, _ in points] == [8] and 0.0 <= points[0][1] <= 1.0, method
         assert summary["timings"][f"online_eval_{method}_s"] > 0
     assert "supervised" in capsys.readouterr().out

@@ -72,7 +72,7 @@ def test_loss_plot_marks_a_single_logged_step(tmp_path, monkeypatch):
 def test_demo_runs_evaluate_once_per_epoch_and_the_learning_curve_plots_them(tmp_path, monkeypatch):
     import matplotlib.axes
 
-    assert demo.demo_config("byol", "x")[demo.demo_config("byol", "x").index("--eval-every") + 1] == "11"
+    assert demo.demo_config("byol", "x")[demo.demo_config("byol", "x").index("--eval-every") + 1] == "48"
     out = tmp_path / "byol"
     demo.pretrain(argv(out, eval_size=14, eval_bank=20))     # 8 faces, batches of 4: 2 steps an epoch
     curve = demo.online_knn(str(out))
@@ -104,8 +104,24 @@ def test_table_and_meaning():
     assert table[0].split() == ["representation", "linear", "acc", "vs", "BYOL", "vs", "random", "init"]
     cw = next(line for line in table if line.startswith("contrawarp")).split()
     assert cw == ["contrawarp", "16.0%", "+1.0", "+1.0"]
-    meaning = demo._meaning(results, demo.DEMO_RECIPE, 33)
-    assert "1400 held-out" in meaning and "about 1.9 points" in meaning and "33 steps" in meaning
+    meaning = demo._meaning(results, demo.DEMO_RECIPE, 336)
+    assert meaning.startswith("After 336 steps of pretraining") and "1,400 held-out" in meaning
+    assert "16.0% (chance 14.3%), +1.0 points against BYOL and +1.0 points against a random init" in meaning
+    assert "gaps under 1.9 points" in meaning and ". " not in meaning   # one sentence
+
+
+def test_the_demo_pretrains_two_methods_and_the_reference_on_request(monkeypatch, tmp_path):
+    trained = []
+
+    def fake_pretrain(argv, fresh=False):
+        trained.append(argv[argv.index("--method") + 1])
+        return {"status": "done", "out": argv[argv.index("--out") + 1]}
+
+    monkeypatch.setattr(demo, "pretrain", fake_pretrain)
+    for flags, expected in (([], ["contrawarp", "byol"]), (["--supervised"], ["contrawarp", "byol", "supervised"])):
+        trained.clear()
+        args = demo._parser().parse_args(["--out", str(tmp_path)] + flags)
+        assert list(demo._pretrain_all(args, {}, demo.DEMO_RECIPE)) == expected == trained
 
 
 def test_views_figure_is_previews(tmp_path, monkeypatch):
@@ -124,3 +140,21 @@ def test_views_figure_is_previews(tmp_path, monkeypatch):
 @pytest.mark.parametrize("flag", ["--fresh", "--skip-benchmark"])
 def test_demo_flags_exist(flag):
     assert flag in demo._parser().format_help()
+
+
+def test_the_demo_times_cwarp_against_the_eager_reference_only(monkeypatch):
+    import subprocess
+
+    calls = []
+    real_run = subprocess.run
+
+    def spy(cmd, **kwargs):
+        calls.append(cmd)
+        return real_run(cmd, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", spy)
+    sentence = demo.run_benchmark()
+    assert sentence.startswith("cwarp warps images ") and "faster than the eager PyTorch pipeline" in sentence
+    assert "with the backward pass" in sentence
+    cmd = calls[0]
+    assert cmd[cmd.index("--contenders") + 1:cmd.index("--json")] == [demo.CWARP_CPP, demo.EAGER_REFERENCE]

@@ -278,7 +278,16 @@ def test_global_view_options_reach_the_augmentation():
     plain = T.build_augment(C.validate(C.parse_command_line(tiny_args("unused", "--jitter-strength", "0"))[0]))
     assert plain.brightness == (1.0, 1.0) and plain.hue == (0.0, 0.0)
     default = T.build_augment(C.validate(C.parse_command_line(tiny_args("unused"))[0]))
-    assert default.rotation == (-10.0, 10.0) and default.brightness == pytest.approx((0.6, 1.4))
+    assert default.rotation == (-5.0, 5.0) and default.brightness == pytest.approx((0.8, 1.2))
+    assert default.crop_scale == (0.8, 1.0) and default.warp_radius == (0.4, 0.6)
+
+
+def test_warp_kind_reaches_the_augmentation():
+    default = T.build_augment(C.validate(C.parse_command_line(tiny_args("unused"))[0]))
+    gaussian = T.build_augment(C.validate(C.parse_command_line(tiny_args("unused", "--warp-kind", "gaussian"))[0]))
+    assert default.kind == "translate" and gaussian.kind == "gaussian"
+    with pytest.raises(C.ConfigError, match="--warp-kind: expected one of"):
+        C.validate(C.RunConfig().replace(out="x", warp_kind="swirl"))
 
 
 def test_precision_resolution():

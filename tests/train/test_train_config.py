@@ -58,6 +58,8 @@ def test_one_copy_of_the_names():
     assert C.FORMATS is FORMATS
     assert models.ARCHS is C.ARCHS and optim.OPTIMIZERS is C.OPTIMIZERS
     assert tuple(methods.METHOD_CLASSES) == C.METHODS
+    from cwarp.ops._checks import KINDS
+    assert C.WARP_KINDS == KINDS
 
 
 def test_groups_are_frozen_and_flat_round_trips():
@@ -65,7 +67,7 @@ def test_groups_are_frozen_and_flat_round_trips():
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.optimisation.lr = 1.0
     flat = cfg.to_flat()
-    assert flat["lr"] == 2e-3 and flat["warp_radius"] == [0.15, 0.35] and flat["config_version"] == C.CONFIG_VERSION
+    assert flat["lr"] == 2e-3 and flat["warp_radius"] == [0.4, 0.6] and flat["config_version"] == C.CONFIG_VERSION
     assert C.RunConfig.from_flat(flat) == cfg
     changed = cfg.replace(lr=0.5, warp_radius=[0.2, 0.4])
     assert changed.optimisation.lr == 0.5 and changed.negatives.warp_radius == (0.2, 0.4)
@@ -143,3 +145,36 @@ def test_run_differences_ignore_what_a_resume_may_change():
     a = C.validate(C.RunConfig().replace(out="a"))
     assert C.run_differences(a, a.replace(out="b", device="cpu", log_every=3, in_channels=3)) == {}
     assert C.run_differences(a, a.replace(lr=0.1)) == {"lr": (a.optimisation.lr, 0.1)}
+
+
+def test_each_method_gets_its_own_defaults_and_explicit_values_win(tmp_path):
+    def views(argv):
+        v = C.parse_command_line(["--out", "x"] + argv)[0].views
+        return v.crop_scale, v.rotation, v.jitter_strength
+
+    mild, strong = ((0.8, 1.0), 5.0, 0.5), ((0.5, 1.0), 10.0, 1.0)
+    assert views([]) == views(["--method", "contrawarp"]) == mild
+    assert views(["--method", "supervised"]) == ((1.0, 1.0), 0.0, 0.0)
+    assert views(["--method", "byol"]) == strong
+    assert views(["--method", "byol", "--rotation", "3"]) == ((0.5, 1.0), 3.0, 1.0)
+    # The method may come from a config file; its values and the flags still win over the method's defaults.
+    path = tmp_path / "byol.toml"
+    path.write_text('method = "byol"\n[views]\njitter_strength = 0.7\n')
+    assert views(["--config", str(path)]) == ((0.5, 1.0), 10.0, 0.7)
+    assert views(["--config", str(path), "--crop-scale", "0.9,1"]) == ((0.9, 1.0), 10.0, 0.7)
+    for method, changes in C.METHOD_DEFAULTS.items():
+        assert set(changes) <= set(C.DEFAULTS), method
+        assert C.defaults_for(method) == {**C.DEFAULTS, **changes}
+
+
+def test_help_names_the_defaults_that_differ_by_method():
+    text = " ".join(C.build_parser().format_help().split())
+    assert "(--method byol: 0.5,1; --method supervised: 1,1; otherwise the default below)" in text
+
+
+def test_a_version_1_config_without_the_view_fields_ran_with_the_former_views():
+    old = {k: v for k, v in C.DEFAULTS.items()
+           if k not in ("crop_scale", "rotation", "jitter_strength", "warp_radius", "warp_magnitude")}
+    cfg = C.migrate(old)
+    assert cfg.views.crop_scale == (0.5, 1.0) and cfg.views.rotation == 10.0 and cfg.views.jitter_strength == 1.0
+    assert cfg.negatives.warp_radius == (0.15, 0.35) and cfg.negatives.warp_magnitude == (0.05, 0.15)

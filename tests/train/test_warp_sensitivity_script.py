@@ -62,9 +62,10 @@ def test_rows(script, runs, tmp_path, capsys):
 
 def test_wider_warps_move_more(script, runs):
     kw = dict(faces=16, num_negatives=1, warps_per_negative=2)
-    small = script.measure(str(runs["supervised"]), **kw)
+    default = script.measure(str(runs["supervised"]), **kw)
+    assert default["warp_radius"] == list(DEFAULTS["warp_radius"])   # the run's own warps
+    small = script.measure(str(runs["supervised"]), warp_radius=[0.15, 0.35], warp_magnitude=[0.05, 0.15], **kw)
     wide = script.measure(str(runs["supervised"]), warp_radius=[0.4, 0.6], warp_magnitude=[0.15, 0.3], **kw)
-    assert small["warp_radius"] == list(DEFAULTS["warp_radius"])
     assert wide["warp_radius"] == [0.4, 0.6] and wide["warp_magnitude"] == [0.15, 0.3]
     assert wide["displacement_px"] > 1.5 * small["displacement_px"]
     assert wide["pixels_warp"] > small["pixels_warp"]
