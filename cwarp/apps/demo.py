@@ -11,9 +11,10 @@ On a CPU, with nothing downloaded, it
 3. probes them, plus a randomly initialized backbone and raw pixels, with a
    linear classifier on frozen features (train split -> test split);
 4. prints one table and what it means, and writes results/demo/summary.json,
-   loss_curves.png, learning_curves.png (the online kNN accuracy on held-out
-   faces that cwarp-train --eval-every logs once per epoch), accuracy.png and
-   views.png.
+   loss_curves.png (with ContraWarping's warp_acc: whether the network tells
+   a view from its warped copies), learning_curves.png (the online kNN
+   accuracy on held-out faces that cwarp-train --eval-every logs once per
+   epoch), accuracy.png and views.png.
 
 Finished pretrainings whose settings match are reused when the demo runs
 again, and one stopped half-way (Ctrl-C) resumes; ``--fresh`` starts over.
@@ -232,21 +233,36 @@ def _meaning(results: Dict[str, dict], recipe: dict, steps: Optional[int]) -> st
 
 
 def _loss_plot(path: str, run_dirs: Dict[str, str]) -> str:
+    """Training loss per method, and beside it ContraWarping's warp_acc: how often the online network ranks
+    view 2 above every warped copy of it (whether the method has started)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (ax, ax_warp) = plt.subplots(1, 2, figsize=(11, 4))
+    chance = None
     for name, d in run_dirs.items():
         with open(os.path.join(d, "log.jsonl")) as f:
             rows = [r for r in map(json.loads, filter(str.strip, f)) if "loss_avg" in r]   # not the eval rows
         # Markers: a run with a single logged step still shows a point.
         ax.plot([r["step"] for r in rows], [r["loss_avg"] for r in rows], "o-", markersize=3, label=name)
+        warp = [r for r in rows if "warp_acc" in r]
+        if warp:
+            ax_warp.plot([r["step"] for r in warp], [100 * r["warp_acc"] for r in warp], "o-", markersize=3,
+                         label=name)
+            with open(os.path.join(d, "config.json")) as f:
+                chance = 100 / (1 + int(json.load(f)["num_negatives"]))
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_title("Training loss (each method on its own objective)")
     ax.legend()
+    if chance is not None:
+        ax_warp.axhline(chance, ls="--", c="k", lw=0.8, label="chance")
+        ax_warp.legend()
+    ax_warp.set_xlabel("step")
+    ax_warp.set_ylabel("warp_acc (%)")
+    ax_warp.set_title("View 2 ranked above its warped copies")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

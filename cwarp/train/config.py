@@ -273,11 +273,11 @@ DERIVED = {f.name for _, klass in _GROUP_ATTRS for f in dataclasses.fields(klass
 # The default recipe, flat: ContraWarping's.
 DEFAULTS: Dict[str, Any] = {k: v for k, v in RunConfig().to_flat().items() if k != "config_version"}
 
-# Where another method's recipe differs from DEFAULTS. Each method gets the
-# global views it learns best from (chosen on the validation faces; see
-# docs/experiments.md, "The recipe"): BYOL needs strong views, because with
-# mild ones its two views agree on identity alone; the labels learn best from
-# the faces as they are, flipped at most.
+# Where another method's recipe differs from DEFAULTS: each method gets the
+# global views it learns best from (docs/experiments.md, "The recipe at the
+# demo's budget"). BYOL keeps the strong views: with mild ones its two views
+# agree on identity alone. The labels learn best from the faces as they are,
+# flipped at most.
 METHOD_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "contrawarp": {},
     "byol": {"crop_scale": (0.5, 1.0), "rotation": 10.0, "jitter_strength": 1.0},

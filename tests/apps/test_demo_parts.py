@@ -69,6 +69,28 @@ def test_loss_plot_marks_a_single_logged_step(tmp_path, monkeypatch):
     assert len(lines) == 1 and lines[0].get_marker() not in (None, "", "None", " ")
 
 
+def test_loss_plot_shows_contrawarp_warp_accuracy_against_its_chance(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    runs = {}
+    for name, extra in (("contrawarp", {"warp_acc": 0.5}), ("byol", {})):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"num_negatives": 2 if extra else 0}))
+        (run / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss_avg": 1.0, **extra}) + "\n"
+                                               for s in (5, 10)))
+        runs[name] = str(run)
+    plotted, hlines = [], []
+    real_plot, real_axhline = matplotlib.axes.Axes.plot, matplotlib.axes.Axes.axhline
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot",
+                        lambda self, *a, **k: plotted.append((self.get_ylabel(), a)) or real_plot(self, *a, **k))
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline",
+                        lambda self, y, *a, **k: hlines.append(y) or real_axhline(self, y, *a, **k))
+    demo._loss_plot(str(tmp_path / "loss.png"), runs)
+    warp = [a for _, a in plotted if list(a[1]) == [50.0, 50.0]]
+    assert len(plotted) == 3 and len(warp) == 1 and hlines == [pytest.approx(100 / 3)]
+
+
 def test_demo_runs_evaluate_once_per_epoch_and_the_learning_curve_plots_them(tmp_path, monkeypatch):
     import matplotlib.axes
 

@@ -38,8 +38,8 @@ def test_a_freed_buffer_is_reused_without_faulting_its_pages_in_again():
     r = json.loads(out.stdout.strip().splitlines()[-1])
     pages = (64 << 20) // 4096
     assert r["took"] is True
-    assert r["default"] >= 2 * pages          # glibc maps and unmaps the buffer every time
-    assert r["kept"] < pages // 16            # the heap's pages are reused
+    assert r["default"] >= 3 * pages          # glibc maps and unmaps the buffer every time
+    assert r["kept"] <= pages                 # the heap's pages are reused (at most one round faults them in)
 
 
 def test_elsewhere_it_reports_that_nothing_changed(monkeypatch):
@@ -70,3 +70,22 @@ def test_train_applies_the_setting(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="stop here"):
         T.train(cfg)
     assert calls == [False]
+
+
+@glibc_only
+def test_training_is_bitwise_the_same_with_and_without_it(tmp_path):
+    import torch
+
+    from cwarp.train.checkpoint import load_checkpoint
+
+    def run(flag):
+        out = tmp_path / flag
+        subprocess.run([sys.executable, "-m", "cwarp.train", "--out", str(out), "--format", "synthetic",
+                        "--arch", "convnet-small", "--image-size", "16", "--num-train", "16", "--batch-size", "8",
+                        "--epochs", "2", "--hidden-dim", "64", "--proj-dim", "32", "--progress", "false",
+                        "--reuse-freed-memory", flag], check=True, capture_output=True)
+        return load_checkpoint(str(out))["model"]
+
+    kept, released = run("true"), run("false")
+    assert kept.keys() == released.keys()
+    assert all(torch.equal(kept[k], released[k]) for k in kept)
