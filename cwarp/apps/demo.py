@@ -40,14 +40,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # The demo's budget: 7 epochs of 1,536 faces in batches of 32, 336 steps per
 # method, sized so that make demo, build included, ends within 15 minutes on
 # 2 CPU cores. Every method gets this budget; the rest of each recipe is
-# cwarp-train's defaults for its --method. See docs/experiments.md ("The
-# recipe") for what this budget shows.
+# cwarp-train's defaults for its --method (docs/experiments.md, "The recipe at
+# the demo's budget"). The online kNN evaluation runs once per epoch (and at
+# the last step) on eval_size held-out faces against eval_bank training faces,
+# sizes that keep its cost within 5 % of the training time
+# (benchmarks/online_eval_cost.py measures it).
 DEMO_RECIPE: Dict[str, object] = dict(image_size=48, num_train=1536, epochs=7, batch_size=32, warmup_epochs=1,
                                       probe_test=1400, eval_bank=128, eval_size=128)
-# The online kNN evaluation runs once per epoch (and at the last step) on
-# eval_size held-out faces against eval_bank training faces: the sizes that
-# keep its cost within 5 % of each method's training time at this budget
-# (benchmarks/online_eval_cost.py measures it).
 # What the demo pretrains; --supervised adds the labelled reference.
 DEMO_METHODS = ("contrawarp", "byol")
 CHANCE = 1 / 7   # seven expression classes
