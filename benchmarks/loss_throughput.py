@@ -25,7 +25,9 @@ in the JSON under "floors"):
   CPU (2 threads, float32): fwd+bwd >= 3x the eager reference at B=256,
   D=256, N=8; in-batch at B=8192, D=128: peak extra memory <= 1/8 of the
   reference's and fwd+bwd no slower than the reference.
-  CUDA: fwd+bwd >= 5x the eager reference at B=1024, D=256, N=8.
+  CUDA: fwd+bwd >= 5x the eager reference at B=1024, D=256, N=8; in-batch
+  at B=8192, D=128: Triton no slower than the CUDA kernel (backend="auto"
+  picks Triton there).
 """
 from __future__ import annotations
 
@@ -188,6 +190,15 @@ def check_floors(rows: List[Row], device: torch.device) -> List[dict]:
 
     if device.type == "cuda":
         speed("fwd+bwd B=1024 D=256 N=8", 5.0, "CUDA fwd+bwd speedup over eager at B=1024 D=256 N=8")
+        # backend="auto" runs in-batch losses on Triton on CUDA: it must be the faster of the two kernels.
+        for mode in ("fwd", "fwd+bwd"):
+            c = f"{mode} B=8192 D=128 N=0 in_batch"
+            cuda_kernel, triton_kernel = _find(rows, c, "cwarp cpp"), _find(rows, c, "cwarp triton")
+            if cuda_kernel is not None and triton_kernel is not None:
+                ratio = cuda_kernel.timing.p50_ms / triton_kernel.timing.p50_ms
+                checks.append(dict(check=f"CUDA in-batch {mode} at B=8192 D=128: Triton (auto's choice) "
+                                         "speedup over the CUDA kernel", measured=round(ratio, 3), floor=1.0,
+                                   ok=ratio >= 1.0))
     else:
         speed("fwd+bwd B=256 D=256 N=8", 3.0, "CPU fwd+bwd speedup over eager at B=256 D=256 N=8")
         case = "fwd+bwd B=8192 D=128 N=0 in_batch"

@@ -25,11 +25,13 @@
 #define CWARP_CEIL ::ceil
 #define CWARP_SQRT ::sqrt
 #define CWARP_EXP ::exp
+#define CWARP_ISFINITE ::isfinite
 #else
 #define CWARP_FLOOR std::floor
 #define CWARP_CEIL std::ceil
 #define CWARP_SQRT std::sqrt
 #define CWARP_EXP std::exp
+#define CWARP_ISFINITE std::isfinite
 #endif
 
 namespace cwarp {
@@ -175,6 +177,17 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void warp_param_grad(
   grad[4] += T(2) * gw * dw_dm2 * dy - w * gy;
 }
 
+// warp_param_grad of a translate warp adds exactly zero at a point outside
+// its disc (rho2 >= r2) when rho2 and <g, d> are finite: every term is then a
+// finite number times the exact zero that translate_weight(_grad) select
+// there (<g, d> finite implies g and d are). A caller may skip the call in
+// that case and only then: with a non-finite operand the call must run, so
+// that the NaN reaches the gradient as it does in the reference.
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE bool translate_param_grad_vanishes(T ex, T ey, T r, T dx, T dy, T gx, T gy) {
+  const T rho2 = ex * ex + ey * ey;
+  return rho2 >= r * r && CWARP_ISFINITE(rho2) && CWARP_ISFINITE(gx * dx + gy * dy);
+}
 // ---------------------------------------------------------------------------
 // Sampling: normalized coordinate -> pixel coordinate, padding, corners.
 // Same formulas as ATen's GridSampler so that results match grid_sample.

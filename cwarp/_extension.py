@@ -71,8 +71,13 @@ def _cuda_status() -> str:
     return "available"
 
 
+def triton_installed() -> bool:
+    """True when the triton package can be imported (whether it can run here is _triton_status's question)."""
+    return importlib.util.find_spec("triton") is not None
+
+
 def _triton_status() -> str:
-    if importlib.util.find_spec("triton") is None:
+    if not triton_installed():
         return "the triton package is not installed"
     if torch.cuda.is_available():
         return "available"

@@ -48,8 +48,15 @@ def test_checker_holds_hot_kernels_to_their_occupancy_budget():
     names = {k: f"_ZN5cwarp4cuda{len(k)}{k}IfiEEvv" for k in check_cuda_kernels.REQUIRED_KERNELS}
     usage = {90: {m: dict(ok) for m in names.values()}}
     pretty = {m: f"cwarp::cuda::{k}<float, int>" for k, m in names.items()}
-    threads = {90: {m: 256 for m in names.values()}}
+    # The loss's per-row kernels run blocks of 128 threads, the rest 256.
+    row_kernels = ("forward_rows_kernel", "backward_logit_grads_kernel")
+    threads = {90: {m: 128 if k in row_kernels else 256 for k, m in names.items()}}
     assert check_cuda_kernels.check(usage, [90], threads=threads, pretty=pretty) == []
+    # The same per-row kernel in blocks of 256 fits half as many blocks: below its budget.
+    rows = names["forward_rows_kernel"]
+    wide = {90: dict(threads[90], **{rows: 256})}
+    problems = check_cuda_kernels.check(usage, [90], threads=wide, pretty=pretty)
+    assert len(problems) == 1 and "forward_rows_kernel<float, int>: 6 resident blocks per SM" in problems[0]
     # The forward at 92 registers: 2 blocks of 256 threads per SM, below its budget.
     fwd = names["local_warp_forward_kernel"]
     heavy = {90: dict(usage[90], **{fwd: dict(ok, REG=92)})}

@@ -202,5 +202,13 @@ def test_auto_backend_dispatch(monkeypatch):
     assert _dispatch.resolve_backend(op, "auto", torch.device("cuda")) == "cpp"
     monkeypatch.setattr(cwarp._extension, "with_cuda", lambda: False)
     assert _dispatch.resolve_backend(op, "auto", torch.device("cuda")) == "triton"
+    # The in-batch loss: Triton on CUDA when it is installed, else the CUDA kernel.
+    monkeypatch.setattr(cwarp._extension, "with_cuda", lambda: True)
+    monkeypatch.setattr(cwarp._extension, "triton_installed", lambda: True)
+    assert _dispatch.resolve_backend(op, "auto", torch.device("cuda"), prefer_triton_on_cuda=True) == "triton"
+    assert _dispatch.resolve_backend(op, "auto", torch.device("cpu"), prefer_triton_on_cuda=True) == "cpp"
+    assert _dispatch.resolve_backend(op, "cpp", torch.device("cuda"), prefer_triton_on_cuda=True) == "cpp"
+    monkeypatch.setattr(cwarp._extension, "triton_installed", lambda: False)
+    assert _dispatch.resolve_backend(op, "auto", torch.device("cuda"), prefer_triton_on_cuda=True) == "cpp"
     with pytest.raises(ValueError, match=r"cwarp\.local_warp\(\): unknown backend 'cuda'"):
         _dispatch.resolve_backend(op, "cuda", torch.device("cpu"))

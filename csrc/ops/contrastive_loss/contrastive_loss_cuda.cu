@@ -1,13 +1,24 @@
 // cwarp::contrastive_loss on CUDA: forward and backward.
 //
-// Same plan as the CPU kernel (csrc/ops/contrastive_loss/contrastive_loss_cpu.cpp) and the same
-// math (csrc/ops/contrastive_loss/contrastive_math.h). One warp per row: lanes stride over D and
-// the dot products are reduced with warp shuffles, so each row's p, zpos and
-// zneg are read once, coalesced. In-batch mode adds a second sweep in which
-// the warp of row i walks every z_pos row k (and, for z_pos's gradient, the
-// warp of row k walks every p row i) with an online logsumexp: no (B, B)
-// matrix exists, the extra memory is O(B * D) accumulators in the backward.
-// Every warp owns the rows it writes: no atomics, deterministic.
+// Same math as the CPU kernel (csrc/ops/contrastive_loss/contrastive_loss_cpu.cpp), from the same
+// header (csrc/ops/contrastive_loss/contrastive_math.h). Each row i has N + 1 keys: its positive
+// z_pos_i (key 0) and its negatives z_neg_i1..iN.
+//
+// Forward: one block per row, its warps taking the keys in turn (lanes
+// stride over D, dot products reduced with warp shuffles, so rows are read
+// coalesced); each warp keeps a running logsumexp of its keys, and the
+// block merges them. Backward: the same split computes every key's logit
+// gradient (backward_logit_grads_kernel), then one thread per (row, d)
+// forms the gradients of p, z_pos and z_neg from them
+// (backward_rows_kernel). Both spread a batch's rows over the whole GPU
+// even at small B.
+//
+// In-batch mode adds a sweep in which the warp of row i walks every z_pos
+// row k (and, for z_pos's gradient, the warp of row k walks every p row i)
+// with an online logsumexp: no (B, B) matrix exists. That sweep is serial
+// over B; backend="auto" sends in-batch losses on CUDA to the tiled Triton
+// kernel when Triton is installed (cwarp/ops/contrastive_loss/api.py).
+// Every thread owns what it writes: no atomics, deterministic.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -31,39 +42,36 @@ constexpr const char* kFwd = "cwarp::contrastive_loss_forward";
 constexpr const char* kBwd = "cwarp::contrastive_loss_backward";
 constexpr int kWarp = 32;
 constexpr int kWarpsPerBlock = 8;
-constexpr int kBlockThreads = kWarp * kWarpsPerBlock;  // the row and in-batch kernels: one warp per row
-// Blocks per SM the row and in-batch kernels leave room for: 5 (a cap of 48
-// registers) when they compute in float, 4 in double, where 5 makes the row
-// backward spill. With the block size alone as the bound, ptxas gave some of
-// them a stack frame. scripts/check_cuda_kernels.py checks both.
+constexpr int kBlockThreads = kWarp * kWarpsPerBlock;  // the in-batch kernels: one warp per row
+// Blocks per SM the in-batch kernels leave room for: 5 (a cap of 48
+// registers) when they compute in float, 4 in double. With the block size
+// alone as the bound, ptxas gave some of them a stack frame.
+// scripts/check_cuda_kernels.py checks every bound below.
 template <typename T>
 constexpr int min_blocks() {
   return std::is_same<T, double>::value ? 4 : 5;
 }
-constexpr int kFinishThreads = 256;                    // finish_kernel: one thread per element
+// The per-row kernels: one block of kRowWarps warps per row, the warps
+// taking the row's keys in turn; 12 blocks per SM (48 warps) in float, 8 in
+// double.
+constexpr int kRowWarps = 4;
+constexpr int kRowThreads = kWarp * kRowWarps;
+template <typename T>
+constexpr int row_min_blocks() {
+  return std::is_same<T, double>::value ? 8 : 12;
+}
+// backward_rows_kernel and finish_kernel: one thread per element.
+constexpr int kElementThreads = 256;
+template <typename T>
+constexpr int element_min_blocks() {
+  return std::is_same<T, double>::value ? 4 : 6;
+}
 
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {
 #pragma unroll
   for (int off = kWarp / 2; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
   return v;
-}
-
-// (x.x, y.y, x.y) of two rows of length D, reduced over the warp.
-template <typename T, typename scalar_t>
-__device__ __forceinline__ void warp_dots(const scalar_t* __restrict__ x, const scalar_t* __restrict__ y,
-                                          int64_t D, int lane, T* xx, T* yy, T* xy) {
-  T sxx = T(0), syy = T(0), sxy = T(0);
-  for (int64_t d = lane; d < D; d += kWarp) {
-    const T u = static_cast<T>(x[d]);
-    const T v = static_cast<T>(y[d]);
-    sxx += u * u;
-    syy += v * v;
-    sxy += u * v;
-  }
-  *xx = warp_sum(sxx);
-  *yy = warp_sum(syy);
-  *xy = warp_sum(sxy);
 }
 
 template <typename T, typename scalar_t>
@@ -78,43 +86,81 @@ __device__ __forceinline__ int64_t warp_row() {
   return static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
 }
 
-// Row pass: norms, s_pos, negatives, running logsumexp; final lse / nce
-// unless in-batch terms follow.
+// <x, y> and |y|^2 of two rows of length D, reduced over the warp.
+template <typename T, typename scalar_t>
+__device__ __forceinline__ void warp_dot_and_norm(const scalar_t* __restrict__ x, const scalar_t* __restrict__ y,
+                                                  int64_t D, int lane, T* xy, T* yy) {
+  T sxy = T(0), syy = T(0);
+  for (int64_t d = lane; d < D; d += kWarp) {
+    const T u = static_cast<T>(x[d]);
+    const T v = static_cast<T>(y[d]);
+    sxy += u * v;
+    syy += v * v;
+  }
+  *xy = warp_sum(sxy);
+  *yy = warp_sum(syy);
+}
+
+// Key k of row i: z_pos_i for k = 0, z_neg_i(k-1) after it.
+template <typename scalar_t>
+__device__ __forceinline__ const scalar_t* row_key(const scalar_t* z, const scalar_t* zn, int64_t i, int64_t k,
+                                                   int64_t N, int64_t D) {
+  return k == 0 ? z + i * D : zn + (i * N + (k - 1)) * D;
+}
+
+// Row pass, one block per row: the norms, s_pos, every key's logit and
+// their logsumexp; the final lse and nce unless in-batch terms follow (then
+// the running (m, l) for forward_in_batch_kernel).
 template <typename scalar_t, typename T>
-__global__ void __launch_bounds__(kBlockThreads, min_blocks<T>())
+__global__ void __launch_bounds__(kRowThreads, row_min_blocks<T>())
     forward_rows_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ z,
-                        const scalar_t* __restrict__ zn, int64_t B, int64_t N, int64_t D, T inv_tau,
+                        const scalar_t* __restrict__ zn, int64_t N, int64_t D, T inv_tau,
                         bool final, T* __restrict__ nce, T* __restrict__ s_pos, T* __restrict__ inv_p,
                         T* __restrict__ inv_z, T* __restrict__ inv_n, T* __restrict__ lse_m,
                         T* __restrict__ lse_l) {
-  const int64_t i = warp_row();
-  const int lane = threadIdx.x % kWarp;
-  if (i >= B) return;
+  __shared__ T warp_m[kRowWarps], warp_l[kRowWarps], positive[1];
+  const int64_t i = blockIdx.x;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const scalar_t* pi = p + i * D;
-  T pp, zz, pz;
-  warp_dots<T>(pi, z + i * D, D, lane, &pp, &zz, &pz);
-  const T a = inv_norm(pp), b = inv_norm(zz);
-  const T s = a * b * pz;
+  // |p_i|^2 once per warp, for the cosines of its keys.
+  T pp = T(0);
+  for (int64_t d = lane; d < D; d += kWarp) {
+    const T u = static_cast<T>(pi[d]);
+    pp += u * u;
+  }
+  const T a = inv_norm(warp_sum(pp));
   OnlineLSE<T> st;
-  st.add(s * inv_tau);
-  for (int64_t j = 0; j < N; ++j) {
-    T pp2, nn, pn;
-    warp_dots<T>(pi, zn + (i * N + j) * D, D, lane, &pp2, &nn, &pn);
-    const T c = inv_norm(nn);
-    if (lane == 0) inv_n[i * N + j] = c;
-    st.add(a * c * pn * inv_tau);
+  for (int64_t k = warp; k <= N; k += kRowWarps) {
+    T pk, kk;
+    warp_dot_and_norm<T>(pi, row_key(z, zn, i, k, N, D), D, lane, &pk, &kk);
+    const T c = inv_norm(kk);
+    const T s = a * c * pk;
+    st.add(s * inv_tau);
+    if (lane == 0) {
+      if (k == 0) {
+        positive[0] = s;
+        s_pos[i] = s;
+        inv_p[i] = a;
+        inv_z[i] = c;
+      } else {
+        inv_n[i * N + (k - 1)] = c;
+      }
+    }
   }
   if (lane == 0) {
-    s_pos[i] = s;
-    inv_p[i] = a;
-    inv_z[i] = b;
-    if (final) {
-      lse_m[i] = st.value();
-      nce[i] = st.value() - s * inv_tau;
-    } else {
-      lse_m[i] = st.m;
-      lse_l[i] = st.l;
-    }
+    warp_m[warp] = st.m;
+    warp_l[warp] = st.l;
+  }
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  OnlineLSE<T> row;
+  for (int w = 0; w < kRowWarps; ++w) row.merge(warp_m[w], warp_l[w]);
+  if (final) {
+    lse_m[i] = row.value();
+    nce[i] = row.value() - positive[0] * inv_tau;
+  } else {
+    lse_m[i] = row.m;
+    lse_l[i] = row.l;
   }
 }
 
@@ -147,52 +193,95 @@ struct BwdFlags {
   bool need_p, need_z, need_n, in_batch;
 };
 
-// Row pass of the backward: positive and negatives of row i.
-// acc_p[i] = sum G * inv_norm(y) * y, t_p[i] = sum G * s over those partners;
-// acc_z[i] / t_z[i]: the positive's share for z_pos_i; gzn finished.
+// Backward, first pass, one block per row: the logit gradient g_k = dL/ds_k
+// and the cosine s_k of every key k of row i (key_g, key_s: (B, N + 1)),
+// t_p[i] = sum_k g_k s_k and t_z[i] = g_0 s_0 (the terms along p_i and
+// z_pos_i themselves).
 template <typename scalar_t, typename T>
-__global__ void __launch_bounds__(kBlockThreads, min_blocks<T>())
-    backward_rows_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ z,
-                         const scalar_t* __restrict__ zn, int64_t B, int64_t N, int64_t D, T inv_tau,
-                         const T* __restrict__ g_nce, const T* __restrict__ g_s,
-                         const T* __restrict__ inv_p, const T* __restrict__ inv_z,
-                         const T* __restrict__ inv_n, const T* __restrict__ lse, BwdFlags f,
-                         T* __restrict__ acc_p, T* __restrict__ t_p, T* __restrict__ acc_z,
-                         T* __restrict__ t_z, scalar_t* __restrict__ gzn) {
-  const int64_t i = warp_row();
-  const int lane = threadIdx.x % kWarp;
-  if (i >= B) return;
+__global__ void __launch_bounds__(kRowThreads, row_min_blocks<T>())
+    backward_logit_grads_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ z,
+                                const scalar_t* __restrict__ zn, int64_t N, int64_t D, T inv_tau,
+                                const T* __restrict__ g_nce, const T* __restrict__ g_s,
+                                const T* __restrict__ inv_p, const T* __restrict__ inv_z,
+                                const T* __restrict__ inv_n, const T* __restrict__ lse, T* __restrict__ key_g,
+                                T* __restrict__ key_s, T* __restrict__ t_p, T* __restrict__ t_z) {
+  __shared__ T warp_t[kRowWarps];
+  const int64_t i = blockIdx.x;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const scalar_t* pi = p + i * D;
-  const scalar_t* zi = z + i * D;
-  const T a = inv_p[i], b = inv_z[i], l = lse[i], gn = g_nce[i];
-  const T s = a * b * warp_dot<T>(pi, zi, D, lane);
-  const T g0 = positive_grad(s, l, inv_tau, gn, g_s[i]);
-  T tp = g0 * s;
-  T* acc = f.need_p ? acc_p + i * D : nullptr;
-  if (f.need_p) {
-    for (int64_t d = lane; d < D; d += kWarp) acc[d] = g0 * b * static_cast<T>(zi[d]);
+  const T a = inv_p[i], l = lse[i], gn = g_nce[i];
+  T tp = T(0);
+  for (int64_t k = warp; k <= N; k += kRowWarps) {
+    const T c = k == 0 ? inv_z[i] : inv_n[i * N + (k - 1)];
+    const T s = a * c * warp_dot<T>(pi, row_key(z, zn, i, k, N, D), D, lane);
+    const T g = k == 0 ? positive_grad(s, l, inv_tau, gn, g_s[i]) : logit_grad(s, l, inv_tau, gn);
+    tp += g * s;
+    if (lane == 0) {
+      key_g[i * (N + 1) + k] = g;
+      key_s[i * (N + 1) + k] = s;
+      if (k == 0) t_z[i] = g * s;
+    }
   }
-  for (int64_t j = 0; j < N; ++j) {
-    const scalar_t* zij = zn + (i * N + j) * D;
-    const T c = inv_n[i * N + j];
-    const T sj = a * c * warp_dot<T>(pi, zij, D, lane);
-    const T gj = logit_grad(sj, l, inv_tau, gn);
-    tp += gj * sj;
+  if (lane == 0) warp_t[warp] = tp;
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  T total = T(0);
+  for (int w = 0; w < kRowWarps; ++w) total += warp_t[w];
+  t_p[i] = total;
+}
+
+// The gradient of a row x from acc = sum over its partners y of
+// G * inv_norm(y) * y and t = sum of G * s (contrastive_math.h).
+template <typename T>
+__device__ __forceinline__ T finish_grad(T inv, T acc, T t, T x) {
+  return sim_grad_scale(inv) * acc + sim_grad_self(inv, t) * x;
+}
+
+// Backward, second pass, one thread per element (i, d): p's gradient from
+// its positive and negatives, z_pos's from its positive, and every
+// negative's. In-batch mode leaves p's and z_pos's sums in acc_p / acc_z for
+// the in-batch kernels and finish_kernel; otherwise they are finished here.
+template <typename scalar_t, typename T>
+__global__ void __launch_bounds__(kElementThreads, element_min_blocks<T>())
+    backward_rows_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ z,
+                         const scalar_t* __restrict__ zn, int64_t B, int64_t N, int64_t D,
+                         const T* __restrict__ inv_p, const T* __restrict__ inv_z, const T* __restrict__ inv_n,
+                         const T* __restrict__ key_g, const T* __restrict__ key_s, const T* __restrict__ t_p,
+                         const T* __restrict__ t_z, BwdFlags f, T* __restrict__ acc_p, T* __restrict__ acc_z,
+                         scalar_t* __restrict__ gp, scalar_t* __restrict__ gz, scalar_t* __restrict__ gzn) {
+  const int64_t n = B * D;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t i = e / D, d = e % D;
+    const T* gi = key_g + i * (N + 1);
+    const T a = inv_p[i], b = inv_z[i], g0 = gi[0];
+    const T pv = static_cast<T>(p[e]);
     if (f.need_p) {
-      for (int64_t d = lane; d < D; d += kWarp) acc[d] += gj * c * static_cast<T>(zij[d]);
+      T acc = g0 * b * static_cast<T>(z[e]);
+      for (int64_t j = 0; j < N; ++j) acc += gi[j + 1] * inv_n[i * N + j] * static_cast<T>(zn[(i * N + j) * D + d]);
+      if (f.in_batch) {
+        acc_p[e] = acc;
+      } else {
+        gp[e] = static_cast<scalar_t>(finish_grad(a, acc, t_p[i], pv));
+      }
+    }
+    if (f.need_z) {
+      const T acc = g0 * a * pv;
+      if (f.in_batch) {
+        acc_z[e] = acc;
+      } else {
+        gz[e] = static_cast<scalar_t>(finish_grad(b, acc, t_z[i], static_cast<T>(z[e])));
+      }
     }
     if (f.need_n) {
-      const T wp = sim_grad_scale(c) * gj * a, wn = sim_grad_self(c, gj * sj);
-      scalar_t* out = gzn + (i * N + j) * D;
-      for (int64_t d = lane; d < D; d += kWarp)
-        out[d] = static_cast<scalar_t>(wp * static_cast<T>(pi[d]) + wn * static_cast<T>(zij[d]));
+      const T* si = key_s + i * (N + 1);
+      for (int64_t j = 0; j < N; ++j) {
+        const T c = inv_n[i * N + j], gj = gi[j + 1];
+        const T wp = sim_grad_scale(c) * gj * a, wn = sim_grad_self(c, gj * si[j + 1]);
+        const int64_t o = (i * N + j) * D + d;
+        gzn[o] = static_cast<scalar_t>(wp * pv + wn * static_cast<T>(zn[o]));
+      }
     }
-  }
-  if (lane == 0 && f.need_p) t_p[i] = tp;
-  if (f.need_z) {
-    T* az = acc_z + i * D;
-    for (int64_t d = lane; d < D; d += kWarp) az[d] = g0 * a * static_cast<T>(pi[d]);
-    if (lane == 0) t_z[i] = g0 * s;
   }
 }
 
@@ -250,21 +339,33 @@ __global__ void __launch_bounds__(kBlockThreads, min_blocks<T>())
   if (lane == 0) t_z[k] += tz;
 }
 
-// grad = inv * acc - inv^2 * mask * t * x, cast to the input dtype.
+// The in-batch gradients finished: finish_grad of every element, cast to the input dtype.
 template <typename scalar_t, typename T>
-__global__ void __launch_bounds__(kFinishThreads)
+__global__ void __launch_bounds__(kElementThreads, element_min_blocks<T>())
     finish_kernel(const T* __restrict__ acc, const T* __restrict__ t, const T* __restrict__ inv,
                   const scalar_t* __restrict__ x, int64_t B, int64_t D, scalar_t* __restrict__ out) {
   const int64_t n = B * D;
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t i = e / D;
-    out[e] = static_cast<scalar_t>(sim_grad_scale(inv[i]) * acc[e] + sim_grad_self(inv[i], t[i]) * static_cast<T>(x[e]));
+    out[e] = static_cast<scalar_t>(finish_grad(inv[i], acc[e], t[i], static_cast<T>(x[e])));
   }
 }
 
-inline unsigned row_blocks(int64_t B) {
+// The in-batch kernels: one warp per row.
+inline unsigned in_batch_blocks(int64_t B) {
   return static_cast<unsigned>((B + kWarpsPerBlock - 1) / kWarpsPerBlock);
+}
+
+// The per-row kernels: one block per row (B < 2^31 - 1, the grid's x limit,
+// for any batch whose (B, D) rows fit in memory).
+inline unsigned row_grid(int64_t B) {
+  return static_cast<unsigned>(B);
+}
+
+// The element kernels: grid-stride, at most 65535 blocks.
+inline unsigned element_blocks(int64_t n) {
+  return static_cast<unsigned>(std::min<int64_t>((n + kElementThreads - 1) / kElementThreads, 65535));
 }
 
 }  // namespace
@@ -284,18 +385,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const at::Tensor zn = has_neg ? zn_opt->contiguous() : at::Tensor();
   at::Tensor lse_l = in_batch ? at::empty({B}, opt) : at::Tensor();
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const unsigned blocks = row_blocks(B);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "cwarp_contrastive_forward_cuda", [&] {
     using T = at::opmath_type<scalar_t>;
     const T inv_tau = static_cast<T>(1.0 / tau);
-    forward_rows_kernel<scalar_t, T><<<blocks, kBlockThreads, 0, stream>>>(
+    forward_rows_kernel<scalar_t, T><<<row_grid(B), kRowThreads, 0, stream>>>(
         p.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(),
-        has_neg ? zn.const_data_ptr<scalar_t>() : nullptr, B, N, D, inv_tau, !in_batch, nce.mutable_data_ptr<T>(),
+        has_neg ? zn.const_data_ptr<scalar_t>() : nullptr, N, D, inv_tau, !in_batch, nce.mutable_data_ptr<T>(),
         s_pos.mutable_data_ptr<T>(), inv_p.mutable_data_ptr<T>(), inv_z.mutable_data_ptr<T>(),
         inv_n.mutable_data_ptr<T>(), lse.mutable_data_ptr<T>(), in_batch ? lse_l.mutable_data_ptr<T>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (in_batch) {
-      forward_in_batch_kernel<scalar_t, T><<<blocks, kBlockThreads, 0, stream>>>(
+      forward_in_batch_kernel<scalar_t, T><<<in_batch_blocks(B), kBlockThreads, 0, stream>>>(
           p.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(), B, D, inv_tau, inv_p.const_data_ptr<T>(),
           inv_z.const_data_ptr<T>(), s_pos.const_data_ptr<T>(), lse.mutable_data_ptr<T>(),
           lse_l.const_data_ptr<T>(), nce.mutable_data_ptr<T>());
@@ -335,57 +435,55 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_loss_backward_cuda(
   auto per_row = [&](const at::Tensor& t) { return t.to(opmath).contiguous(); };
   const at::Tensor gn = per_row(grad_nce), gs = per_row(grad_s), ip = per_row(inv_p_in), iz = per_row(inv_z_in),
                    in = per_row(inv_n_in), lse = per_row(lse_in);
-  at::Tensor acc_p, t_p, acc_z, t_z;
-  if (f.need_p) {
-    acc_p = at::empty({B, D}, opt);
-    t_p = at::empty({B}, opt);
-  }
-  if (f.need_z) {
-    acc_z = at::empty({B, D}, opt);
-    t_z = at::empty({B}, opt);
-  }
+  // Per key: logit gradient and cosine; per row: the self terms of p and z_pos.
+  const at::Tensor key_g = at::empty({B, N + 1}, opt), key_s = at::empty({B, N + 1}, opt);
+  const at::Tensor t_p = at::empty({B}, opt), t_z = at::empty({B}, opt);
+  // In-batch mode: p's and z_pos's sums, finished after the in-batch kernels.
+  at::Tensor acc_p, acc_z;
+  if (in_batch && f.need_p) acc_p = at::empty({B, D}, opt);
+  if (in_batch && f.need_z) acc_z = at::empty({B, D}, opt);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const unsigned blocks = row_blocks(B);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "cwarp_contrastive_backward_cuda", [&] {
     using T = at::opmath_type<scalar_t>;
     const T inv_tau = static_cast<T>(1.0 / tau);
-    T* accp = f.need_p ? acc_p.mutable_data_ptr<T>() : nullptr;
-    T* tp = f.need_p ? t_p.mutable_data_ptr<T>() : nullptr;
-    T* accz = f.need_z ? acc_z.mutable_data_ptr<T>() : nullptr;
-    T* tz = f.need_z ? t_z.mutable_data_ptr<T>() : nullptr;
-    backward_rows_kernel<scalar_t, T><<<blocks, kBlockThreads, 0, stream>>>(
-        p.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(),
-        has_neg ? zn.const_data_ptr<scalar_t>() : nullptr, B, N, D, inv_tau, gn.const_data_ptr<T>(),
+    const scalar_t* zn_ptr = has_neg ? zn.const_data_ptr<scalar_t>() : nullptr;
+    T* accp = acc_p.defined() ? acc_p.mutable_data_ptr<T>() : nullptr;
+    T* accz = acc_z.defined() ? acc_z.mutable_data_ptr<T>() : nullptr;
+    backward_logit_grads_kernel<scalar_t, T><<<row_grid(B), kRowThreads, 0, stream>>>(
+        p.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(), zn_ptr, N, D, inv_tau, gn.const_data_ptr<T>(),
         gs.const_data_ptr<T>(), ip.const_data_ptr<T>(), iz.const_data_ptr<T>(), in.const_data_ptr<T>(),
-        lse.const_data_ptr<T>(), f, accp, tp, accz, tz, f.need_n ? gzn.mutable_data_ptr<scalar_t>() : nullptr);
+        lse.const_data_ptr<T>(), key_g.mutable_data_ptr<T>(), key_s.mutable_data_ptr<T>(), t_p.mutable_data_ptr<T>(),
+        t_z.mutable_data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    if (in_batch && f.need_p) {
-      backward_in_batch_p_kernel<scalar_t, T><<<blocks, kBlockThreads, 0, stream>>>(
+    const int64_t n = B * D;
+    if (n == 0) return;  // D = 0: the gradients are empty
+    backward_rows_kernel<scalar_t, T><<<element_blocks(n), kElementThreads, 0, stream>>>(
+        p.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(), zn_ptr, B, N, D, ip.const_data_ptr<T>(),
+        iz.const_data_ptr<T>(), in.const_data_ptr<T>(), key_g.const_data_ptr<T>(), key_s.const_data_ptr<T>(),
+        t_p.const_data_ptr<T>(), t_z.const_data_ptr<T>(), f, accp, accz,
+        f.need_p ? gp.mutable_data_ptr<scalar_t>() : nullptr, f.need_z ? gz.mutable_data_ptr<scalar_t>() : nullptr,
+        f.need_n ? gzn.mutable_data_ptr<scalar_t>() : nullptr);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (!in_batch) return;
+    T* tp = t_p.mutable_data_ptr<T>();
+    T* tz = t_z.mutable_data_ptr<T>();
+    if (f.need_p) {
+      backward_in_batch_p_kernel<scalar_t, T><<<in_batch_blocks(B), kBlockThreads, 0, stream>>>(
           p.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(), B, D, inv_tau, gn.const_data_ptr<T>(),
           ip.const_data_ptr<T>(), iz.const_data_ptr<T>(), lse.const_data_ptr<T>(), accp, tp);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
+      finish_kernel<scalar_t, T><<<element_blocks(n), kElementThreads, 0, stream>>>(
+          accp, tp, ip.const_data_ptr<T>(), p.const_data_ptr<scalar_t>(), B, D, gp.mutable_data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
-    if (in_batch && f.need_z) {
-      backward_in_batch_z_kernel<scalar_t, T><<<blocks, kBlockThreads, 0, stream>>>(
+    if (f.need_z) {
+      backward_in_batch_z_kernel<scalar_t, T><<<in_batch_blocks(B), kBlockThreads, 0, stream>>>(
           p.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(), B, D, inv_tau, gn.const_data_ptr<T>(),
           ip.const_data_ptr<T>(), iz.const_data_ptr<T>(), lse.const_data_ptr<T>(), accz, tz);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
-    const int64_t n = B * D;
-    if (n > 0) {
-      const unsigned fb = static_cast<unsigned>(std::min<int64_t>((n + kFinishThreads - 1) / kFinishThreads, 65535));
-      if (f.need_p) {
-        finish_kernel<scalar_t, T><<<fb, kFinishThreads, 0, stream>>>(accp, tp, ip.const_data_ptr<T>(),
-                                                          p.const_data_ptr<scalar_t>(), B, D,
-                                                          gp.mutable_data_ptr<scalar_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      }
-      if (f.need_z) {
-        finish_kernel<scalar_t, T><<<fb, kFinishThreads, 0, stream>>>(accz, tz, iz.const_data_ptr<T>(),
-                                                          z.const_data_ptr<scalar_t>(), B, D,
-                                                          gz.mutable_data_ptr<scalar_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      }
+      finish_kernel<scalar_t, T><<<element_blocks(n), kElementThreads, 0, stream>>>(
+          accz, tz, iz.const_data_ptr<T>(), z.const_data_ptr<scalar_t>(), B, D, gz.mutable_data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
   return {gp, gz, gzn};

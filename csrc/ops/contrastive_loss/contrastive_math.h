@@ -77,6 +77,16 @@ struct OnlineLSE {
       m = new_m;
     }
   }
+  // Fold in the running logsumexp (m2, l2) of other logits: the state then
+  // covers both sets. An empty one (l2 = 0) changes nothing; a NaN in l2 is kept.
+  C10_HOST_DEVICE C10_ALWAYS_INLINE void merge(T m2, T l2) {
+    if (m2 > m) {
+      l = l * CWARP_CL_EXP(m - m2) + l2;
+      m = m2;
+    } else if (l2 != T(0)) {
+      l += l2 * CWARP_CL_EXP(m2 - m);
+    }
+  }
   C10_HOST_DEVICE C10_ALWAYS_INLINE T value() const { return m + CWARP_CL_LOG(l); }
 };
 

@@ -8,10 +8,11 @@
 //
 // Forward: one thread per output pixel. It computes the warp field once
 // (q, then s, then the four bilinear corners) and loops over the channels.
-// Backward: one thread per output pixel too. It scatters w * g into the image
-// gradient (atomics) and computes dL/ds, from which the theta gradient and
-// the parameter gradient of every warp k follow; those are block-reduced and
-// added once per block.
+// Backward: a few output pixels per thread (backward_pixels_per_thread). For each it
+// scatters w * g into the image gradient (atomics) and computes dL/ds, from
+// which the theta gradient and the parameter gradient of every warp k
+// follow; those are summed over the thread's pixels in registers, then over
+// the block in one pass (BlockReduction), and added once per block.
 //
 // Determinism (torch.use_deterministic_algorithms): float atomics sum in an
 // arbitrary order, so in that mode the image gradient is accumulated in 64-bit
@@ -204,24 +205,6 @@ struct ImageGradSink {
   }
 };
 
-// Sums `v` over the block; the result is valid in thread 0. `shared` holds
-// one slot per warp of the block.
-template <typename T>
-__device__ __forceinline__ T block_sum(T v, T* shared) {
-  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
-#pragma unroll
-  for (int off = kWarpSize / 2; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
-  __syncthreads();  // the slots may still be read by the previous call
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = lane < kThreads / kWarpSize ? shared[lane] : T(0);
-#pragma unroll
-    for (int off = kWarpSize / 2; off > 0; off /= 2) v += __shfl_down_sync(0xffffffffu, v, off);
-  }
-  return v;
-}
-
 // Where a block's sum of one gradient component goes: a double atomic, or,
 // in deterministic mode, its own slot of the partials buffer
 // (B, blocks_x, n_components), reduced in order by reduce_partials_kernel.
@@ -239,12 +222,89 @@ struct ParamSink {
   }
 };
 
+// Output pixels per thread in the backward. The parameter and theta
+// gradients are summed over them in registers before the block reduction,
+// which divides the reductions, and their atomics, per image by this factor.
+// With 64-bit offsets, two: four would not fit the register cap.
+constexpr int kBwdPixelsPerThread = 4;
+template <typename index_t>
+constexpr int backward_pixels_per_thread() {
+  return sizeof(index_t) == 4 ? kBwdPixelsPerThread : 2;
+}
+constexpr int kWarpsPerBlock = kThreads / kWarpSize;
+// Gradient components a block reduction holds before it flushes: 6 (theta)
+// and 5 per warp, so up to K = 5 in one flush.
+constexpr int kReduceSlots = 32;
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int off = kWarpSize / 2; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+// The block sums of one image's gradient components, all in one pass: the
+// theta components (if wanted) then the 5 K parameter components, numbered
+// in that order. Each warp sums a component with shuffles, no barrier, and
+// parks it in its row of a shared buffer; when kReduceSlots are parked (or
+// at the end) one barrier, thread t adds column t over the warps in warp
+// order and hands the sum to its sink, and a second barrier frees the
+// buffer. Two barriers per kReduceSlots components rather than two per
+// component. Every thread of the block must make the same calls.
+template <typename T>
+class BlockReduction {
+ public:
+  __device__ BlockReduction(T* slots, const ParamSink& theta, const ParamSink& params, int64_t b)
+      : slots_(slots), theta_(theta), params_(params), b_(b) {}
+
+  __device__ __forceinline__ void add(T v) {
+    v = warp_sum(v);
+    if (threadIdx.x % kWarpSize == 0) slots_[(threadIdx.x / kWarpSize) * kReduceSlots + staged_] = v;
+    if (++staged_ == kReduceSlots) flush();
+  }
+
+  __device__ __forceinline__ void flush() {
+    if (staged_ == 0) return;  // uniform: every thread counted the same adds
+    __syncthreads();
+    if (static_cast<int>(threadIdx.x) < staged_) {
+      T total = T(0);
+#pragma unroll
+      for (int w = 0; w < kWarpsPerBlock; ++w) total += slots_[w * kReduceSlots + threadIdx.x];
+      const int comp = first_ + static_cast<int>(threadIdx.x);
+      if (comp < theta_.n) {
+        theta_.put(b_, comp, static_cast<double>(total));
+      } else {
+        params_.put(b_, comp - theta_.n, static_cast<double>(total));
+      }
+    }
+    __syncthreads();
+    first_ += staged_;
+    staged_ = 0;
+  }
+
+ private:
+  T* slots_;
+  ParamSink theta_;
+  ParamSink params_;
+  int64_t b_;
+  int staged_ = 0;
+  int first_ = 0;
+};
+
 // Blocks per SM the backward leaves room for: three in float (a cap of 80
 // registers, which it meets without spilling), one in double, where any
 // tighter cap spills. scripts/check_cuda_kernels.py checks both.
 template <typename scalar_t>
 constexpr int backward_min_blocks() {
   return std::is_same<at::opmath_type<scalar_t>, double>::value ? 1 : 3;
+}
+
+// Pixel p of this thread's backward_pixels_per_thread: consecutive threads take
+// consecutive pixels, so each of the thread's passes reads coalesced.
+template <typename index_t>
+__device__ __forceinline__ index_t backward_pixel(int p) {
+  return (static_cast<index_t>(blockIdx.x) * backward_pixels_per_thread<index_t>() + p) * kThreads +
+         static_cast<index_t>(threadIdx.x);
 }
 
 template <typename scalar_t, typename index_t>
@@ -254,25 +314,29 @@ __global__ void __launch_bounds__(kThreads, backward_min_blocks<scalar_t>()) loc
     ImageGradSink<at::opmath_type<scalar_t>> gimg, ParamSink gprm, ParamSink gth, WarpConfig cfg,
     Strides<index_t> go_s, Strides<index_t> in_s) {
   using T = at::opmath_type<scalar_t>;
-  __shared__ T shared[kThreads / kWarpSize];
+  __shared__ T slots[kWarpsPerBlock * kReduceSlots];
   const index_t n_pix = static_cast<index_t>(cfg.Ho * cfg.Wo);
-  const index_t pix = static_cast<index_t>(blockIdx.x) * kThreads + static_cast<index_t>(threadIdx.x);
-  // Threads past the end still take part in the block reductions, with zeros.
-  const bool live = pix < n_pix;
-  const index_t i = live ? pix / static_cast<index_t>(cfg.Wo) : index_t(0);
-  const index_t j = live ? pix % static_cast<index_t>(cfg.Wo) : index_t(0);
+  const index_t wo = static_cast<index_t>(cfg.Wo);
   const bool need_coord = gprm.n > 0 || gth.n > 0;
+  const bool translate = cfg.kind == WarpKind::Translate;
   const double sc = gimg.fix != nullptr ? *gimg.scale : 1.0;
 
   for (int64_t b = blockIdx.y; b < cfg.B; b += gridDim.y) {
     const T* prm = params + b * cfg.K * 5;
     const Affine<T> A = load_affine(theta, b);
-    T gsx = T(0), gsy = T(0);  // dL/ds
-    T qx = T(0), qy = T(0);
-    if (live) {
+    // Per pixel, dL/dq = A^T dL/ds (zero for pixels past the end); summed
+    // over the pixels, the theta gradient sum dL/ds (x) (qx, qy, 1).
+    constexpr int P = backward_pixels_per_thread<index_t>();
+    T gqx[P], gqy[P];
+    T gtheta[6] = {T(0), T(0), T(0), T(0), T(0), T(0)};
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      gqx[p] = T(0);
+      gqy[p] = T(0);
+      const index_t pix = backward_pixel<index_t>(p);
+      if (pix >= n_pix) continue;
+      const index_t i = pix / wo, j = pix % wo;
       const Sample<index_t, T> s = sample_point<index_t>(cfg, prm, A, i, j, in_s.h, in_s.w);
-      qx = s.qx;
-      qy = s.qy;
       const T w00 = s.bl.wx0 * s.bl.wy0, w01 = s.bl.wx1 * s.bl.wy0;
       const T w10 = s.bl.wx0 * s.bl.wy1, w11 = s.bl.wx1 * s.bl.wy1;
       const scalar_t* src = in + b * in_s.b;
@@ -290,47 +354,51 @@ __global__ void __launch_bounds__(kThreads, backward_min_blocks<scalar_t>()) loc
         }
         if (need_coord) {
           T gx, gy;
-          bilinear_coord_grad(s.bl, corner_value<T>(src, s.o00()), corner_value<T>(src, s.o01()), corner_value<T>(src, s.o10()),
-                              corner_value<T>(src, s.o11()), &gx, &gy);
+          bilinear_coord_grad(s.bl, corner_value<T>(src, s.o00()), corner_value<T>(src, s.o01()),
+                              corner_value<T>(src, s.o10()), corner_value<T>(src, s.o11()), &gx, &gy);
           d_ix += g * gx;
           d_iy += g * gy;
         }
         go += go_s.c;
         src += in_s.c;
       }
-      gsx = d_ix * s.gmx;
-      gsy = d_iy * s.gmy;
+      const T gsx = d_ix * s.gmx, gsy = d_iy * s.gmy;  // dL/ds
+      gtheta[0] += gsx * s.qx;
+      gtheta[1] += gsx * s.qy;
+      gtheta[2] += gsx;
+      gtheta[3] += gsy * s.qx;
+      gtheta[4] += gsy * s.qy;
+      gtheta[5] += gsy;
+      gqx[p] = A.a * gsx + A.d * gsy;
+      gqy[p] = A.b * gsx + A.e * gsy;
     }
     if (!need_coord) continue;  // uniform across the grid
 
+    BlockReduction<T> sums(slots, gth, gprm, b);
     if (gth.n > 0) {
-      const T v[6] = {gsx * qx, gsx * qy, gsx, gsy * qx, gsy * qy, gsy};
 #pragma unroll
-      for (int t = 0; t < 6; ++t) {
-        const T total = block_sum(v[t], shared);
-        if (threadIdx.x == 0) gth.put(b, t, static_cast<double>(total));
-      }
+      for (int t = 0; t < 6; ++t) sums.add(gtheta[t]);
     }
     if (gprm.n > 0) {
-      // dL/dq = A^T dL/ds
-      const T gqx = A.a * gsx + A.d * gsy;
-      const T gqy = A.b * gsx + A.e * gsy;
-      const T px = base_coord<T>(j, cfg.Wo, cfg.align_corners);
-      const T py = base_coord<T>(i, cfg.Ho, cfg.align_corners);
       for (int k = 0; k < cfg.K; ++k) {
         const T* w5 = prm + 5 * k;
+        const T cx = __ldg(w5), cy = __ldg(w5 + 1), r = __ldg(w5 + 2), dx = __ldg(w5 + 3), dy = __ldg(w5 + 4);
         T acc[5] = {T(0), T(0), T(0), T(0), T(0)};
-        if (live) {
-          warp_param_grad(cfg.kind, px - __ldg(w5), py - __ldg(w5 + 1), __ldg(w5 + 2), __ldg(w5 + 3),
-                          __ldg(w5 + 4), gqx, gqy, acc);
+#pragma unroll
+        for (int p = 0; p < P; ++p) {
+          const index_t pix = backward_pixel<index_t>(p);
+          if (pix >= n_pix) continue;
+          const T ex = base_coord<T>(pix % wo, cfg.Wo, cfg.align_corners) - cx;
+          const T ey = base_coord<T>(pix / wo, cfg.Ho, cfg.align_corners) - cy;
+          // Most pixels lie outside most discs: no divisions for them.
+          if (translate && translate_param_grad_vanishes(ex, ey, r, dx, dy, gqx[p], gqy[p])) continue;
+          warp_param_grad(cfg.kind, ex, ey, r, dx, dy, gqx[p], gqy[p], acc);
         }
 #pragma unroll
-        for (int t = 0; t < 5; ++t) {
-          const T total = block_sum(acc[t], shared);
-          if (threadIdx.x == 0) gprm.put(b, static_cast<int>(5 * k + t), static_cast<double>(total));
-        }
+        for (int t = 0; t < 5; ++t) sums.add(acc[t]);
       }
     }
+    sums.flush();
   }
 }
 
@@ -381,13 +449,17 @@ __global__ void __launch_bounds__(kThreads)
 constexpr const char* kFwd = "cwarp::local_warp";
 constexpr const char* kBwd = "cwarp::local_warp_backward";
 
-// Pixel indices of one image are index_t too.
+// Pixel indices of one image are index_t too, including those a block
+// computes past the last pixel.
 bool pixels_fit_int32(int64_t out_h, int64_t out_w) {
-  return out_h * out_w < int64_t(std::numeric_limits<int32_t>::max()) - kThreads;
+  return out_h * out_w < int64_t(std::numeric_limits<int32_t>::max()) - kThreads * kBwdPixelsPerThread;
 }
 
-dim3 grid_for(int64_t n_pix, int64_t B) {
-  return dim3(static_cast<unsigned>((n_pix + kThreads - 1) / kThreads),
+// blockIdx.x covers an image's pixels, pixels_per_thread per thread;
+// blockIdx.y strides over the batch.
+dim3 grid_for(int64_t n_pix, int64_t B, int pixels_per_thread) {
+  const int64_t per_block = int64_t(kThreads) * pixels_per_thread;
+  return dim3(static_cast<unsigned>((n_pix + per_block - 1) / per_block),
               static_cast<unsigned>(std::min<int64_t>(B, kMaxGridY)));
 }
 
@@ -420,7 +492,7 @@ at::Tensor local_warp_cuda(const at::Tensor& image, const at::Tensor& params, co
     const at::Tensor prm = as_opmath<T>(params);
     const at::Tensor th = has_theta ? as_opmath<T>(theta->reshape({B, 6})) : at::Tensor();
     const WarpConfig cfg = make_config(kFwd, image, params.size(1), out_h, out_w, k, pad, align_corners);
-    const dim3 grid = grid_for(out_h * out_w, B);
+    const dim3 grid = grid_for(out_h * out_w, B, 1);
     const T* th_ptr = has_theta ? th.const_data_ptr<T>() : nullptr;
     if (i32) {
       local_warp_forward_kernel<scalar_t, int32_t><<<grid, kThreads, 0, stream>>>(
@@ -457,7 +529,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> local_warp_backward_cuda(
   const bool want_params = output_mask[1] && K > 0;
   const bool want_theta = output_mask[2] && has_theta;
   const int64_t n_pix = out_h * out_w;
-  const dim3 grid = grid_for(n_pix, B);
+  const bool i32 = offsets_fit_int32(image) && offsets_fit_int32(grad_out) && pixels_fit_int32(out_h, out_w);
+  const dim3 grid = grid_for(n_pix, B, i32 ? backward_pixels_per_thread<int32_t>()
+                                           : backward_pixels_per_thread<int64_t>());
   const bool work = B > 0 && C > 0 && n_pix > 0;
 
   at::Tensor grad_image_acc, grad_image_fix, fix_scale;
@@ -485,7 +559,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> local_warp_backward_cuda(
                                                     fix_scale.mutable_data_ptr<double>(), n_pix);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
-    const bool i32 = offsets_fit_int32(image) && offsets_fit_int32(grad_out) && pixels_fit_int32(out_h, out_w);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, image.scalar_type(), "cwarp_local_warp_backward_cuda",
                                     [&] {
       using T = at::opmath_type<scalar_t>;

@@ -33,6 +33,8 @@ def contrastive_loss(p: torch.Tensor, z_pos: torch.Tensor, z_neg: Optional[torch
             (B, B) matrix is held).
         reduction: "mean", "sum" or "none" (per-row losses, shape (B,)).
         backend: "auto", "cpp" (C++ CPU / CUDA), "triton", "torch" (the reference).
+            On CUDA, "auto" runs in-batch losses on Triton when it is
+            installed (its in-batch sweep is tiled, the CUDA kernel's serial).
 
     Differentiable with respect to p, z_pos and z_neg. The result has p's
     dtype; float16 / bfloat16 compute in float32.
@@ -46,7 +48,7 @@ def contrastive_loss(p: torch.Tensor, z_pos: torch.Tensor, z_neg: Optional[torch
                          "pass reduction='sum' or 'none'")
     tau = float(tau)
     in_batch = bool(in_batch)
-    backend = resolve_backend(_OP, backend, p.device)
+    backend = resolve_backend(_OP, backend, p.device, prefer_triton_on_cuda=in_batch)
     if backend == "torch":
         return reference.contrastive_loss(p, z_pos, z_neg, tau=tau, byol_weight=byol_weight,
                                           nce_weight=nce_weight, in_batch=in_batch, reduction=reduction)
