@@ -41,6 +41,7 @@ The test suite runs it (tests/apps/test_gpu_check_script.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -192,6 +193,17 @@ def _view_inputs(torch, g, B: int):
     return src, (theta, warps, color, mean, std, size)
 
 
+@contextlib.contextmanager
+def _deterministic(torch, enabled: bool):
+    """torch.use_deterministic_algorithms(enabled) inside the block, the former setting after it."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(enabled)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
 def section_parity(rec: Record, dry_run: bool) -> bool:
     torch, device = _setup(dry_run)
     import cwarp
@@ -205,21 +217,36 @@ def section_parity(rec: Record, dry_run: bool) -> bool:
     image64 = torch.rand(B, 3, S, S, generator=g, dtype=torch.float64)
     params64 = cwarp.sample_local_warps(B, K, generator=g).double()
     theta64 = torch.eye(2, 3, dtype=torch.float64).repeat(B, 1, 1) * 0.9
-    for dtype in (torch.float32, torch.bfloat16):
-        for kind in ("translate", "gaussian"):
-            inputs = [t.to(device, dtype).requires_grad_() for t in (image64, params64.to(dtype).double(),
-                                                                     theta64)]
-            exp_in = [t.detach().double().requires_grad_() for t in inputs]
-            expected = reference.local_warp(*exp_in, kind=kind)
-            grad_out = torch.randn(expected.shape, generator=g, dtype=torch.float64).to(device)
-            exp_grads = torch.autograd.grad(expected, exp_in, grad_out)
-            for backend in backends:
+    # The last case: twice the warps (the backward's block reduction then
+    # flushes more than once) in deterministic mode, run twice: it must also
+    # repeat bit for bit.
+    many = cwarp.sample_local_warps(B, 2 * K, generator=g).double()
+    cases = [(dtype, kind, params64, False) for dtype in (torch.float32, torch.bfloat16)
+             for kind in ("translate", "gaussian")] + [(torch.float32, "translate", many, True)]
+    for dtype, kind, params, deterministic in cases:
+        inputs = [t.to(device, dtype).requires_grad_() for t in (image64, params.to(dtype).double(), theta64)]
+        exp_in = [t.detach().double().requires_grad_() for t in inputs]
+        expected = reference.local_warp(*exp_in, kind=kind)
+        grad_out = torch.randn(expected.shape, generator=g, dtype=torch.float64).to(device)
+        exp_grads = torch.autograd.grad(expected, exp_in, grad_out)
+        for backend in backends:
+            def run():
                 out = cwarp.local_warp(*inputs, kind=kind, backend=backend)
-                grads = torch.autograd.grad(out, inputs, grad_out.to(dtype))
-                err = max(_max_rel_err(out, expected), *(_max_rel_err(a, e) for a, e in zip(grads, exp_grads)))
-                name = f"local_warp {backend} {str(dtype)[6:]} {kind} (fwd, bwd)"
-                ok &= rec.figure("parity", name, err, unit="max rel err", target=tolerance[dtype],
-                                 higher_is_better=False) == "PASS"
+                return (out, *torch.autograd.grad(out, inputs, grad_out.to(dtype)))
+
+            with _deterministic(torch, deterministic):
+                results = run()
+                repeat = run() if deterministic else results
+            out, grads = results[0], results[1:]
+            err = max(_max_rel_err(out, expected), *(_max_rel_err(a, e) for a, e in zip(grads, exp_grads)))
+            name = f"local_warp {backend} {str(dtype)[6:]} {kind} K={params.shape[1]}" + \
+                (" deterministic" if deterministic else "") + " (fwd, bwd)"
+            ok &= rec.figure("parity", name, err, unit="max rel err", target=tolerance[dtype],
+                             higher_is_better=False) == "PASS"
+            if deterministic:
+                same = all(torch.equal(a, b) for a, b in zip(results, repeat))
+                ok &= rec.figure("parity", name.replace("(fwd, bwd)", "repeats bitwise"), int(same), target=1) \
+                    == "PASS"
     Bl, D, N = (8, 32, 3) if dry_run else (64, 256, 8)
     for in_batch in (False, True):
         p, z, zn = (torch.randn(shape, generator=g, dtype=torch.float64)
