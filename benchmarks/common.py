@@ -41,6 +41,11 @@ class Row:
         return None if self.timing is None else self.items / (self.timing.p50_ms / 1e3)
 
 
+def quantile_ms(times_s, f: float) -> float:
+    """The f-quantile (lower element, no interpolation) of sorted times in seconds, in ms."""
+    return times_s[min(len(times_s) - 1, int(f * len(times_s)))] * 1e3
+
+
 def time_cpu(fn: Callable[[], object], min_run_time: float = 1.0) -> Timing:
     fn()  # warm-up: first-call allocations, lazy init, compilation
     # Timer runs its statement on ONE thread unless told otherwise; the floors
@@ -48,11 +53,7 @@ def time_cpu(fn: Callable[[], object], min_run_time: float = 1.0) -> Timing:
     timer = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     m = timer.blocked_autorange(min_run_time=min_run_time)
     times = sorted(m.times)
-
-    def q(f):
-        return times[min(len(times) - 1, int(f * len(times)))] * 1e3
-
-    return Timing(p50_ms=m.median * 1e3, p20_ms=q(0.2), p80_ms=q(0.8))
+    return Timing(p50_ms=m.median * 1e3, p20_ms=quantile_ms(times, 0.2), p80_ms=quantile_ms(times, 0.8))
 
 
 def time_gpu(fn: Callable[[], object], rep_ms: int = 200) -> Timing:

@@ -30,7 +30,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))   # this checkout's cwarp, not an installed one
-from common import Row, Timing, add_speedups, format_table, time_fn, write_json  # noqa: E402
+from common import Row, Timing, add_speedups, format_table, quantile_ms, time_fn, write_json  # noqa: E402
 
 SPEEDUP_FLOOR = 3.0
 RENDERING_FLOOR = 0.85
@@ -88,10 +88,6 @@ def _run_contender(args, method, flags) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _quantile(times, f):
-    return times[min(len(times) - 1, int(f * len(times)))] * 1e3
-
-
 def compare(args) -> int:
     rows, ratios, best = [], {}, {}
     for method in args.methods:
@@ -105,8 +101,8 @@ def compare(args) -> int:
                 print(f"[{method}] {name}: {median:.2f} s per step", flush=True)
         for name in CONTENDERS:
             r = best[(method, name)]
-            t = Timing(p50_ms=r["median"] * 1e3, p20_ms=_quantile(r["times_s"], 0.2),
-                       p80_ms=_quantile(r["times_s"], 0.8))
+            t = Timing(p50_ms=r["median"] * 1e3, p20_ms=quantile_ms(r["times_s"], 0.2),
+                       p80_ms=quantile_ms(r["times_s"], 0.8))
             case = f"{method} {args.arch} B={args.batch_size} {args.image_size}x{args.image_size}"
             rows.append(Row(case=case, contender=name, dtype=r["dtype"], timing=t, items=args.batch_size,
                             note=r["negatives"] if method == "contrawarp" else "", peak_mem_mb=r["peak_rss_mb"]))

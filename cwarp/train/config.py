@@ -332,14 +332,20 @@ def _flag(name: str) -> str:
 
 
 def _text(value: Any) -> str:
-    return ",".join(f"{x:g}" for x in value) if isinstance(value, tuple) else f"{value:g}" if isinstance(
-        value, float) else str(value)
+    """A default as the command line writes it: tuples comma-separated, floats
+    as short as they stay exact (0.8,1 rather than 0.8,1.0)."""
+    if isinstance(value, tuple):
+        return ",".join(_text(x) for x in value)
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
 
 
 def _add_field(group, f: dataclasses.Field, suppress: bool) -> None:
     meta = dict(f.metadata)
     kw = {k: meta[k] for k in ("type", "choices", "metavar", "action") if k in meta}
-    default = f.default if not isinstance(f.default, tuple) else ",".join(str(x) for x in f.default)
+    default = _text(f.default) if isinstance(f.default, tuple) else f.default
     others = [f"--method {m}: {_text(d[f.name])}" for m, d in METHOD_DEFAULTS.items() if f.name in d]
     help_text = meta["help"] + (f" ({'; '.join(others)}; otherwise the default below)" if others else "")
     group.add_argument(_flag(f.name), dest=f.name, help=help_text,
