@@ -71,9 +71,14 @@ def _cuda_status() -> str:
     return "available"
 
 
+# Looked up once: the backend resolver asks on every call, also while
+# torch.compile traces it.
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+
+
 def triton_installed() -> bool:
     """True when the triton package can be imported (whether it can run here is _triton_status's question)."""
-    return importlib.util.find_spec("triton") is not None
+    return _TRITON_INSTALLED
 
 
 def _triton_status() -> str:

@@ -81,7 +81,7 @@ def test_reasons_name_what_is_missing(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert cwarp.backends(explain=True)["triton"].startswith("no CUDA device is visible")
-    monkeypatch.setattr(_extension.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(_extension, "triton_installed", lambda: False)
     assert cwarp.backends(explain=True)["triton"] == "the triton package is not installed"
     monkeypatch.setattr(_extension, "_C", None)
     monkeypatch.setattr(_extension, "_IMPORT_ERROR", ImportError("libcwarp.so: cannot open shared object file"))
