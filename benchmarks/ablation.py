@@ -192,11 +192,13 @@ def main(argv=None):
                     num_test=int(recipe["probe_test"]))
     t0 = time.perf_counter()
     compare = {(seed, m): job("compare", m, seed, over, args.out, common) for seed in args.seeds for m in METHODS}
-    negative_jobs = [job(f"negatives_{n}", "contrawarp", args.seeds[0], over, args.out, flags + common)
-                     for n, flags in zip(args.negatives, negative_flags)]
-    size_jobs = [job(f"warp_size_{size.replace(':', '_')}", "contrawarp", args.seeds[0], over, args.out,
-                     flags + common) for size, flags in zip(args.warp_sizes, sweep_flags)]
-    pretrain_runs(list(compare.values()) + negative_jobs + size_jobs, args.jobs)
+    # The sweeps' runs by the label they are reported under (none with --no-sweep).
+    sweep_jobs = {f"num_negatives={n}": job(f"negatives_{n}", "contrawarp", args.seeds[0], over, args.out,
+                                            flags + common) for n, flags in zip(args.negatives, negative_flags)}
+    sweep_jobs.update({f"warp_radius:magnitude={size}": job(f"warp_size_{size.replace(':', '_')}", "contrawarp",
+                                                            args.seeds[0], over, args.out, flags + common)
+                       for size, flags in zip(args.warp_sizes, sweep_flags)})
+    pretrain_runs(list(compare.values()) + list(sweep_jobs.values()), args.jobs)
     per_seed = {}
     arch = json.load(open(os.path.join(compare[(args.seeds[0], "contrawarp")][0], "config.json")))["arch"]
     for seed in args.seeds:
@@ -216,9 +218,7 @@ def main(argv=None):
 
     sweeps = {}
     seed = args.seeds[0]
-    labels = [f"num_negatives={n}" for n in args.negatives] * bool(negative_jobs) + [
-        f"warp_radius:magnitude={size}" for size in args.warp_sizes] * bool(size_jobs)
-    for key, (out, _) in zip(labels, negative_jobs + size_jobs):
+    for key, (out, _) in sweep_jobs.items():
         r = demo.probe_all({"cw": os.path.join(out, "checkpoint.pt")}, arch=arch, seed=seed, baselines=False,
                            **probe_kw)
         sweeps[key] = 100 * r["cw"]["linear_acc"]
