@@ -38,8 +38,8 @@ __all__ = ["main", "demo_config", "pretrain", "pretrain_in_worker", "probe_all",
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # The demo's budget: 7 epochs of 1,536 faces in batches of 32, 336 steps per
-# method, the fewest at which ContraWarping's features leave BYOL's behind,
-# sized for 2 CPU cores (README: how long make demo takes). Every method gets
+# method, a budget at which ContraWarping's features pull ahead of BYOL's
+# (docs/experiments.md), sized for 2 CPU cores (README: how long make demo takes). Every method gets
 # this budget; the rest of each recipe is
 # cwarp-train's defaults for its --method (docs/experiments.md, "The recipe at
 # the demo's budget"). The online kNN evaluation runs once per epoch (and at
