@@ -1,7 +1,8 @@
 """Constants shared across the package; torch-free, so the command lines can read them before importing torch."""
 
-# The data set formats cwarp.data.build_dataset reads.
-FORMATS = ("synthetic", "rafdb", "fer2013", "imagefolder")
+# The data set formats cwarp.data.build_dataset reads ("synthetic-hard": SyntheticFaces(difficulty="hard")).
+FORMATS = ("synthetic", "synthetic-hard", "rafdb", "fer2013", "imagefolder")
+SYNTHETIC_FORMATS = ("synthetic", "synthetic-hard")
 
 # ImageNet's per-channel statistics of x / 255: the default normalization of
 # the views (cwarp.nn.ContraWarpAugment) and of the probe's inputs.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from cwarp._constants import FORMATS
+from cwarp._constants import FORMATS, SYNTHETIC_FORMATS
 
 from .common import FaceDataset, check_image_size, check_split
 from .fer2013 import load_fer2013
@@ -23,7 +23,8 @@ def build_dataset(format: str, path: Optional[str], split: str, image_size: int,
                   outside_subset: Optional[int] = None) -> FaceDataset:
     """The ``split`` ("train", "val" or "test") of a data set, images resized to image_size x image_size.
 
-    format: "synthetic" (path is None or a cache folder), "rafdb" (RAF-DB's
+    format: "synthetic" (path is None or a cache folder), "synthetic-hard" (the
+    same with SyntheticFaces(difficulty="hard")), "rafdb" (RAF-DB's
     basic/ folder), "fer2013" (the Kaggle csv) or "imagefolder"
     (path/train/CLASS/*, path/test/CLASS/*, optionally path/val/CLASS/*).
     "val": synthetic renders it from its own random stream, fer2013 is its
@@ -44,11 +45,12 @@ def build_dataset(format: str, path: Optional[str], split: str, image_size: int,
         raise ValueError(f"num_samples must be a positive int or None, got {num_samples!r}")
     if outside_subset is not None and format not in ("rafdb", "imagefolder"):
         raise ValueError(f"outside_subset is for rafdb and imagefolder; {format} has a validation split")
-    if format == "synthetic":
+    if format in SYNTHETIC_FORMATS:
         if path is not None and os.path.exists(path) and not os.path.isdir(path):
-            raise ValueError(f"synthetic: path {path} is a file; give a cache folder or no path")
+            raise ValueError(f"{format}: path {path} is a file; give a cache folder or no path")
         count = num_samples if num_samples is not None else SYNTHETIC_SIZES[split]
-        return SyntheticFaces(count, image_size, seed, split=split, cache_dir=path if cache else None)
+        return SyntheticFaces(count, image_size, seed, split=split, cache_dir=path if cache else None,
+                              difficulty="hard" if format == "synthetic-hard" else "standard")
     if path is None:
         raise ValueError(f"format {format!r} needs a data path")
     path = os.fspath(path)

@@ -19,6 +19,7 @@ import time
 from typing import Optional, Sequence
 
 from cwarp import _cli
+from cwarp._constants import SYNTHETIC_FORMATS
 # Torch-free copies of the format and backbone names (a test pins them to cwarp.data and cwarp.train.models).
 from cwarp.train.config import ARCHS, FORMATS
 
@@ -73,7 +74,7 @@ def _check_paths(args: argparse.Namespace) -> None:
     # Checked before the slow imports, so that a typo fails at once.
     if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
         raise _cli.InputError(f"checkpoint {args.checkpoint} does not exist")
-    if args.format != "synthetic":
+    if args.format not in SYNTHETIC_FORMATS:
         if args.data is None:
             raise _cli.InputError(f"--format {args.format} needs --data PATH")
         if not os.path.exists(args.data):

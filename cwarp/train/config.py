@@ -26,14 +26,15 @@ from cwarp._constants import FORMATS, KNN_K, KNN_TEMPERATURE
 
 __all__ = ["RunConfig", "DataConfig", "OptimConfig", "ByolConfig", "NegativesConfig", "ViewsConfig",
            "BookkeepingConfig", "EvalConfig", "ConfigError", "METHODS", "FORMATS", "ARCHS", "PRECISIONS", "OPTIMIZERS",
-           "NEGATIVE_NETWORKS", "NCE_PREDICTIONS", "WARP_KINDS", "DEFAULTS", "METHOD_DEFAULTS", "defaults_for",
+           "NEGATIVE_NETWORKS", "NCE_PREDICTIONS", "WARP_KINDS", "WARP_CENTERS", "NEGATIVE_KINDS", "MEMORY_FORMATS",
+           "DEFAULTS", "METHOD_DEFAULTS", "defaults_for",
            "FORMER_DEFAULTS", "RESUME_MUTABLE", "CONFIG_VERSION",
            "build_parser", "parse_command_line", "config_from_argv", "load_config_file", "validate", "migrate",
            "run_differences", "compact_arch", "resolve_arch", "write_config_files"]
 
 METHODS = ("contrawarp", "byol", "supervised")
 # The backbones of cwarp.train.models, which builds them.
-ARCHS = ("resnet18", "resnet50", "resnet18-small", "convnet-small")
+ARCHS = ("resnet18", "resnet50", "resnet18-small", "convnet-small", "convnet-small-s2")
 OPTIMIZERS = ("lars", "sgd", "adamw")
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -45,6 +46,10 @@ NEGATIVE_NETWORKS = ("target", "online")
 NCE_PREDICTIONS = ("p1", "both")
 # cwarp.local_warp's kinds (cwarp.ops._checks.KINDS; this module imports no torch).
 WARP_KINDS = ("translate", "gaussian")
+# cwarp.ContraWarpAugment's warp_centers and negative_kind (cwarp.nn.augment).
+WARP_CENTERS = ("landmarks", "uniform")
+NEGATIVE_KINDS = ("local", "affine")
+MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
 AUTO_ARCH = "auto"
 # The version of the flat config written into checkpoints and config.json.
 CONFIG_VERSION = 2
@@ -150,6 +155,21 @@ class NegativesConfig:
         "p1", "which predictions meet the warped negatives (copies of view 2): p1 alone, whose positive (view 2's "
               "target) they differ from by the local warps only, or both halves of the symmetric loss (p2 beats "
               "copies of its own view without seeing a warp)", choices=NCE_PREDICTIONS)
+    warp_centers: str = _opt(
+        "landmarks", "where the local warps sit: on the face's landmarks (the data set's, else the canonical five), "
+                     "or uniform over the whole view (a control: warps away from where the expression is)",
+        choices=WARP_CENTERS)
+    negative_kind: str = _opt(
+        "local", "how a negative differs from view 2: local warps, or one global similarity transform (rotation "
+                 "within 10 degrees, scale within 10 %%, a shift of --warp-magnitude; a control: a change of the "
+                 "whole view instead of the face's local geometry)", choices=NEGATIVE_KINDS)
+    detach_negatives: bool = _opt(
+        False, "with --negatives-through online: embed the negatives without gradient (their BatchNorm layers "
+               "normalize with the views' batch statistics, so that only the warps tell them from view 2); the "
+               "anchor and its positive keep theirs: a cheaper step (true/false)", type=_bool)
+    negative_anchors: float = _opt(
+        1.0, "fraction of each batch's anchors that get warped negatives (the first of the shuffled batch); the "
+             "BYOL term keeps every anchor: a cheaper step", type=float)
 
 
 @dataclass(frozen=True)
@@ -211,6 +231,10 @@ class RunConfig:
     device: str = _opt("cpu", "training device", choices=DEVICES)
     precision: str = _opt("auto", "autocast dtype of the networks; auto: bf16 on CUDA, fp32 on the CPU (bf16 "
                                   "there is opt-in)", choices=PRECISIONS)
+    memory_format: str = _opt("auto", "layout of the networks' weights and inputs; auto: channels_last on CUDA, "
+                                      "contiguous on the CPU", choices=MEMORY_FORMATS)
+    compile: bool = _opt(False, "torch.compile the backbones (online and target) before the first step "
+                                "(true/false)", type=_bool)
     reuse_freed_memory: bool = _opt(True, "keep host memory freed by a step for the next one instead of returning "
                                           "it to the OS, which makes every CPU step fault its buffers in anew "
                                           "(glibc's malloc; elsewhere no effect) (true/false)", type=_bool)
@@ -524,6 +548,11 @@ def _value_checks(c: Dict[str, Any]) -> Iterable[Tuple[bool, str, str]]:
     yield c["negatives_through"] in NEGATIVE_NETWORKS, "negatives_through", f"expected one of {NEGATIVE_NETWORKS}"
     yield c["nce_on"] in NCE_PREDICTIONS, "nce_on", f"expected one of {NCE_PREDICTIONS}"
     yield c["warp_kind"] in WARP_KINDS, "warp_kind", f"expected one of {WARP_KINDS}"
+    yield c["warp_centers"] in WARP_CENTERS, "warp_centers", f"expected one of {WARP_CENTERS}"
+    yield c["negative_kind"] in NEGATIVE_KINDS, "negative_kind", f"expected one of {NEGATIVE_KINDS}"
+    yield c["memory_format"] in MEMORY_FORMATS, "memory_format", f"expected one of {MEMORY_FORMATS}"
+    yield (math.isfinite(c["negative_anchors"]) and 0 < c["negative_anchors"] <= 1, "negative_anchors",
+           "expected a fraction in (0, 1]")
     yield c["arch"] in (AUTO_ARCH,) + ARCHS, "arch", f"expected one of {(AUTO_ARCH,) + ARCHS}"
     yield c["image_size"] >= 16, "image_size", "expected >= 16"
     yield c["epochs"] >= 1, "epochs", "expected >= 1"
@@ -575,6 +604,12 @@ def _resolve_method(c: Dict[str, Any]) -> None:
     elif c["num_negatives"] == 0:
         raise ConfigError("--num-negatives: --method contrawarp needs at least one warped negative, got 0 "
                           "(use --method byol for the baseline)")
+    if c["detach_negatives"] and c["negatives_through"] != "online":
+        raise ConfigError("--detach-negatives: only with --negatives-through online (the target embeds them "
+                          "without gradient already)")
+    if c["negative_anchors"] < 1 and c["in_batch"]:
+        raise ConfigError(f"--negative-anchors: --in-batch takes every anchor's positive as a key; drop one of "
+                          f"them, got --negative-anchors {c['negative_anchors']!r}")
     if c["num_negatives"] == 0 and not c["in_batch"]:
         c["nce_weight"] = 0.0   # InfoNCE with the positive alone is identically 0
     if c["byol_weight"] == 0 and c["nce_weight"] == 0:
