@@ -18,7 +18,7 @@ run before the recipe was frozen.
 For ContraWarping against each other arm it prints, on both splits: the
 per-seed gaps, their mean with a 95 % percentile-bootstrap interval, the
 paired t test and Wilcoxon's exact signed-rank test over seeds, and McNemar's
-exact test per seed over the test faces (benchmarks/paired_stats.py). The
+exact test per seed over the test faces (cwarp.eval.stats). The
 sweeps (--negatives, --warp-sizes; off with --no-sweep) vary one
 ContraWarping knob at the first seed and are scored on --select-on (the
 validation split unless asked otherwise): they choose, so they never see the
@@ -40,9 +40,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))   # this checkout's cwarp, not an installed one
-import paired_stats as ps  # noqa: E402
 import protocol  # noqa: E402
 from common import write_record  # noqa: E402
+
+from cwarp.eval import stats as ps  # noqa: E402
 
 # Seeds that chose nothing: the recipe was chosen on seeds 0 and 1, and seeds 0 to 2 reported earlier results.
 FRESH_SEEDS = (3, 4, 5, 6, 7, 8, 9, 10)

@@ -1,13 +1,15 @@
-"""benchmarks/paired_stats.py against scipy (where installed) and against brute force."""
+"""cwarp.eval.stats against scipy (where installed) and against brute force."""
 import itertools
 
 import numpy as np
 import pytest
 
+from cwarp.eval import stats
+
 
 @pytest.fixture(scope="module")
-def st(load_script):
-    return load_script("benchmarks/paired_stats.py")
+def st():
+    return stats
 
 
 GAPS = [12.4, 4.8, 0.8, -1.5, 6.0, 3.3, -0.7, 9.9]
@@ -73,3 +75,16 @@ def test_bootstrap_ci_brackets_the_mean_and_narrows_with_more_values(st):
     lo2, hi2 = st.bootstrap_ci(GAPS * 4)
     assert hi2 - lo2 < wide
     assert st.bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
+
+
+def test_paired_bootstrap_of_an_accuracy_difference(st):
+    rng = np.random.default_rng(1)
+    a = rng.random(1400) < 0.25
+    b = rng.random(1400) < 0.18
+    lo, hi = st.paired_bootstrap_ci(a, b)
+    diff = a.mean() - b.mean()
+    assert lo < diff < hi and 0.01 < hi - lo < 0.1
+    # The same classifier against itself: no difference, whatever the faces.
+    assert st.paired_bootstrap_ci(a, a) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="equal non-empty 1-d"):
+        st.paired_bootstrap_ci(a, b[:-1])

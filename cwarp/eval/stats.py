@@ -1,13 +1,16 @@
 """Paired statistics for comparing two representations over seeds and over test faces.
 
 - ``bootstrap_ci``: a percentile bootstrap confidence interval of a mean.
+- ``paired_bootstrap_ci``: the same for the accuracy difference of two
+  classifiers on the same faces (the faces resampled in pairs).
 - ``paired_t``: Student's t on paired differences (two-sided p).
 - ``wilcoxon``: Wilcoxon's signed-rank test, exact for up to EXACT_MAX
   non-zero differences (two-sided p).
 - ``mcnemar``: McNemar's exact test of two classifiers on the same faces.
 
-numpy only, so the benchmarks need nothing beyond the project's
-requirements (tests check these against scipy where it is installed).
+numpy only, so nothing beyond the project's requirements is needed (tests
+check these against scipy where it is installed). benchmarks/ablation.py
+uses them over seeds; the demo over one seed's test faces.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "paired_t", "wilcoxon", "mcnemar", "t_sf", "EXACT_MAX"]
+__all__ = ["bootstrap_ci", "paired_bootstrap_ci", "paired_t", "wilcoxon", "mcnemar", "t_sf", "EXACT_MAX"]
 
 # Beyond this many non-zero differences the Wilcoxon p comes from the normal approximation.
 EXACT_MAX = 20
@@ -30,6 +33,24 @@ def bootstrap_ci(values: Sequence[float], level: float = 0.95, resamples: int = 
         raise ValueError("bootstrap_ci: no values")
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
+
+
+def paired_bootstrap_ci(correct_a: Sequence[bool], correct_b: Sequence[bool], level: float = 0.95,
+                        resamples: int = 10000, seed: int = 0) -> Tuple[float, float]:
+    """Percentile bootstrap interval of accuracy(a) - accuracy(b) over the same faces, resampled in pairs."""
+    a = np.asarray(correct_a, dtype=np.float64)
+    b = np.asarray(correct_b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"paired_bootstrap_ci: expected two equal non-empty 1-d sequences, got shapes {a.shape} "
+                         f"and {b.shape}")
+    rng = np.random.default_rng(seed)
+    diff = a - b
+    means = np.empty(resamples)
+    for start in range(0, resamples, 1000):   # a thousand resamples at a time bounds the index array
+        idx = rng.integers(0, diff.size, size=(min(1000, resamples - start), diff.size))
+        means[start:start + idx.shape[0]] = diff[idx].mean(axis=1)
     tail = (1.0 - level) / 2.0
     return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
 
