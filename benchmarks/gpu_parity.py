@@ -157,6 +157,56 @@ def former_gate_err(fn: Callable, case: WarpCase, inputs: dict) -> float:
     return max(forward_err(out, inputs["expected"]), *(forward_err(a, e) for a, e in zip(grads, inputs["raw_grads"])))
 
 
+def loss_inputs(in_batch: bool, seed: int, device, dry_run: bool = False) -> dict:
+    """contrastive_loss inputs (float32 values, in float64), the oracle's loss and gradients."""
+    g = torch.Generator().manual_seed(seed)
+    B, D, N = (8, 32, 3) if dry_run else (64, 256, 8)
+    leaves = [torch.randn(shape, generator=g, dtype=torch.float64).float().double().to(device).requires_grad_()
+              for shape in ((B, D), (B, D), (B, N, D))]
+    expected = reference.contrastive_loss(*leaves, in_batch=in_batch)
+    return dict(inputs=[t.detach() for t in leaves], in_batch=in_batch, expected=expected.detach(),
+                grads=torch.autograd.grad(expected, leaves))
+
+
+def check_loss(fn: Callable, inputs: dict) -> Dict[str, float]:
+    """The gate's figures for fn(p, z, negatives, in_batch=) in float32."""
+    leaves = [t.float().requires_grad_() for t in inputs["inputs"]]
+    loss = fn(*leaves, in_batch=inputs["in_batch"])
+    grads = torch.autograd.grad(loss, leaves)
+    figures = {"forward": forward_err(loss, inputs["expected"])}
+    for name, a, e in zip(("p", "z", "negatives"), grads, inputs["grads"]):
+        figures[f"grad {name}"] = grad_err(a, e)
+    return figures
+
+
+def view_inputs(seed: int, dry_run: bool = False):
+    """A uint8 batch and the arguments of augment_views for V=3 views of it:
+    mild affines, two warps per view, a colour jitter."""
+    from cwarp._constants import IMAGENET_MEAN, IMAGENET_STD
+
+    g = torch.Generator().manual_seed(seed)
+    B, V, K, size = (2 if dry_run else 16), 3, 2, 32
+    src = torch.randint(0, 256, (B, 3, 48, 48), generator=g, dtype=torch.uint8)
+    theta = (torch.eye(2, 3).repeat(B, V, 1, 1) * 0.9 + 0.05 * torch.randn(B, V, 2, 3, generator=g))
+    warps = torch.cat([torch.rand(B, V, K, 2, generator=g) - 0.5, torch.full((B, V, K, 1), 0.4),
+                       0.1 * torch.randn(B, V, K, 2, generator=g)], dim=-1)
+    color = torch.stack([1 + 0.2 * torch.randn(B, V, generator=g), 1 + 0.2 * torch.randn(B, V, generator=g),
+                         1 + 0.2 * torch.randn(B, V, generator=g), 0.05 * torch.randn(B, V, generator=g),
+                         (torch.rand(B, V, generator=g) < 0.2).float()], dim=-1)
+    return src, (theta, warps, color, torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD), size)
+
+
+def check_views(backend: str, device, seed: int = 0, dry_run: bool = False) -> Dict[str, float]:
+    """The gate's figure for augment_views (uint8 -> float32, forward only) on backend."""
+    from cwarp.ops import augment_views
+
+    src, args = view_inputs(seed, dry_run)
+    expected = reference.augment_views(src, *args)
+    out = augment_views(src.to(device), *(a.to(device) if torch.is_tensor(a) else a for a in args),
+                        backend=backend)
+    return {"forward": forward_err(out, expected)}
+
+
 def tolerance(figure: str, dtype: torch.dtype) -> float:
     return FORWARD_TOL[dtype] if figure == "forward" else GRAD_TOL[dtype]
 
