@@ -162,11 +162,15 @@ def run_case(B: int, D: int, N: int, in_batch: bool, dtype: torch.dtype, device:
                     return torch.autograd.grad(loss, inputs)
             try:
                 call()  # warm-up (and compilation for torch.compile)
+                if cuda_graph and device.type == "cuda":
+                    # Launches included, for the note: what a caller without graphs sees.
+                    note = f"{note}; " if note else ""
+                    note += f"do_bench p50 {time_fn(call, device).p50_ms:.4f} ms"
                 timing = time_fn(call, device, min_run_time=min_run_time, cuda_graph=cuda_graph)
                 peak = peak_bytes(call, device) / 2**20
             except Exception as exc:  # a contender that cannot run is reported, not hidden
                 rows.append(Row(case, name, str(dtype).replace("torch.", ""), None, B,
-                                note=f"failed: {type(exc).__name__}: {str(exc)[:80]}"))
+                                note=f"{note + '; ' if note else ''}failed: {type(exc).__name__}: {str(exc)[:80]}"))
                 continue
             rows.append(Row(case, name, str(dtype).replace("torch.", ""), timing, B, note=note, peak_mem_mb=peak))
     return rows
