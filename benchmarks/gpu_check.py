@@ -18,12 +18,13 @@ in seconds (the estimates are readings of the code, not measurements):
                                   from the interpreter's bin directory), when
                                   cwarp._C lacks CUDA; then
                                   scripts/check_cuda_kernels.py --arch 90 (the
-                                  registers / occupancy table). Log: build.log
+                                  registers / occupancy table)
   environment     45    10        nvidia-smi, Python / torch / Triton / nvcc /
                                   ninja versions, cwarp.backends()
-  parity-triton  150    60-120    the Triton kernels against the reference
+  parity-triton  210    60-150    the Triton kernels against the reference
                                   (benchmarks/gpu_parity.py; needs no build, so
-                                  it runs while the build does)
+                                  its cold compiles, about 70 with the
+                                  autotuning configs, run while the build does)
   parity-cpp      60    20        waits for the build; the CUDA kernels against
                                   the reference
   warp           150    60-90     local_warp at B=256, 3x224x224, K=4, float32
@@ -41,14 +42,16 @@ in seconds (the estimates are readings of the code, not measurements):
   tests          120    60-120    the suite's CUDA tests (TEST_SELECTION), a
                                   per-test timeout when pytest-timeout is there
 
-The estimates add up to about 7 minutes; the budget (480 s) caps the whole
-at 8 minutes and a few seconds of clean-up, inside one 10-minute call.
+The estimates add up to 5 to 8 minutes (the build overlapping the first
+three sections); the budget (480 s) caps the whole at 8 minutes and a few
+seconds of clean-up, inside one 10-minute call.
 
 Parity: every case is its own try; a miss or an exception is recorded as a
 FAIL and the later sections still run (their figures are then read with the
 miss in mind). Every figure and verdict goes to DIR/gpu_check.json ($OUT
 when set, else results/) the moment it is measured, so a run cut off still
-leaves what it measured. Exit status: 0 when every section ran and every
+leaves what it measured; each section's output goes to DIR/NAME.log as it
+comes, and its last lines to the terminal when it ends. Exit status: 0 when every section ran and every
 target was met, 1 otherwise, 2 on bad usage.
 
 --dry-run walks the same sections on the CPU with tiny shapes (Triton under
@@ -94,7 +97,7 @@ class Section(NamedTuple):
 SECTIONS = (
     Section("build", 300, background=True),
     Section("environment", 45),
-    Section("parity-triton", 150),
+    Section("parity-triton", 210),
     Section("parity-cpp", 60, needs=("build",)),
     Section("warp", 150, needs=("build",)),
     Section("loss", 75, needs=("build",)),
@@ -213,9 +216,12 @@ def ninja_figure(rec: Record, section: str) -> None:
 
 def section_environment(rec: Record, dry_run: bool) -> bool:
     if not dry_run:
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem",
-                              "--format=csv,noheader"], capture_output=True, text=True)
-        rec.figure("environment", "nvidia-smi", smi.stdout.strip() or smi.stderr.strip())
+        try:
+            smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem",
+                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
+            rec.figure("environment", "nvidia-smi", smi.stdout.strip() or smi.stderr.strip())
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            rec.figure("environment", "nvidia-smi", _failure(exc))
     torch, device = _setup(dry_run)
     import importlib.util
 
@@ -394,10 +400,10 @@ def section_warp(rec: Record, dry_run: bool) -> bool:
 
 
 def _benchmark_script(rec: Record, section: str, argv: List[str], out_dir: str) -> bool:
-    """Runs a benchmark script, then files its floors (from its JSON) under section."""
+    """Runs a benchmark script (its output into this section's log as it
+    comes), then files its floors (from its JSON) under section."""
     path = os.path.join(out_dir, f"{section}_throughput.json")
-    proc = subprocess.run([sys.executable, *argv, "--json", path], cwd=ROOT, capture_output=True, text=True)
-    print(proc.stdout[-4000:] + proc.stderr[-2000:], flush=True)
+    proc = subprocess.run([sys.executable, *argv, "--json", path], cwd=ROOT)
     floors = json.load(open(path)).get("floors", []) if os.path.exists(path) else []
     for c in floors:  # every floor is a least speed, but the loss's peak-memory ratios (a most)
         rec.figure(section, c["check"], c["measured"], target=c["floor"],
@@ -426,7 +432,8 @@ def section_tests(rec: Record, dry_run: bool) -> bool:
     if importlib.util.find_spec("pytest") is None:
         rec.figure("tests", "pytest installed", 0, target=1, note=f"no pytest for {sys.executable}")
         return False
-    argv = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "cuda", "-k", TEST_SELECTION, "--maxfail", "25",
+    # -v: one line per test as it ends, so a run cut off by the limit still says how far it got.
+    argv = [sys.executable, "-m", "pytest", "-v", "-rfEs", "-m", "cuda", "-k", TEST_SELECTION, "--maxfail", "25",
             "-p", "no:cacheprovider", "tests/ops", "tests/nn"]
     if importlib.util.find_spec("pytest_timeout") is not None:
         argv[3:3] = ["--timeout", "60"]
@@ -434,10 +441,13 @@ def section_tests(rec: Record, dry_run: bool) -> bool:
         rec.figure("tests", "per-test timeout", "none: pytest-timeout is not installed (the section's limit holds)")
     if dry_run:  # collected, not run: there is no GPU
         argv.append("--collect-only")
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
-    print(proc.stdout[-4000:] + proc.stderr[-2000:], flush=True)
-    lines = [line for line in proc.stdout.strip().splitlines() if line.strip()]
-    rec.figure("tests", "pytest summary", lines[-1] if lines else proc.stderr.strip()[-300:])
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = "no output"
+    for line in proc.stdout:  # passed on as it comes: a run cut off still leaves its lines in the log
+        print(line, end="", flush=True)
+        last = line.strip() or last
+    proc.wait()
+    rec.figure("tests", "pytest summary", last)
     rec.figure("tests", "pytest exit status", proc.returncode, target=0, higher_is_better=False)
     return proc.returncode == 0
 
@@ -488,16 +498,20 @@ def kill_group(pgid: int) -> None:
 
 class ChildSection:
     """One section in a child process that leads its own process group
-    (start_new_session), so that a timeout ends everything it started."""
+    (start_new_session), so that a timeout ends everything it started. Its
+    output, and its children's, goes to DIR/NAME.log as it comes; the last
+    lines are printed when it ends."""
 
-    def __init__(self, name: str, out_dir: str, dry_run: bool, log_path: Optional[str] = None):
+    TAIL_LINES = 40
+
+    def __init__(self, name: str, out_dir: str, dry_run: bool):
         argv = [sys.executable, os.path.abspath(__file__), "--section", name, "--out", out_dir]
         if dry_run:
             argv.append("--dry-run")
-        self.log_path = log_path
-        self.log = open(log_path, "w") if log_path else None
+        self.log_path = os.path.join(out_dir, f"{name}.log")
+        self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(argv, cwd=ROOT, start_new_session=True, stdout=self.log,
-                                     stderr=subprocess.STDOUT if self.log else None)
+                                     stderr=subprocess.STDOUT)
 
     def wait(self, timeout: float) -> str:
         """The section's status ("ok", "FAIL", "timeout", "error") once it ends or its time is up."""
@@ -507,16 +521,15 @@ class ChildSection:
         except subprocess.TimeoutExpired:
             status = "timeout"
         self.kill()  # what the section left running, or the section itself
-        if self.log_path:
-            with open(self.log_path, errors="replace") as f:
-                print(f"--- the last lines of {self.log_path} ---\n" + "".join(f.readlines()[-40:]), flush=True)
+        with open(self.log_path, errors="replace") as f:
+            tail = f.readlines()[-self.TAIL_LINES:]
+        print(f"--- the last {len(tail)} lines of {self.log_path} ---\n" + "".join(tail), end="", flush=True)
         return status
 
     def kill(self) -> None:
         kill_group(self.proc.pid)
         self.proc.wait()
-        if self.log:
-            self.log.close()
+        self.log.close()
 
 
 def drive(rec: Record, sections, budget_s: float, launch: Callable[[str, float], object],
@@ -626,12 +639,7 @@ def main(argv=None) -> int:
         signal.signal(sig, _interrupted)
     rec.start(args.dry_run, {s.name: s.limit_s for s in sections}, args.budget_s)
 
-    def launch(name: str, limit: float) -> ChildSection:
-        background = next(s.background for s in sections if s.name == name)
-        return ChildSection(name, out_dir, args.dry_run,
-                            log_path=os.path.join(out_dir, f"{name}.log") if background else None)
-
-    return drive(rec, sections, args.budget_s, launch)
+    return drive(rec, sections, args.budget_s, lambda name, limit: ChildSection(name, out_dir, args.dry_run))
 
 
 if __name__ == "__main__":
