@@ -272,8 +272,8 @@ def section_build(rec: Record, dry_run: bool) -> bool:
         for name in built:
             os.replace(os.path.join(lib, "cwarp", name), os.path.join(ROOT, "cwarp", name))
         ok = proc.returncode == 0 and bool(built)
-        rec.figure("build", "build exit status", proc.returncode if built else "no cwarp/_C*.so built",
-                   target=0, higher_is_better=False)
+        rec.figure("build", "build exit status", proc.returncode if built else None, target=0,
+                   higher_is_better=False, note="" if built else f"no cwarp/_C*.so in {lib}/cwarp")
         if not ok:
             return False
     proc = subprocess.run([sys.executable, "scripts/check_cuda_kernels.py", "--arch", "90"], cwd=ROOT)
