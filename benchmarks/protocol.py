@@ -185,7 +185,7 @@ def probe_baselines(out_root: str, split: Split, fmt: str, seed: int, arch: str,
     cached under out_root/baselines/."""
     import torch
 
-    from cwarp.train.models import build_backbone
+    from cwarp.models import build_backbone
 
     cache = os.path.join(out_root, "baselines", f"{fmt}_{split.name}_s{seed}_{arch}_{image_size}.json")
     key = {"split": dataclasses.asdict(split), "format": fmt, "seed": seed, "arch": arch, "image_size": image_size}

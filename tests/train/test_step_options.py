@@ -5,10 +5,11 @@ import torch
 import cwarp
 from cwarp.train import config as C
 from cwarp.train import methods as M
+from cwarp.train import distributed as cdist
 from cwarp.train import trainer as T
 from cwarp.train.batch_stats import BatchStats
 from cwarp.train.byol import BYOL
-from cwarp.train.models import build_backbone
+from cwarp.models import build_backbone
 
 from test_train import read_log, run, tiny_args
 
@@ -70,7 +71,7 @@ def test_negatives_for_the_first_anchors_only():
 @pytest.mark.parametrize("through", ["online", "target"])
 def test_half_anchor_loss_is_byol_over_all_plus_nce_over_the_half(through):
     cfg = C.validate(C.RunConfig().replace(out="x", negatives_through=through, negative_anchors=0.5))
-    method = M.build_method(cfg, T.cdist.DistInfo())
+    method = M.build_method(cfg, cdist.DistInfo())
     g = torch.Generator().manual_seed(1)
     p1, p2, z1, z2, z1o, z2o = (torch.randn(4, 8, generator=g) for _ in range(6))
     zneg = torch.randn(2, 2, 8, generator=g)
@@ -103,7 +104,7 @@ def test_stride_two_stem_run_and_compiled_backbone(tmp_path):
     res = run(tiny_args(tmp_path / "s2", "--epochs", "1", "--arch", "convnet-small-s2", "--image-size", "32"))
     assert res["status"] == "done" and res["config"].arch == "convnet-small-s2"
     cfg = C.validate(C.parse_command_line(tiny_args(tmp_path / "c", "--compile", "true"))[0])
-    trainer = T.Trainer(cfg, T.cdist.DistInfo(), torch.device("cpu"), 3, 3, num_classes=7)
+    trainer = T.Trainer(cfg, cdist.DistInfo(), torch.device("cpu"), 3, 3, num_classes=7)
     # Compiled in place: the state_dict keys stay those the probe and --resume read.
     assert not any("_orig_mod" in k for k in trainer.model.state_dict())
     images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
@@ -113,7 +114,7 @@ def test_stride_two_stem_run_and_compiled_backbone(tmp_path):
 
 def test_channels_last_reaches_the_views_and_weights():
     cfg = C.validate(C.parse_command_line(tiny_args("unused", "--memory-format", "channels_last"))[0])
-    trainer = T.Trainer(cfg, T.cdist.DistInfo(), torch.device("cpu"), 3, 3, num_classes=7)
+    trainer = T.Trainer(cfg, cdist.DistInfo(), torch.device("cpu"), 3, 3, num_classes=7)
     pos1, pos2, neg = trainer.make_views(torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8), None)
     cl = torch.channels_last
     assert pos1.is_contiguous(memory_format=cl) and neg.flatten(0, 1).is_contiguous(memory_format=cl)
