@@ -18,8 +18,10 @@ figure is its best round's median. Floors: the default step at least 3x the
 former one for each method (exit 1 when missed); --rendering: on the fly
 within 15 % of pre-rendered. --levers has no floor: whether a lever is
 worth its cost in accuracy is judged on the validation faces
-(benchmarks/select_recipe.py --search levers); it reports each step's time
-and the first step's (which holds torch.compile's compilation).
+(benchmarks/select_recipe.py --search levers); it reports each step's time,
+the first step's (which holds torch.compile's compilation), and the CPU
+seconds each takes (all threads; on a machine shared with other jobs, the
+work a step does, which its wall-clock time is not).
 """
 from __future__ import annotations
 
@@ -84,13 +86,15 @@ def worker(args) -> int:
     def step():
         trainer.train_step(*trainer.make_views(images, landmarks), labels)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     step()   # warm-up: first-call allocations, oneDNN's kernel choice, torch.compile's compilation
-    first = time.perf_counter() - t0
+    first, first_cpu = time.perf_counter() - t0, time.process_time() - c0
     timer = tbench.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads())
+    c0 = time.process_time()
     times = sorted(timer.timeit(1).mean for _ in range(args.steps))
+    cpu = (time.process_time() - c0) / args.steps
     n = cfg.negatives
-    print(json.dumps({"times_s": times, "first_step_s": first,
+    print(json.dumps({"times_s": times, "first_step_s": first, "cpu_s_per_step": cpu, "first_step_cpu_s": first_cpu,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "negatives": f"N={n.num_negatives}x{n.warps_per_negative} {n.negatives_through}",
                       "dtype": str(trainer.amp_dtype or torch.float32).replace("torch.", "")}))
@@ -151,15 +155,20 @@ def levers(args) -> int:
                 median = r["times_s"][len(r["times_s"]) // 2]
                 if name not in best or median < best[name]["median"]:
                     best[name] = dict(r, median=median)
-                print(f"[{method}] {name}: {median:.2f} s per step (first step {r['first_step_s']:.1f} s)", flush=True)
+                print(f"[{method}] {name}: {median:.2f} s per step, {r['cpu_s_per_step']:.2f} CPU s "
+                      f"(first step {r['first_step_s']:.1f} s)", flush=True)
         for name in names:
             r = best[name]
             t = Timing(p50_ms=r["median"] * 1e3, p20_ms=quantile_ms(r["times_s"], 0.2),
                        p80_ms=quantile_ms(r["times_s"], 0.8))
             case = f"{method} {args.arch} B={args.batch_size} {args.image_size}x{args.image_size}"
+            base_cpu = best["cwarp-train default"]["cpu_s_per_step"]
             rows.append(Row(case=case, contender=name, dtype=r["dtype"], timing=t, items=args.batch_size,
-                            note=f"first step {r['first_step_s']:.1f} s", peak_mem_mb=r["peak_rss_mb"]))
-            record[f"{method}: {name}"] = {"step_s": r["median"], "first_step_s": r["first_step_s"]}
+                            note=f"{r['cpu_s_per_step']:.2f} CPU s a step ({base_cpu / r['cpu_s_per_step']:.2f}x); "
+                                 f"first step {r['first_step_s']:.1f} s", peak_mem_mb=r["peak_rss_mb"]))
+            record[f"{method}: {name}"] = {"step_s": r["median"], "first_step_s": r["first_step_s"],
+                                           "cpu_s_per_step": r["cpu_s_per_step"],
+                                           "cpu_speedup": base_cpu / r["cpu_s_per_step"]}
         add_speedups(rows, baseline="cwarp-train default")
     print()
     print(format_table(rows))
