@@ -52,7 +52,9 @@ ARMS = {
     "contrawarp": ("contrawarp", []),
     "byol": ("byol", []),
     "byol_wallclock": ("byol", []),          # --wallclock-epochs instead of the demo's
-    "supervised": ("supervised", []),        # --supervised-epochs instead of the demo's
+    # --supervised-epochs instead of the demo's, its online evaluation on 1,000 validation faces (its standard
+    # error about 1.2 points) to show whether its accuracy had stopped rising by the end.
+    "supervised": ("supervised", ["--eval-size", "1000", "--eval-bank", "1536"]),
     "uniform_centres": ("contrawarp", ["--warp-centers", "uniform"]),
     "affine_negatives": ("contrawarp", ["--negative-kind", "affine"]),
     "infonce_only": ("contrawarp", ["--byol-weight", "0"]),

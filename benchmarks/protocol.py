@@ -110,17 +110,21 @@ def run_key(argv: Sequence[str]) -> str:
 
 
 def run_summary(out: str) -> Dict[str, Optional[float]]:
-    """What a finished run's log says about its end: seconds (timing.json), and for ContraWarping the InfoNCE
-    term and warp_acc of its last logged step."""
+    """What a finished run's log says about its end: seconds (timing.json); for ContraWarping the InfoNCE
+    term and warp_acc of its last logged step; the online kNN accuracy at the last evaluation and at the best
+    one, with its step (whether the run was still improving)."""
     rows = []
     if os.path.exists(os.path.join(out, "log.jsonl")):
         with open(os.path.join(out, "log.jsonl")) as f:
             rows = [json.loads(line) for line in f if line.strip()]
     train_rows = [r for r in rows if "loss" in r]
+    evals = [r for r in rows if "knn_acc" in r]
     last = train_rows[-1] if train_rows else {}
     timing = read_cache(os.path.join(out, "timing.json")) or {}
+    best = max(evals, key=lambda r: r["knn_acc"]) if evals else {}
     return {"seconds": timing.get("seconds"), "nce_term": last.get("nce_term"), "warp_acc": last.get("warp_acc"),
-            "step": last.get("step")}
+            "step": last.get("step"), "knn_last": evals[-1]["knn_acc"] if evals else None,
+            "knn_best": best.get("knn_acc"), "knn_best_step": best.get("step")}
 
 
 # -------------------------------------------------------------------- probes
