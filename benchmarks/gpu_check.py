@@ -36,7 +36,7 @@ otherwise, 2 on bad usage.
 --dry-run walks the same sections on the CPU with tiny shapes (Triton under
 its interpreter, no build, no nvidia-smi) to check the script, its JSON and
 its verdicts; the targets stay those of the GPU, so its verdict is FAIL.
-The test suite runs it (tests/apps/test_gpu_check_script.py).
+The test suite runs it (tests/benchmarks/test_gpu_check_script.py).
 """
 from __future__ import annotations
 
