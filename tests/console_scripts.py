@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 TIMEOUT = 600
 
@@ -30,6 +30,14 @@ def assert_one_error_line(done: subprocess.CompletedProcess, prog: str, pattern:
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"{prog}: error: ") and pattern in lines[0], lines[0]
     return lines[0]
+
+
+def tiny_train_args(out, *extra) -> list:
+    """cwarp-train's arguments for a run of seconds (2 steps per epoch) writing to the folder `out`;
+    --arch is left to auto: convnet-small on the CPU."""
+    return ["--out", str(out), "--image-size", "16", "--num-train", "8", "--batch-size", "4", "--epochs", "1",
+            "--hidden-dim", "32", "--proj-dim", "16", "--num-negatives", "1", "--warps-per-negative", "1",
+            "--log-every", "1", "--progress", "false", *extra]
 
 
 def timed_help(name: str) -> Tuple[subprocess.CompletedProcess, float]:
@@ -62,9 +70,10 @@ def _wait_until_mapped(process: subprocess.Popen, library: str, timeout: float) 
         time.sleep(0.05)
 
 
-def interrupted(name: str, args: Sequence[str], after: float, signals: int = 1,
-                gap: float = 0.05) -> Tuple[int, str, str]:
-    """Start `name args`, send SIGINT `signals` times (`gap` seconds apart) after `after` seconds;
+def interrupted(name: str, args: Sequence[str], after: float = 0.0, signals: int = 1, gap: float = 0.05,
+                busy: Optional[Callable[[], bool]] = None) -> Tuple[int, str, str]:
+    """Start `name args`, send SIGINT `signals` times (`gap` seconds apart) `after` seconds
+    after it has loaded cwarp's kernels and `busy()` (when given) has come true;
     its exit status, stdout and stderr."""
     # SIGINT as in a terminal: a test run started in the background of a
     # non-interactive shell inherits SIGINT ignored, and Python then never
@@ -75,6 +84,10 @@ def interrupted(name: str, args: Sequence[str], after: float, signals: int = 1,
     # `after` counts from the moment the script has loaded cwarp's kernels:
     # on a loaded machine the imports alone can take longer than `after`.
     _wait_until_mapped(process, "cwarp/_C", timeout=TIMEOUT)
+    deadline = time.monotonic() + TIMEOUT
+    while busy is not None and not busy():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
     time.sleep(after)
     for i in range(signals):
         if i:
