@@ -32,14 +32,6 @@ def assert_one_error_line(done: subprocess.CompletedProcess, prog: str, pattern:
     return lines[0]
 
 
-def tiny_train_args(out, *extra) -> list:
-    """cwarp-train's arguments for a run of seconds (2 steps per epoch) writing to the folder `out`;
-    --arch is left to auto: convnet-small on the CPU."""
-    return ["--out", str(out), "--image-size", "16", "--num-train", "8", "--batch-size", "4", "--epochs", "1",
-            "--hidden-dim", "32", "--proj-dim", "16", "--num-negatives", "1", "--warps-per-negative", "1",
-            "--log-every", "1", "--progress", "false", *extra]
-
-
 def timed_help(name: str) -> Tuple[subprocess.CompletedProcess, float]:
     """`name --help`: its result and how long it took, in seconds."""
     started = time.perf_counter()

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Callable, Optional, Tuple
 
 import pytest
-from console_scripts import (assert_one_error_line, interrupted, run_script, timed_help, tiny_train_args,
-                             torch_modules_after_import)
+from console_scripts import assert_one_error_line, interrupted, run_script, timed_help, torch_modules_after_import
+from tiny_runs import tiny_script_args
 
 ROOT = Path(__file__).resolve().parent.parent
 # Generous: --help must not wait for torch, whose import alone takes seconds.
@@ -52,8 +52,8 @@ COMMANDS = {
         light=("cwarp.train", "cwarp.train.cli", "cwarp.train.config"),
         help_mentions=("convnet-small", "auto: convnet-small on the CPU, resnet18 on CUDA", "(default: contrawarp)",
                        "--config FILE", "--skip-corrupt"),
-        long_run=lambda d: (tiny_train_args(d / "run", "--epochs", "200"), d / "run"),
-        quick_run=lambda d: (tiny_train_args(d / "run"), d / "run"),
+        long_run=lambda d: (tiny_script_args(d / "run", "--epochs", "200"), d / "run"),
+        quick_run=lambda d: (tiny_script_args(d / "run"), d / "run"),
         work="cwarp.train.trainer:train",
         interrupted_stderr="\ncwarp-train: stopped at once; the last checkpoint saved (if any) was kept\n",
         # The second Ctrl-C can come after the clean stop has already finished.

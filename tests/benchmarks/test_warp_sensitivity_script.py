@@ -7,7 +7,7 @@ import torch
 from cwarp.train import cli
 from cwarp.train.config import DEFAULTS
 
-from test_train import tiny_args
+from tiny_runs import tiny_args
 
 
 @pytest.fixture(scope="module")

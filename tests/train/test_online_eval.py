@@ -15,12 +15,11 @@ from cwarp.train import monitor as MON
 from cwarp.train import trainer as T
 from cwarp.train.models import build_backbone
 
+import tiny_runs
+
 
 def tiny_args(out, *extra):
-    return ["--out", str(out), "--format", "synthetic", "--arch", C.compact_arch(), "--image-size", "16",
-            "--num-train", "24", "--batch-size", "8", "--epochs", "2", "--log-every", "1", "--progress", "false",
-            "--hidden-dim", "64", "--proj-dim", "32", "--num-negatives", "2", "--warps-per-negative", "2",
-            "--eval-size", "40", "--eval-bank", "24", *extra]
+    return tiny_runs.tiny_args(out, "--eval-size", "40", "--eval-bank", "24", *extra)
 
 
 def run(argv, **kw):

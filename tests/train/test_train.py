@@ -13,12 +13,7 @@ from cwarp.train import trainer as T
 from cwarp.train.byol import cosine_momentum
 from cwarp.train.optim import LARS, WarmupCosine, build_optimizer
 
-
-def tiny_args(out, *extra):
-    return ["--out", str(out), "--format", "synthetic", "--arch", C.compact_arch(), "--image-size", "16",
-            "--num-train", "24", "--batch-size", "8", "--epochs", "2", "--log-every", "1", "--progress", "false",
-            "--hidden-dim", "64", "--proj-dim", "32", "--num-negatives", "2", "--warps-per-negative", "2",
-            *extra]
+from tiny_runs import tiny_args
 
 
 def read_log(out):

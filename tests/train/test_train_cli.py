@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 from console_scripts import assert_one_error_line, interrupted, run_script
-from console_scripts import tiny_train_args as tiny
+from tiny_runs import tiny_script_args as tiny
 
 
 def run(args):
