@@ -122,6 +122,7 @@ def test_unknown_flag_is_one_error_line(prog, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is how Ctrl-C reaches a POSIX process")
 @commands
 def test_ctrl_c_exits_130_without_traceback(prog, tmp_path):

@@ -1,8 +1,12 @@
 """The installed cwarp-preview script, run as a user runs it: exit statuses, output lines, the figure written.
 
 What every console script shares (help, Ctrl-C, unknown flags): tests/test_console_scripts.py."""
+import pytest
 from console_scripts import assert_one_error_line as assert_one_error_line_of
 from console_scripts import run_script
+
+# Every test here runs the installed script in a fresh interpreter that imports torch.
+pytestmark = pytest.mark.slow
 
 
 def preview(*args):

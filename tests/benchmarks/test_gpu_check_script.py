@@ -60,6 +60,7 @@ def test_a_section_that_times_out_fails_the_run(gpu_check, tmp_path):
     assert code == 1 and data["not_ok_sections"] == ["loss"]
 
 
+@pytest.mark.slow
 def test_dry_run_walks_every_section_on_the_cpu(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([os.path.join(ROOT, "benchmarks", "gpu_check.sh"), "--dry-run", "--out", str(tmp_path)],

@@ -136,6 +136,7 @@ def test_raw_pixels_cli_writes_json_and_png(tmp_path, capsys):
     assert (tmp_path / "res" / "raw_confusion.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_random_init_and_checkpoint_cli(tmp_path, capsys):
     assert run_cli(["--random-init", "--arch", "convnet-small", "--out", str(tmp_path / "r.json"), *SMALL],
                    capsys)[0] == 0

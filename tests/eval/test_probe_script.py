@@ -7,6 +7,9 @@ import pytest
 from console_scripts import assert_one_error_line as assert_one_error_line_of
 from console_scripts import run_script
 
+# Every test here runs the installed script in a fresh interpreter that imports torch.
+pytestmark = pytest.mark.slow
+
 TINY = ["--format", "synthetic", "--num-train", "42", "--num-test", "21", "--image-size", "16", "--no-progress"]
 
 

@@ -33,6 +33,7 @@ def read_log(out):
     return [r for r in rows if "loss" in r], [r for r in rows if "knn_acc" in r]
 
 
+@pytest.mark.slow
 def test_eval_rows_every_n_steps_and_at_the_last_and_training_unchanged(tmp_path):
     plain, watched = tmp_path / "plain", tmp_path / "watched"
     run(tiny_args(plain))
@@ -109,6 +110,7 @@ def test_bank_is_a_fixed_subset_and_heldout_is_the_validation_split():
     assert len(held) == 12 and held.split == "val"
 
 
+@pytest.mark.slow
 def test_interrupted_on_a_due_step_makes_the_evaluation_up_on_resume(tmp_path):
     out = tmp_path / "cut"
 
@@ -125,6 +127,7 @@ def test_interrupted_on_a_due_step_makes_the_evaluation_up_on_resume(tmp_path):
                                 "eval_linear"}
 
 
+@pytest.mark.slow
 def test_tensorboard_and_progress_line(tmp_path, monkeypatch, capsys):
     scalars = []
 
@@ -145,6 +148,7 @@ def test_tensorboard_and_progress_line(tmp_path, monkeypatch, capsys):
     assert "step 3: online kNN accuracy" in err and "on 40 held-out images" in err
 
 
+@pytest.mark.slow
 def test_rafdb_without_held_out_images_is_one_error_line(tmp_path):
     from console_scripts import assert_one_error_line, run_script
 

@@ -8,6 +8,9 @@ import torch
 from console_scripts import assert_one_error_line, interrupted, run_script
 from tiny_runs import tiny_script_args as tiny
 
+# Every test here runs the installed script in a fresh interpreter that imports torch.
+pytestmark = pytest.mark.slow
+
 
 def run(args):
     return run_script("cwarp-train", *args)
