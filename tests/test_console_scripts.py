@@ -54,7 +54,7 @@ COMMANDS = {
                        "--config FILE", "--skip-corrupt"),
         long_run=lambda d: (tiny_script_args(d / "run", "--epochs", "200"), d / "run"),
         quick_run=lambda d: (tiny_script_args(d / "run"), d / "run"),
-        work="cwarp.train.trainer:train",
+        work="cwarp.train.loop:train",
         interrupted_stderr="\ncwarp-train: stopped at once; the last checkpoint saved (if any) was kept\n",
         # The second Ctrl-C can come after the clean stop has already finished.
         interrupted_last_line=r"cwarp-train: (stopped at once; the last checkpoint saved \(if any\) was kept"
