@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,24 @@ def assert_one_error_line(done: subprocess.CompletedProcess, prog: str, pattern:
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"{prog}: error: ") and pattern in lines[0], lines[0]
+    return lines[0]
+
+
+def in_process(main: Callable, argv: Sequence[str], capsys) -> Tuple[int, str, str]:
+    """(exit status, stdout, stderr) of a console script's `main(argv)` called in this process."""
+    status = main(list(map(str, argv)))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def assert_one_error_line_in_process(main: Callable, prog: str, argv: Sequence[str], capsys, pattern: str) -> str:
+    """`main(argv)` in this process: exit status 2 and one line `prog: error: ...` on stderr that
+    the regular expression `pattern` matches."""
+    status, _, err = in_process(main, argv, capsys)
+    assert status == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
+    assert re.search(pattern, lines[0]), lines[0]
     return lines[0]
 
 

@@ -5,7 +5,6 @@ What a single command does (its runs, its files, its own errors) stays in its ow
 from __future__ import annotations
 
 import importlib
-import os
 import re
 import sys
 import tomllib
@@ -14,7 +13,8 @@ from pathlib import Path
 from typing import Callable, Optional, Tuple
 
 import pytest
-from console_scripts import assert_one_error_line, interrupted, run_script, timed_help, torch_modules_after_import
+from console_scripts import (assert_one_error_line, in_process, interrupted, run_script, timed_help,
+                             torch_modules_after_import)
 from tiny_runs import tiny_script_args
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,11 +128,13 @@ def test_unknown_flag_is_one_error_line(prog, tmp_path):
 def test_ctrl_c_exits_130_without_traceback(prog, tmp_path):
     command = COMMANDS[prog]
     args, out = command.long_run(tmp_path)
-    busy = None
-    if command.busy_file:
-        busy_file = out / command.busy_file
-        busy = lambda: busy_file.exists() and busy_file.read_text().strip() != ""  # noqa: E731
-    status, _, stderr = interrupted(prog, args, after=command.after, signals=command.signals, busy=busy)
+
+    def busy():
+        path = out / command.busy_file
+        return path.exists() and path.read_text().strip() != ""
+
+    status, _, stderr = interrupted(prog, args, after=command.after, signals=command.signals,
+                                    busy=busy if command.busy_file else None)
     assert status == 130, stderr
     assert "Traceback" not in stderr
     assert re.fullmatch(command.interrupted_last_line, stderr.splitlines()[-1]), stderr
@@ -150,6 +152,6 @@ def test_ctrl_c_in_process_is_130_and_one_line(prog, tmp_path, capsys, monkeypat
     module, name = command.work.split(":")
     monkeypatch.setattr(importlib.import_module(module), name, interrupt)
     args, out = command.quick_run(tmp_path)
-    status = _attr(command.entry)([os.fspath(a) for a in args])
-    assert (status, capsys.readouterr().err) == (130, command.interrupted_stderr)
+    status, _, err = in_process(_attr(command.entry), args, capsys)
+    assert (status, err) == (130, command.interrupted_stderr)
     assert not out.exists()

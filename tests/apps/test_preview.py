@@ -1,27 +1,22 @@
 """cwarp-preview: the figure (panels, warp arrows, landmarks) and the CLI's exit statuses, in process."""
-import re
-
 import pytest
 import torch
 
 import cwarp
 from cwarp.apps import preview
 
+from console_scripts import assert_one_error_line_in_process, in_process
+
 needs_cpp = pytest.mark.skipif(not cwarp.backends()["cpp"], reason="cwarp._C was not built")
 
 
 def run_cli(argv, capsys):
-    status = preview.main(argv)
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+    """(exit status, stdout, stderr) of cwarp-preview's main in this process."""
+    return in_process(preview.main, argv, capsys)
 
 
 def assert_error(argv, capsys, pattern):
-    status, _, err = run_cli(argv, capsys)
-    assert status == 2, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cwarp-preview: error: "), err
-    assert re.search(pattern, lines[0]), lines[0]
+    assert_one_error_line_in_process(preview.main, "cwarp-preview", argv, capsys, pattern)
 
 
 def write_images(tmp_path, sizes):

@@ -1,6 +1,5 @@
 """cwarp-probe: the metrics on known inputs, the CLI end to end in process, and its errors."""
 import json
-import re
 
 import pytest
 import torch
@@ -10,6 +9,8 @@ from cwarp.data import TensorFaces
 from cwarp.models import build_backbone
 from cwarp.eval.cli import main
 from cwarp.eval.probe import evaluate_features, extract_features, map_at_r
+
+from console_scripts import assert_one_error_line_in_process, in_process
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
@@ -109,17 +110,11 @@ def test_extract_features_batches_and_adapts_channels():
 
 def run_cli(argv, capsys):
     """(exit status, stdout, stderr) of cwarp-probe's main in this process."""
-    status = main(argv)
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+    return in_process(main, argv, capsys)
 
 
 def assert_error(argv, capsys, pattern):
-    status, out, err = run_cli(argv, capsys)
-    assert status == 2, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cwarp-probe: error: "), err
-    assert re.search(pattern, lines[0]), lines[0]
+    assert_one_error_line_in_process(main, "cwarp-probe", argv, capsys, pattern)
 
 
 def test_raw_pixels_cli_writes_json_and_png(tmp_path, capsys):
