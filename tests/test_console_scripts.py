@@ -38,7 +38,7 @@ class Command:
     # Ctrl-C the run this many times: cwarp-train's first Ctrl-C asks for a clean stop after the step
     # (tests/train/test_train_cli.py checks the checkpoint it saves), the second quits at once.
     signals: int = 1
-    # The run is Ctrl-C'd once it has loaded cwarp's kernels, this many seconds later.
+    # The run is Ctrl-C'd once it has loaded torch, this many seconds later.
     after: float = 1.0
     # A run that is busy only once this file under its output exists with content (None: loaded is busy).
     busy_file: Optional[str] = None
