@@ -36,7 +36,8 @@ test: build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The tier to run while editing: everything but the tests marked slow (the
-# Triton interpreter, subprocess training runs, builds, benchmark-script runs).
+# Triton interpreter, training runs, the scripts' subprocesses, the benchmark
+# scripts' toy runs).
 test-quick: build
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
