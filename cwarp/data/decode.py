@@ -140,8 +140,8 @@ def _pil_array(im) -> Tensor:
         rgba = torch.from_numpy(np.array(im.convert("RGBA"), dtype=np.uint8)).permute(2, 0, 1)
         return _composite(rgba)
     if mode in ("1", "L"):
-        return torch.from_numpy(np.array(im.convert("L"), dtype=np.uint8))[None]
-    return torch.from_numpy(np.array(im.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
+        return torch.from_numpy(np.array(im if mode == "L" else im.convert("L"), dtype=np.uint8))[None]
+    return torch.from_numpy(np.array(im if mode == "RGB" else im.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
 
 
 def _open_pil(data: bytes):
@@ -159,10 +159,11 @@ def _decode_pil(data: bytes, image_size: int) -> Tuple[Tensor, Tuple[int, int]]:
         if im.format == "JPEG":
             # libjpeg's scaled IDCT: 1/2, 1/4 or 1/8 of the size, never below the target.
             im.draft(None, (image_size, image_size))
+        orientation = im.getexif().get(0x0112, 1) if "exif" in im.info or im.format != "JPEG" else 1
         # EXIF orientations 5..8 turn the image by a quarter: width and height swap.
-        size = (w, h) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (h, w)
+        size = (w, h) if orientation in (5, 6, 7, 8) else (h, w)
         im.seek(0)   # a multi-frame image (GIF, TIFF): its first frame
-        return _pil_array(ImageOps.exif_transpose(im)), size
+        return _pil_array(ImageOps.exif_transpose(im) if orientation != 1 else im), size
 
 
 def _decode_libjpeg(data: bytes) -> Tensor:

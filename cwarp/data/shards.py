@@ -182,6 +182,9 @@ class ShardFaces(IterableDataset):
         self.channels = channels
         self.skip_corrupt = skip_corrupt
         self.source = "webdataset"
+        if num_samples is not None:
+            raise ValueError("webdataset: --num-train takes a subset of a map-style set; to train on fewer "
+                             "shards, name fewer in the pattern")
         urls = expand_shards(pattern)
         indices = []
         kept = []
@@ -201,9 +204,6 @@ class ShardFaces(IterableDataset):
         self.sizes = [ix.samples for ix in indices]
         if sum(self.sizes) == 0:
             raise ValueError(f"webdataset: the shards of {pattern} hold no sample")
-        if num_samples is not None:
-            raise ValueError("webdataset: --num-train takes a subset of a map-style set; to train on fewer "
-                             "shards, name fewer in the pattern")
         self.has_labels = all(ix.labelled for ix, n in zip(indices, self.sizes) if n)
         self.has_landmarks = any(ix.landmarks for ix in indices)
         self.classes = EXPRESSIONS if self.has_labels else ()
@@ -219,8 +219,10 @@ class ShardFaces(IterableDataset):
                              f"reads whole shards, so write at least one shard per process")
         plan = ShardPlan.make(self.sizes, world, workers, batch)
         if plan.steps_per_epoch == 0:
-            raise ValueError(f"webdataset: with {plan.workers} worker(s) a process, no worker's shards hold a "
-                             f"full batch of {batch}; lower --batch-size or --workers")
+            rank = min(range(world), key=lambda r: sum(plan.batches[r]))
+            raise ValueError(f"webdataset: split between {plan.workers} worker(s) a process, the shards of rank "
+                             f"{rank} hold no full batch of {batch}; lower --batch-size or --workers, or write "
+                             f"more shards")
         return plan
 
     def set_epoch(self, plan: ShardPlan, seed: int, epoch: int, rank: int, consumed: Sequence[int],

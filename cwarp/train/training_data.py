@@ -109,6 +109,9 @@ class TrainingData:
         """(images, labels) of the given training images, decoded now when the set is streamed."""
         if self.images is not None:
             return self.images[indices], self.labels[indices]
+        if not hasattr(self.dataset, "read_batch"):
+            raise DataError("--eval-every: the online evaluation picks its bank among the training images, and "
+                            "webdataset shards are read in order, not by index; pass --eval-every 0")
         batch = self.dataset.read_batch(indices.tolist())
         if batch["error"] is not None:
             raise DataError(batch["error"])
