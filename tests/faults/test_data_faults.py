@@ -62,6 +62,7 @@ def test_images_without_a_fixed_range_are_refused_by_name(tmp_path, mode):
         decode_file(str(tmp_path / "x.tif"), 3, 8)
 
 
+@pytest.mark.slow
 def test_16_bit_png_in_an_imagefolder_run(tmp_path):
     """The reported case end to end: a 16-bit PNG at a size other than --image-size trains, at it loads right."""
     for split in ("train", "test"):

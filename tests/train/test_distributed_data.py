@@ -14,6 +14,8 @@ import torch
 import torch.multiprocessing as mp
 from PIL import Image
 
+pytestmark = pytest.mark.slow   # two spawned processes, each with two loader workers
+
 WORLD = 2
 IMAGES = 48          # 2 processes x batches of 4 x 6 steps: nothing left over
 SIZE = 16

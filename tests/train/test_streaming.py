@@ -76,6 +76,7 @@ def _bad_files(folder):
     return {"zero.jpg", "truncated.jpg", "garbage.png", "float.tif"}
 
 
+@pytest.mark.slow
 def test_bad_files_stop_the_run_in_one_line_or_are_skipped_once_an_epoch(tmp_path, faces):
     data = tmp_path / "data"
     write_folder(str(data), 16, size=20)
@@ -117,6 +118,7 @@ def _kill_mid_epoch(args, out, at_step):
     return torch.load(out / "checkpoint.pt", weights_only=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["folder", "webdataset"])
 def test_sigkill_mid_epoch_then_resume_is_bitwise_the_uninterrupted_run(tmp_path, faces, fmt):
     data = faces / "folder" if fmt == "folder" else faces / "shards" / "faces-{000000..000003}.tar"
