@@ -19,7 +19,7 @@ import time
 from typing import Optional, Sequence
 
 from cwarp import _cli
-from cwarp._constants import ARCHS, FORMATS
+from cwarp._constants import ARCHS, LABELLED_FORMATS
 
 __all__ = ["main", "build_parser", "run"]
 
@@ -34,7 +34,7 @@ def build_parser() -> _cli.Parser:
     source.add_argument("--checkpoint", metavar="RUN_DIR/checkpoint.pt", help="probe a cwarp-train checkpoint")
     source.add_argument("--random-init", action="store_true", help="probe an untrained backbone (see --arch)")
     source.add_argument("--raw-pixels", action="store_true", help="probe the pixels themselves: the baseline")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="the data set's format")
+    parser.add_argument("--format", required=True, choices=LABELLED_FORMATS, help="the labelled data set's format")
     parser.add_argument("--data", metavar="PATH",
                         help="the data set (rafdb: its basic/ folder; fer2013: the csv; imagefolder: a folder "
                              "with train/ and test/); synthetic: an optional cache folder")
