@@ -13,7 +13,10 @@ import sys
 import threading
 from typing import Callable, Iterator, List, NoReturn, Optional, Sequence
 
-__all__ = ["Parser", "InputError", "run_script", "one_line", "positive_int", "non_negative_int"]
+from cwarp._constants import TIMM_PREFIX
+
+__all__ = ["Parser", "InputError", "run_script", "one_line", "positive_int", "non_negative_int", "arch_type",
+           "arch_problem"]
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -133,3 +136,25 @@ def _int_at_least(text: str, low: int) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
     return value
 
+
+
+def arch_problem(arch: object, names: Sequence[str]) -> Optional[str]:
+    """Why ``arch`` is not a backbone name, or None: one of ``names``, or ``timm:NAME``.
+
+    Only the form is checked here (no torch, no timm); whether timm has a model
+    NAME is checked where the backbone is built (cwarp.models.timm_backbone).
+    """
+    if isinstance(arch, str) and (arch in names or (arch.startswith(TIMM_PREFIX) and arch[len(TIMM_PREFIX):].strip())):
+        return None
+    return f"expected one of {', '.join(names)} or {TIMM_PREFIX}NAME (a timm model), got {arch!r}"
+
+
+def arch_type(names: Sequence[str]) -> Callable[[str], str]:
+    """argparse type of an --arch option: one of ``names`` or ``timm:NAME`` (see arch_problem)."""
+    def arch(text: str) -> str:
+        problem = arch_problem(text, names)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return text
+
+    return arch

@@ -3,8 +3,10 @@
 # The data set formats cwarp.data.build_dataset reads.
 FORMATS = ("synthetic", "rafdb", "fer2013", "imagefolder")
 
-# The backbones cwarp.models.build_backbone builds.
+# The backbones cwarp.models.build_backbone builds itself; TIMM_PREFIX + NAME
+# ("timm:resnet10t") is any model of the optional timm package.
 ARCHS = ("resnet18", "resnet50", "resnet18-small", "convnet-small")
+TIMM_PREFIX = "timm:"
 
 # cwarp.local_warp's warp kinds (docs/api.md, "The math").
 WARP_KINDS = ("translate", "gaussian")

@@ -22,7 +22,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple
 
-from cwarp._constants import ARCHS, FORMATS, KNN_K, KNN_TEMPERATURE, WARP_KINDS
+from cwarp._cli import arch_problem, arch_type
+from cwarp._constants import ARCHS, FORMATS, KNN_K, KNN_TEMPERATURE, TIMM_PREFIX, WARP_KINDS
 
 __all__ = ["RunConfig", "DataConfig", "OptimConfig", "ByolConfig", "NegativesConfig", "ViewsConfig",
            "BookkeepingConfig", "EvalConfig", "ConfigError", "METHODS", "FORMATS", "ARCHS", "PRECISIONS", "OPTIMIZERS",
@@ -202,8 +203,11 @@ GROUPS = {"data": DataConfig, "optimisation": OptimConfig, "BYOL": ByolConfig, "
 class RunConfig:
     method: str = _opt("contrawarp", "what to train: contrawarp (BYOL + warped negatives), byol (no negatives) "
                                      "or supervised (the labels, same backbone and budget)", choices=METHODS)
-    arch: str = _opt(AUTO_ARCH, "backbone; auto: convnet-small on the CPU, resnet18 on CUDA",
-                     choices=(AUTO_ARCH,) + ARCHS)
+    arch: str = _opt(AUTO_ARCH, f"backbone: {', '.join((AUTO_ARCH,) + ARCHS)} or {TIMM_PREFIX}NAME; auto: "
+                                f"convnet-small on the CPU, resnet18 on CUDA; {TIMM_PREFIX}NAME: timm's model NAME, "
+                                f"untrained, its pooled features (pip install 'cwarp[timm]'; names: python -c "
+                                f"\"import timm; print(timm.list_models())\")",
+                     type=arch_type((AUTO_ARCH,) + ARCHS), metavar="ARCH")
     seed: int = _opt(0, "seed of the weights, the sampler and the views", type=int)
     device: str = _opt("cpu", "training device", choices=DEVICES)
     precision: str = _opt("auto", "autocast dtype of the networks; auto: bf16 on CUDA, fp32 on the CPU (bf16 "
@@ -521,7 +525,8 @@ def _value_checks(c: Dict[str, Any]) -> Iterable[Tuple[bool, str, str]]:
     yield c["negatives_through"] in NEGATIVE_NETWORKS, "negatives_through", f"expected one of {NEGATIVE_NETWORKS}"
     yield c["nce_on"] in NCE_PREDICTIONS, "nce_on", f"expected one of {NCE_PREDICTIONS}"
     yield c["warp_kind"] in WARP_KINDS, "warp_kind", f"expected one of {WARP_KINDS}"
-    yield c["arch"] in (AUTO_ARCH,) + ARCHS, "arch", f"expected one of {(AUTO_ARCH,) + ARCHS}"
+    yield arch_problem(c["arch"], (AUTO_ARCH,) + ARCHS) is None, "arch", \
+        f"expected one of {', '.join((AUTO_ARCH,) + ARCHS)} or {TIMM_PREFIX}NAME"
     yield c["image_size"] >= 16, "image_size", "expected >= 16"
     yield c["epochs"] >= 1, "epochs", "expected >= 1"
     yield c["batch_size"] >= 2, "batch_size", "expected >= 2 (BatchNorm needs two samples)"
@@ -615,6 +620,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         if not torch.cuda.is_available():
             raise ConfigError("--device: cuda was asked for but torch.cuda.is_available() is False")
     c["arch"] = resolve_arch(c["arch"], c["device"])
+    if c["arch"].startswith(TIMM_PREFIX):
+        from cwarp.models.timm_backbone import check_timm_arch
+        try:
+            check_timm_arch(c["arch"])
+        except ValueError as err:
+            raise ConfigError(f"--arch: {err}") from None
     _resolve_method(c)
     return RunConfig.from_flat(c)
 
