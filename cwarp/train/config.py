@@ -27,8 +27,8 @@ from cwarp._constants import ARCHS, FORMATS, KNN_K, KNN_TEMPERATURE, TIMM_PREFIX
 
 __all__ = ["RunConfig", "DataConfig", "OptimConfig", "ByolConfig", "NegativesConfig", "ViewsConfig",
            "BookkeepingConfig", "EvalConfig", "ConfigError", "METHODS", "FORMATS", "ARCHS", "PRECISIONS", "OPTIMIZERS",
-           "NEGATIVE_NETWORKS", "NCE_PREDICTIONS", "WARP_KINDS", "DEFAULTS", "METHOD_DEFAULTS", "defaults_for",
-           "FORMER_DEFAULTS", "RESUME_MUTABLE", "CONFIG_VERSION",
+           "NEGATIVE_NETWORKS", "NCE_PREDICTIONS", "WARP_KINDS", "EVAL_FORMATS", "DEFAULTS", "METHOD_DEFAULTS",
+           "defaults_for", "FORMER_DEFAULTS", "RESUME_MUTABLE", "CONFIG_VERSION",
            "build_parser", "parse_command_line", "config_from_argv", "load_config_file", "validate", "migrate",
            "run_differences", "config_differences", "compact_arch", "resolve_arch", "write_config_files"]
 
@@ -43,6 +43,8 @@ NEGATIVE_NETWORKS = ("target", "online")
 # them without seeing any warp).
 NCE_PREDICTIONS = ("p1", "both")
 AUTO_ARCH = "auto"
+# What --eval-format reads: the formats with labels.
+EVAL_FORMATS = FORMATS
 # The version of the flat config written into checkpoints and config.json.
 CONFIG_VERSION = 2
 
@@ -184,15 +186,23 @@ class EvalConfig:
     eval_every: int = _opt(0, "every N steps and at the last one, score the online backbone by kNN on held-out "
                               "labelled images and log knn_acc (0: never)", type=int, metavar="N")
     eval_size: int = _opt(1000, "held-out images scored: the validation split (synthetic, fer2013 PublicTest, "
-                                "imagefolder val/), else training-split images outside --num-train; never the "
-                                "test split", type=int, metavar="N")
-    eval_bank: int = _opt(2000, "training images (a fixed subset drawn with --data-seed) whose features the "
-                                "held-out ones are matched against", type=int, metavar="N")
+                                "imagefolder val/), else training-split images outside --num-train (with "
+                                "--eval-data: outside the bank); never the test split", type=int, metavar="N")
+    eval_bank: int = _opt(2000, "training images (a fixed subset drawn with --data-seed; with --eval-data, of its "
+                                "train split) whose features the held-out ones are matched against", type=int,
+                          metavar="N")
     eval_knn_k: int = _opt(KNN_K, "neighbours that vote", type=int, metavar="K")
     eval_knn_temperature: float = _opt(KNN_TEMPERATURE, "each neighbour's vote is exp(cosine similarity / T)",
                                        type=float, metavar="T")
     eval_linear: bool = _opt(False, "also fit cwarp-probe's linear probe on the bank and log linear_acc (slower)",
                              action="store_true")
+    eval_data: Optional[str] = _opt(None, "evaluate on this labelled set instead of the training set (e.g. RAF-DB "
+                                          "while pretraining on unlabelled faces): its train split gives the bank, "
+                                          "its validation split the held-out images (without one: train images "
+                                          "outside the bank); its test split is never read; needs --eval-format",
+                                    metavar="PATH")
+    eval_format: Optional[str] = _opt(None, "format of --eval-data (synthetic needs no --eval-data)",
+                                      choices=EVAL_FORMATS)
 
 
 GROUPS = {"data": DataConfig, "optimisation": OptimConfig, "BYOL": ByolConfig, "negatives": NegativesConfig,
@@ -556,6 +566,8 @@ def _value_checks(c: Dict[str, Any]) -> Iterable[Tuple[bool, str, str]]:
     yield 1 <= c["eval_knn_k"] <= c["eval_bank"], "eval_knn_k", f"expected in [1, --eval-bank = {c['eval_bank']}]"
     yield (math.isfinite(c["eval_knn_temperature"]) and c["eval_knn_temperature"] > 0, "eval_knn_temperature",
            "expected a finite number > 0")
+    yield c["eval_format"] is None or c["eval_format"] in EVAL_FORMATS, "eval_format", \
+        f"expected one of {EVAL_FORMATS}"
 
 
 # The (min, max) fields and their bounds, checked by cwarp.ops._checks.check_range, the check that
@@ -599,6 +611,22 @@ def _resolve_method(c: Dict[str, Any]) -> None:
         raise ConfigError("--byol-weight/--nce-weight: the loss would be 0; give one of them a weight > 0")
 
 
+def _check_evaluation_set(c: Mapping[str, Any]) -> None:
+    """--eval-data and --eval-format name a labelled set apart from the training set, or are both unset."""
+    fmt, path = c["eval_format"], c["eval_data"]
+    if fmt is None:
+        if path is not None:
+            raise ConfigError(f"--eval-data: give its format with --eval-format (one of {', '.join(EVAL_FORMATS)})")
+        return
+    if path is None and fmt != "synthetic":
+        raise ConfigError(f"--eval-format: {fmt} needs --eval-data PATH")
+    same_path = (path is None and c["data"] is None) or (
+        path is not None and c["data"] is not None and os.path.realpath(path) == os.path.realpath(c["data"]))
+    if fmt == c["format"] and same_path:
+        raise ConfigError(f"--eval-data: {path if path is not None else 'synthetic'} is the training set itself; "
+                          f"leave --eval-data and --eval-format out to score its own held-out images")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every value once; return the effective config (arch resolved, method-specific fields fixed).
 
@@ -613,6 +641,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_ranges(c)
     if c["out"] is None:
         raise ConfigError("--out: a run folder is required (on the command line or in --config)")
+    _check_evaluation_set(c)
     if c["sync_bn"] and c["device"] != "cuda":
         raise ConfigError("--sync-bn: PyTorch's SyncBatchNorm runs on CUDA only; drop it or use --device cuda")
     if c["device"] == "cuda":

@@ -106,11 +106,12 @@ class _Run:
     def _build_monitor(self, ds):
         """The online evaluation's bank and held-out set, made before the first step so a problem stops the run
         at once (one rank evaluates; the others wait at the next collective)."""
-        from cwarp.train.monitor import OnlineEvaluator
+        from cwarp.train.monitor import OnlineEvaluator, evaluation_sets
 
         try:
             with recorded_data_warnings() as caught:
-                monitor = OnlineEvaluator(self.cfg, self.images, self.labels, ds.classes, self.device)
+                monitor = OnlineEvaluator(self.cfg, *evaluation_sets(self.cfg, self.images, self.labels, ds.classes),
+                                          self.device)
         except (ValueError, OSError, RuntimeError) as e:
             raise DataError(f"--eval-every: {' '.join(str(e).split())}") from e
         for w in caught:
