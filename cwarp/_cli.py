@@ -16,7 +16,7 @@ from typing import Callable, Iterator, List, NoReturn, Optional, Sequence
 from cwarp._constants import TIMM_PREFIX
 
 __all__ = ["Parser", "InputError", "run_script", "one_line", "positive_int", "non_negative_int", "arch_type",
-           "arch_problem"]
+           "is_arch", "arch_expected"]
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -137,24 +137,27 @@ def _int_at_least(text: str, low: int) -> int:
     return value
 
 
-
-def arch_problem(arch: object, names: Sequence[str]) -> Optional[str]:
-    """Why ``arch`` is not a backbone name, or None: one of ``names``, or ``timm:NAME``.
+def is_arch(arch: object, names: Sequence[str]) -> bool:
+    """Whether ``arch`` names a backbone: one of ``names``, or ``timm:NAME``.
 
     Only the form is checked here (no torch, no timm); whether timm has a model
     NAME is checked where the backbone is built (cwarp.models.timm_backbone).
     """
-    if isinstance(arch, str) and (arch in names or (arch.startswith(TIMM_PREFIX) and arch[len(TIMM_PREFIX):].strip())):
-        return None
-    return f"expected one of {', '.join(names)} or {TIMM_PREFIX}NAME (a timm model), got {arch!r}"
+    if not isinstance(arch, str):
+        return False
+    return arch in names or (arch.startswith(TIMM_PREFIX) and bool(arch[len(TIMM_PREFIX):].strip()))
+
+
+def arch_expected(names: Sequence[str]) -> str:
+    """What an --arch option takes, for its error message."""
+    return f"expected one of {', '.join(names)} or {TIMM_PREFIX}NAME (a timm model)"
 
 
 def arch_type(names: Sequence[str]) -> Callable[[str], str]:
-    """argparse type of an --arch option: one of ``names`` or ``timm:NAME`` (see arch_problem)."""
+    """argparse type of an --arch option: one of ``names`` or ``timm:NAME`` (see is_arch)."""
     def arch(text: str) -> str:
-        problem = arch_problem(text, names)
-        if problem is not None:
-            raise argparse.ArgumentTypeError(problem)
+        if not is_arch(text, names):
+            raise argparse.ArgumentTypeError(f"{arch_expected(names)}, got {text!r}")
         return text
 
     return arch

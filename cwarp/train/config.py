@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple
 
-from cwarp._cli import arch_problem, arch_type
+from cwarp._cli import arch_expected, arch_type, is_arch
 from cwarp._constants import ARCHS, FORMATS, KNN_K, KNN_TEMPERATURE, TIMM_PREFIX, WARP_KINDS
 
 __all__ = ["RunConfig", "DataConfig", "OptimConfig", "ByolConfig", "NegativesConfig", "ViewsConfig",
@@ -535,8 +535,7 @@ def _value_checks(c: Dict[str, Any]) -> Iterable[Tuple[bool, str, str]]:
     yield c["negatives_through"] in NEGATIVE_NETWORKS, "negatives_through", f"expected one of {NEGATIVE_NETWORKS}"
     yield c["nce_on"] in NCE_PREDICTIONS, "nce_on", f"expected one of {NCE_PREDICTIONS}"
     yield c["warp_kind"] in WARP_KINDS, "warp_kind", f"expected one of {WARP_KINDS}"
-    yield arch_problem(c["arch"], (AUTO_ARCH,) + ARCHS) is None, "arch", \
-        f"expected one of {', '.join((AUTO_ARCH,) + ARCHS)} or {TIMM_PREFIX}NAME"
+    yield is_arch(c["arch"], (AUTO_ARCH,) + ARCHS), "arch", arch_expected((AUTO_ARCH,) + ARCHS)
     yield c["image_size"] >= 16, "image_size", "expected >= 16"
     yield c["epochs"] >= 1, "epochs", "expected >= 1"
     yield c["batch_size"] >= 2, "batch_size", "expected >= 2 (BatchNorm needs two samples)"

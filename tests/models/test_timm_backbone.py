@@ -117,7 +117,8 @@ def test_config_accepts_timm_names_and_rejects_unknown_ones(timm, tmp_path):
     # A config file's arch goes through the same check.
     path = tmp_path / "run.toml"
     path.write_text('arch = "vit"\n')
-    with pytest.raises(C.ConfigError, match=r"^--arch: expected one of auto, .* or timm:NAME, got 'vit'"):
+    with pytest.raises(C.ConfigError, match=r"^--arch: expected one of auto, .* or timm:NAME \(a timm model\), "
+                                            r"got 'vit'"):
         C.validate(C.parse_command_line(["--out", str(tmp_path), "--config", str(path)])[0])
 
 
