@@ -110,8 +110,9 @@ class _Run:
 
         try:
             with recorded_data_warnings() as caught:
-                monitor = OnlineEvaluator(self.cfg, *evaluation_sets(self.cfg, self.images, self.labels, ds.classes),
-                                          self.device)
+                bank, heldout = evaluation_sets(self.cfg, len(self.images),
+                                                lambda idx: (self.images[idx], self.labels[idx]), ds.classes)
+                monitor = OnlineEvaluator(self.cfg, bank, heldout, self.device)
         except (ValueError, OSError, RuntimeError) as e:
             raise DataError(f"--eval-every: {' '.join(str(e).split())}") from e
         for w in caught:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -91,16 +91,15 @@ def separate_evaluation_sets(cfg: RunConfig) -> Tuple[FaceDataset, FaceDataset]:
     return bank, held
 
 
-def evaluation_sets(cfg: RunConfig, images: Optional[Tensor] = None, labels: Optional[Tensor] = None,
-                    classes: Optional[Sequence[str]] = None) -> Tuple[FaceDataset, FaceDataset]:
-    """(bank, held-out) of a run: from --eval-data when given, else a fixed subset of the training set
-    (``images`` uint8 (N, C, S, S), ``labels`` (N,), ``classes``) and heldout_split(cfg)."""
+def evaluation_sets(cfg: RunConfig, num_train: int, read_train: Callable[[Tensor], Tuple[Tensor, Tensor]],
+                    classes: Sequence[str]) -> Tuple[FaceDataset, FaceDataset]:
+    """(bank, held-out) of a run: from --eval-data when given, else a fixed subset of the training set and
+    heldout_split(cfg). ``read_train(indices)`` gives the training set's (uint8 images, labels) at those
+    indices, of ``num_train``; it is called only without --eval-data."""
     if cfg.evaluation.eval_format is not None:
         return separate_evaluation_sets(cfg)
-    if images is None or labels is None or classes is None:
-        raise ValueError("the training set's images, labels and classes are needed without --eval-data")
-    pick = bank_indices(len(images), cfg.evaluation.eval_bank, cfg.data.data_seed)
-    return TensorFaces(images[pick], labels[pick], classes), heldout_split(cfg)
+    images, labels = read_train(bank_indices(num_train, cfg.evaluation.eval_bank, cfg.data.data_seed))
+    return TensorFaces(images, labels, classes), heldout_split(cfg)
 
 
 def bank_indices(n: int, size: int, seed: int) -> Tensor:

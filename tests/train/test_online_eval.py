@@ -110,7 +110,7 @@ def test_bank_is_a_fixed_subset_and_heldout_is_the_validation_split():
     held = MON.heldout_split(cfg)
     assert len(held) == 12 and held.split == "val"
     images, labels = torch.randint(0, 256, (9, 3, 16, 16), dtype=torch.uint8), torch.arange(9) % 7
-    bank, held = MON.evaluation_sets(cfg, images, labels, EXPRESSIONS)
+    bank, held = MON.evaluation_sets(cfg, 9, lambda idx: (images[idx], labels[idx]), EXPRESSIONS)
     assert torch.equal(bank.images, images[MON.bank_indices(9, 5, 0)]) and held.split == "val"
     with pytest.raises(ValueError, match="different classes|differ from the bank's"):
         MON.OnlineEvaluator(cfg, bank, TensorFaces(images, labels, ("a", "b", "c", "d", "e", "f", "g")), "cpu")
