@@ -84,11 +84,12 @@ def test_rafdb_bank_and_held_out_images_are_disjoint_train_images_and_its_test_s
                 "--eval-size", "8", "--eval-knn-k", "5")
     bank, held = MON.separate_evaluation_sets(cfg)
     assert (len(bank), len(held)) == (12, 8) and bank.image_size == held.image_size == 16
-    assert all(os.path.basename(p).startswith("train_") for p in bank.paths + held.paths)
-    assert not set(bank.paths) & set(held.paths)
+    bank_paths, held_paths = list(bank.paths), list(held.paths)
+    assert all(os.path.basename(p).startswith("train_") for p in bank_paths + held_paths)
+    assert not set(bank_paths) & set(held_paths)
     labels = {f"train_{i + 1:05d}_aligned.jpg": int(y) for i, y in enumerate(SyntheticFaces(30, 24).labels)}
-    for part in (bank, held):
-        assert [labels[os.path.basename(p)] for p in part.paths] == part.labels.tolist()
+    for part, paths in ((bank, bank_paths), (held, held_paths)):
+        assert [labels[os.path.basename(p)] for p in paths] == part.labels.tolist()
     with pytest.raises(ValueError, match=r"^the evaluation set \(--eval-format rafdb --eval-data .*\): .*leaves none "
                                          r"out; rafdb has no validation split here.*lower --eval-bank"):
         MON.separate_evaluation_sets(cfg.replace(eval_bank=30))
