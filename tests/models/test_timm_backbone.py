@@ -15,6 +15,9 @@ from cwarp.models import backbone_from_checkpoint, build_backbone, convert_sync_
 from cwarp.models.timm_backbone import TimmBackbone, check_timm_arch
 from cwarp.train import config as C
 
+# Every test here imports timm (seconds), builds timm models, or starts an interpreter or a script.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def timm():

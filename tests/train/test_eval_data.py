@@ -115,6 +115,7 @@ def test_an_image_folder_holds_out_its_val_split(tmp_path):
     assert bank.classes == held.classes == ("happy", "sad")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("train_format, eval_format", [("synthetic", "rafdb"), ("rafdb", "fer2013")])
 def test_a_pretraining_is_scored_on_the_separate_set(tmp_path, train_format, eval_format):
     """RGB faces scored on RAF-DB, and RAF-DB (no validation split, all of it trained on) scored on grey FER2013."""
@@ -133,6 +134,7 @@ def test_a_pretraining_is_scored_on_the_separate_set(tmp_path, train_format, eva
     assert all(r["eval_bank"] == 14 and r["eval_size"] == 7 and 0 <= r["knn_acc"] <= 1 for r in rows)
 
 
+@pytest.mark.slow
 def test_an_unreadable_evaluation_set_is_one_error_line_before_the_first_step(tmp_path):
     done = run_script("cwarp-train", "--out", tmp_path / "run", "--image-size", "16", "--num-train", "8",
                       "--batch-size", "4", "--epochs", "1", "--progress", "false", "--eval-every", "1",
