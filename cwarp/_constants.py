@@ -10,8 +10,10 @@ UNLABELLED_FORMATS = ("folder", "list")
 STREAMED_FORMATS = ("folder", "list", "webdataset")
 FORMATS = LABELLED_FORMATS + STREAMED_FORMATS
 
-# The backbones cwarp.models.build_backbone builds.
+# The backbones cwarp.models.build_backbone builds itself; TIMM_PREFIX + NAME
+# ("timm:resnet10t") is any model of the optional timm package.
 ARCHS = ("resnet18", "resnet50", "resnet18-small", "convnet-small")
+TIMM_PREFIX = "timm:"
 
 # cwarp.local_warp's warp kinds (docs/api.md, "The math").
 WARP_KINDS = ("translate", "gaussian")

@@ -22,12 +22,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple
 
-from cwarp._constants import ARCHS, FORMATS, KNN_K, KNN_TEMPERATURE, LABELLED_FORMATS, UNLABELLED_FORMATS, WARP_KINDS
+from cwarp._cli import arch_expected, arch_type, is_arch
+from cwarp._constants import (ARCHS, FORMATS, KNN_K, KNN_TEMPERATURE, LABELLED_FORMATS, TIMM_PREFIX, UNLABELLED_FORMATS,
+                              WARP_KINDS)
 
 __all__ = ["RunConfig", "DataConfig", "OptimConfig", "ByolConfig", "NegativesConfig", "ViewsConfig",
            "BookkeepingConfig", "EvalConfig", "ConfigError", "METHODS", "FORMATS", "ARCHS", "PRECISIONS", "OPTIMIZERS",
-           "NEGATIVE_NETWORKS", "NCE_PREDICTIONS", "WARP_KINDS", "DEFAULTS", "METHOD_DEFAULTS", "defaults_for",
-           "FORMER_DEFAULTS", "RESUME_MUTABLE", "CONFIG_VERSION", "DECODE_DEVICES", "default_workers",
+           "NEGATIVE_NETWORKS", "NCE_PREDICTIONS", "WARP_KINDS", "EVAL_FORMATS", "DEFAULTS", "METHOD_DEFAULTS",
+           "defaults_for", "FORMER_DEFAULTS", "RESUME_MUTABLE", "CONFIG_VERSION", "DECODE_DEVICES", "default_workers",
            "build_parser", "parse_command_line", "config_from_argv", "load_config_file", "validate", "migrate",
            "run_differences", "config_differences", "compact_arch", "resolve_arch", "write_config_files"]
 
@@ -44,6 +46,8 @@ NEGATIVE_NETWORKS = ("target", "online")
 # them without seeing any warp).
 NCE_PREDICTIONS = ("p1", "both")
 AUTO_ARCH = "auto"
+# What --eval-format reads: the formats with labels.
+EVAL_FORMATS = LABELLED_FORMATS
 # The version of the flat config written into checkpoints and config.json.
 # 3: "workers" became DataLoader worker processes; the CPU threads it meant before are "threads".
 CONFIG_VERSION = 3
@@ -195,15 +199,23 @@ class EvalConfig:
     eval_every: int = _opt(0, "every N steps and at the last one, score the online backbone by kNN on held-out "
                               "labelled images and log knn_acc (0: never)", type=int, metavar="N")
     eval_size: int = _opt(1000, "held-out images scored: the validation split (synthetic, fer2013 PublicTest, "
-                                "imagefolder val/), else training-split images outside --num-train; never the "
-                                "test split", type=int, metavar="N")
-    eval_bank: int = _opt(2000, "training images (a fixed subset drawn with --data-seed) whose features the "
-                                "held-out ones are matched against", type=int, metavar="N")
+                                "imagefolder val/), else training-split images outside --num-train (with "
+                                "--eval-data: outside the bank); never the test split", type=int, metavar="N")
+    eval_bank: int = _opt(2000, "training images (a fixed subset drawn with --data-seed; with --eval-data, of its "
+                                "train split) whose features the held-out ones are matched against", type=int,
+                          metavar="N")
     eval_knn_k: int = _opt(KNN_K, "neighbours that vote", type=int, metavar="K")
     eval_knn_temperature: float = _opt(KNN_TEMPERATURE, "each neighbour's vote is exp(cosine similarity / T)",
                                        type=float, metavar="T")
     eval_linear: bool = _opt(False, "also fit cwarp-probe's linear probe on the bank and log linear_acc (slower)",
                              action="store_true")
+    eval_data: Optional[str] = _opt(None, "evaluate on this labelled set instead of the training set (e.g. RAF-DB "
+                                          "while pretraining on unlabelled faces): its train split gives the bank, "
+                                          "its validation split the held-out images (without one: train images "
+                                          "outside the bank); its test split is never read; needs --eval-format",
+                                    metavar="PATH")
+    eval_format: Optional[str] = _opt(None, "format of --eval-data (synthetic needs no --eval-data)",
+                                      choices=EVAL_FORMATS)
 
 
 GROUPS = {"data": DataConfig, "optimisation": OptimConfig, "BYOL": ByolConfig, "negatives": NegativesConfig,
@@ -214,8 +226,11 @@ GROUPS = {"data": DataConfig, "optimisation": OptimConfig, "BYOL": ByolConfig, "
 class RunConfig:
     method: str = _opt("contrawarp", "what to train: contrawarp (BYOL + warped negatives), byol (no negatives) "
                                      "or supervised (the labels, same backbone and budget)", choices=METHODS)
-    arch: str = _opt(AUTO_ARCH, "backbone; auto: convnet-small on the CPU, resnet18 on CUDA",
-                     choices=(AUTO_ARCH,) + ARCHS)
+    arch: str = _opt(AUTO_ARCH, f"backbone: {', '.join((AUTO_ARCH,) + ARCHS)} or {TIMM_PREFIX}NAME; auto: "
+                                f"convnet-small on the CPU, resnet18 on CUDA; {TIMM_PREFIX}NAME: timm's model NAME, "
+                                f"untrained, its pooled features (pip install 'cwarp[timm]'; names: python -c "
+                                f"\"import timm; print(timm.list_models())\")",
+                     type=arch_type((AUTO_ARCH,) + ARCHS), metavar="ARCH")
     seed: int = _opt(0, "seed of the weights, the sampler and the views", type=int)
     device: str = _opt("cpu", "training device", choices=DEVICES)
     precision: str = _opt("auto", "autocast dtype of the networks; auto: bf16 on CUDA, fp32 on the CPU (bf16 "
@@ -541,7 +556,7 @@ def _value_checks(c: Dict[str, Any]) -> Iterable[Tuple[bool, str, str]]:
     yield c["negatives_through"] in NEGATIVE_NETWORKS, "negatives_through", f"expected one of {NEGATIVE_NETWORKS}"
     yield c["nce_on"] in NCE_PREDICTIONS, "nce_on", f"expected one of {NCE_PREDICTIONS}"
     yield c["warp_kind"] in WARP_KINDS, "warp_kind", f"expected one of {WARP_KINDS}"
-    yield c["arch"] in (AUTO_ARCH,) + ARCHS, "arch", f"expected one of {(AUTO_ARCH,) + ARCHS}"
+    yield is_arch(c["arch"], (AUTO_ARCH,) + ARCHS), "arch", arch_expected((AUTO_ARCH,) + ARCHS)
     yield c["image_size"] >= 16, "image_size", "expected >= 16"
     yield c["epochs"] >= 1, "epochs", "expected >= 1"
     yield c["batch_size"] >= 2, "batch_size", "expected >= 2 (BatchNorm needs two samples)"
@@ -574,6 +589,8 @@ def _value_checks(c: Dict[str, Any]) -> Iterable[Tuple[bool, str, str]]:
     yield 1 <= c["eval_knn_k"] <= c["eval_bank"], "eval_knn_k", f"expected in [1, --eval-bank = {c['eval_bank']}]"
     yield (math.isfinite(c["eval_knn_temperature"]) and c["eval_knn_temperature"] > 0, "eval_knn_temperature",
            "expected a finite number > 0")
+    yield c["eval_format"] is None or c["eval_format"] in EVAL_FORMATS, "eval_format", \
+        f"expected one of {EVAL_FORMATS}"
 
 
 # The (min, max) fields and their bounds, checked by cwarp.ops._checks.check_range, the check that
@@ -617,6 +634,25 @@ def _resolve_method(c: Dict[str, Any]) -> None:
         raise ConfigError("--byol-weight/--nce-weight: the loss would be 0; give one of them a weight > 0")
 
 
+def _check_evaluation_set(c: Mapping[str, Any]) -> None:
+    """--eval-data and --eval-format name a labelled set apart from the training set, or are both unset."""
+    fmt, path = c["eval_format"], c["eval_data"]
+    if fmt is None:
+        if path is not None:
+            raise ConfigError(f"--eval-data: give its format with --eval-format (one of {', '.join(EVAL_FORMATS)})")
+        if c["eval_every"] and c["format"] in UNLABELLED_FORMATS:
+            raise ConfigError(f"--eval-every: --format {c['format']} has no labels to score; score a labelled set "
+                              f"with --eval-data PATH --eval-format FORMAT, or pass --eval-every 0")
+        return
+    if path is None and fmt != "synthetic":
+        raise ConfigError(f"--eval-format: {fmt} needs --eval-data PATH")
+    same_path = (path is None and c["data"] is None) or (
+        path is not None and c["data"] is not None and os.path.realpath(path) == os.path.realpath(c["data"]))
+    if fmt == c["format"] and same_path:
+        raise ConfigError(f"--eval-data: {path if path is not None else 'synthetic'} is the training set itself; "
+                          f"leave --eval-data and --eval-format out to score its own held-out images")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every value once; return the effective config (arch resolved, method-specific fields fixed).
 
@@ -631,6 +667,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_ranges(c)
     if c["out"] is None:
         raise ConfigError("--out: a run folder is required (on the command line or in --config)")
+    _check_evaluation_set(c)
     if c["method"] == "supervised" and c["format"] in UNLABELLED_FORMATS:
         raise ConfigError(f"--method: supervised trains on labels and --format {c['format']} has none; use a "
                           f"labelled format ({', '.join(LABELLED_FORMATS)}) or webdataset shards with a .cls per "
@@ -644,6 +681,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         if not torch.cuda.is_available():
             raise ConfigError("--device: cuda was asked for but torch.cuda.is_available() is False")
     c["arch"] = resolve_arch(c["arch"], c["device"])
+    if c["arch"].startswith(TIMM_PREFIX):
+        from cwarp.models.timm_backbone import check_timm_arch
+        try:
+            check_timm_arch(c["arch"])
+        except ValueError as err:
+            raise ConfigError(f"--arch: {err}") from None
     _resolve_method(c)
     return RunConfig.from_flat(c)
 

@@ -104,16 +104,16 @@ class _Run:
     def _build_monitor(self, data: TrainingData):
         """The online evaluation's bank and held-out set, made before the first step so a problem stops the run
         at once (one rank evaluates; the others wait at the next collective)."""
-        from cwarp.train.monitor import OnlineEvaluator, bank_indices
+        from cwarp.train.monitor import OnlineEvaluator, evaluation_sets
 
-        if not data.has_labels:
+        if self.cfg.evaluation.eval_format is None and not data.has_labels:
             raise DataError(f"--eval-every: the {self.cfg.data.format} training set has no labels for the online "
-                            f"evaluation's kNN; pass --eval-every 0")
+                            f"evaluation's kNN; score a labelled set with --eval-data PATH --eval-format FORMAT, "
+                            f"or pass --eval-every 0")
         try:
             with recorded_data_warnings() as caught:
-                pick = bank_indices(len(data), self.cfg.evaluation.eval_bank, self.cfg.data.data_seed)
-                images, labels = data.bank(pick)
-                monitor = OnlineEvaluator(self.cfg, images, labels, data.classes, self.device)
+                bank, heldout = evaluation_sets(self.cfg, len(data), data.bank, data.classes)
+                monitor = OnlineEvaluator(self.cfg, bank, heldout, self.device)
         except (ValueError, OSError, RuntimeError) as e:
             raise DataError(f"--eval-every: {' '.join(str(e).split())}") from e
         for w in caught:

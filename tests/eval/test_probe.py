@@ -106,6 +106,18 @@ def test_extract_features_batches_and_adapts_channels():
     assert model.training  # its mode is restored
 
 
+def test_extract_features_fits_a_runs_three_value_statistics_to_a_grey_backbone():
+    # A run on grey images (FER2013) saves ContraWarpAugment's 3-value mean/std, which it averages for one channel.
+    torch.manual_seed(0)
+    grey = TensorFaces(torch.randint(0, 256, (6, 1, 24, 24), dtype=torch.uint8), torch.zeros(6), ("x",))
+    model = build_backbone("convnet-small", 1, 24)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    features = extract_features(model, grey, 4, "cpu", mean=mean, std=std, progress=False)
+    averaged = extract_features(model, grey, 4, "cpu", mean=(0.4,), std=(0.25,), progress=False)
+    assert features.shape == (6, 256)
+    torch.testing.assert_close(features, averaged)
+
+
 # ---------------------------------------------------------------- CLI
 
 def run_cli(argv, capsys):
