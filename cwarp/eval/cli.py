@@ -19,8 +19,7 @@ import time
 from typing import Optional, Sequence
 
 from cwarp import _cli
-# Torch-free copies of the format and backbone names (a test pins them to cwarp.data and cwarp.train.models).
-from cwarp.train.config import ARCHS, FORMATS
+from cwarp._constants import ARCHS, FORMATS
 
 __all__ = ["main", "build_parser", "run"]
 
@@ -128,14 +127,13 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from cwarp.eval import probe
-    from cwarp.train.models import build_backbone
+    from cwarp.models import backbone_from_checkpoint, build_backbone
 
     device = _device(args.device)
     backbone, config, mode = None, {}, "raw_pixels"
     if args.checkpoint:
         mode = "checkpoint"
-        backbone, config = probe.backbone_from_checkpoint(args.checkpoint, arch=args.arch,
-                                                          trust=args.trust_checkpoint)
+        backbone, config = backbone_from_checkpoint(args.checkpoint, arch=args.arch, trust=args.trust_checkpoint)
     image_size = args.image_size or int(config.get("image_size", DEFAULT_IMAGE_SIZE))
     timer = time.perf_counter()
     train, test = _load_splits(args, image_size)

@@ -22,11 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cwarp._constants import IMAGENET_MEAN, IMAGENET_STD, KNN_K, KNN_TEMPERATURE
+from cwarp._constants import GRAY_WEIGHTS, IMAGENET_MEAN, IMAGENET_STD, KNN_K, KNN_TEMPERATURE
 from cwarp.data.common import TensorFaces
-from cwarp.ops.augment_views.reference import GRAY_WEIGHTS
-from cwarp.train.checkpoint import load_checkpoint  # the one loader: weights_only unless trust=True
-from cwarp.train.models import build_backbone
 
 WEIGHT_DECAYS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 VALIDATION_FRACTION = 0.2
@@ -56,50 +53,6 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-# ---------------------------------------------------------------- checkpoints
-
-def _strip_wrappers(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    # DistributedDataParallel and torch.compile prefix every key; the weights are the same.
-    for prefix in ("module.", "_orig_mod."):
-        while state and all(key.startswith(prefix) for key in state):
-            state = {key[len(prefix):]: value for key, value in state.items()}
-    return state
-
-
-def _mismatch(model: nn.Module, state: Dict[str, Tensor]) -> str:
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)]
-    parts = []
-    for name, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-        if items:
-            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
-            parts.append(f"{len(items)} {name} ({', '.join(items[:3])}{more})")
-    return "; ".join(parts)
-
-
-def backbone_from_checkpoint(path: str, *, arch: Optional[str] = None, trust: bool = False
-                             ) -> Tuple[nn.Module, dict]:
-    """The checkpoint's backbone with its weights loaded, and its config."""
-    checkpoint = load_checkpoint(path, trust=trust)
-    config = checkpoint["config"]
-    if arch is not None and arch != config["arch"]:
-        raise ValueError(f"checkpoint {path} was trained with arch {config['arch']!r}, but --arch {arch!r} was given")
-    try:
-        backbone = build_backbone(config["arch"], int(config["in_channels"]), int(config["image_size"]))
-    except ValueError as err:
-        raise RuntimeError(f"checkpoint {path}: its config cannot build a backbone: {err}") from err
-    state = _strip_wrappers(dict(checkpoint["backbone"]))
-    problem = _mismatch(backbone, state)
-    if problem:
-        raise RuntimeError(f"checkpoint {path}: its backbone weights do not fit arch {config['arch']!r} "
-                           f"(from its config): {problem}")
-    backbone.load_state_dict(state)
-    return backbone, config
 
 
 # ------------------------------------------------------------------- features

@@ -48,13 +48,14 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         return 2 if e.code not in (0, None) else 0
     except ConfigError as e:
         return _error(e)
-    from cwarp.train import checkpoint as ckpt
+    from cwarp.models import CheckpointError
     from cwarp.train import distributed as cdist
-    from cwarp.train.trainer import DataError, TrainingDiverged, train
+    from cwarp.train.loop import TrainingDiverged, train
+    from cwarp.train.training_data import DataError
 
     try:
         return _report(train(cfg, explicit))
-    except (ConfigError, DataError, ckpt.CheckpointError) as e:
+    except (ConfigError, DataError, CheckpointError) as e:
         return _error(e)
     except TrainingDiverged as e:
         print(str(e), file=sys.stderr)

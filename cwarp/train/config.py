@@ -22,18 +22,16 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple
 
-from cwarp._constants import FORMATS, KNN_K, KNN_TEMPERATURE
+from cwarp._constants import ARCHS, FORMATS, KNN_K, KNN_TEMPERATURE, WARP_KINDS
 
 __all__ = ["RunConfig", "DataConfig", "OptimConfig", "ByolConfig", "NegativesConfig", "ViewsConfig",
            "BookkeepingConfig", "EvalConfig", "ConfigError", "METHODS", "FORMATS", "ARCHS", "PRECISIONS", "OPTIMIZERS",
            "NEGATIVE_NETWORKS", "NCE_PREDICTIONS", "WARP_KINDS", "DEFAULTS", "METHOD_DEFAULTS", "defaults_for",
            "FORMER_DEFAULTS", "RESUME_MUTABLE", "CONFIG_VERSION",
            "build_parser", "parse_command_line", "config_from_argv", "load_config_file", "validate", "migrate",
-           "run_differences", "compact_arch", "resolve_arch", "write_config_files"]
+           "run_differences", "config_differences", "compact_arch", "resolve_arch", "write_config_files"]
 
 METHODS = ("contrawarp", "byol", "supervised")
-# The backbones of cwarp.train.models, which builds them.
-ARCHS = ("resnet18", "resnet50", "resnet18-small", "convnet-small")
 OPTIMIZERS = ("lars", "sgd", "adamw")
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -43,8 +41,6 @@ NEGATIVE_NETWORKS = ("target", "online")
 # (also p2 -> z1, where they share the anchor's own global view, so p2 beats
 # them without seeing any warp).
 NCE_PREDICTIONS = ("p1", "both")
-# cwarp.local_warp's kinds (cwarp.ops._checks.KINDS; this module imports no torch).
-WARP_KINDS = ("translate", "gaussian")
 AUTO_ARCH = "auto"
 # The version of the flat config written into checkpoints and config.json.
 CONFIG_VERSION = 2
@@ -61,7 +57,8 @@ def _opt(default, help: str, **flag) -> Any:
     return field(default=default, metadata=dict(help=help, **flag))
 
 
-def _pair(text: str) -> Tuple[float, float]:
+def parse_pair(text: str) -> Tuple[float, float]:
+    """argparse type: 'MIN,MAX' as two floats (their rules are checked by validate)."""
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
@@ -85,7 +82,7 @@ def _kind(annotation: str) -> str:
     return "str"
 
 
-PAIR = dict(type=_pair, metavar="MIN,MAX")
+PAIR = dict(type=parse_pair, metavar="MIN,MAX")
 
 
 @dataclass(frozen=True)
@@ -540,9 +537,6 @@ def _value_checks(c: Dict[str, Any]) -> Iterable[Tuple[bool, str, str]]:
     yield c["hidden_dim"] >= 1, "hidden_dim", "expected >= 1"
     yield c["num_negatives"] >= 0, "num_negatives", "expected >= 0"
     yield c["warps_per_negative"] >= 1, "warps_per_negative", "expected >= 1"
-    for k in ("warp_magnitude", "warp_radius", "crop_scale"):
-        yield 0 <= c[k][0] <= c[k][1], k, "expected MIN,MAX with 0 <= MIN <= MAX"
-    yield c["crop_scale"][1] <= 1, "crop_scale", "expected MAX <= 1"
     yield 0 <= c["rotation"] <= 180, "rotation", "expected degrees in [0, 180]"
     yield 0 <= c["jitter_strength"] <= 5, "jitter_strength", "expected in [0, 5] (hue S*0.1 must stay <= 0.5)"
     yield 0 <= c["grayscale_p"] <= 1, "grayscale_p", "expected a probability in [0, 1]"
@@ -557,6 +551,25 @@ def _value_checks(c: Dict[str, Any]) -> Iterable[Tuple[bool, str, str]]:
     yield 1 <= c["eval_knn_k"] <= c["eval_bank"], "eval_knn_k", f"expected in [1, --eval-bank = {c['eval_bank']}]"
     yield (math.isfinite(c["eval_knn_temperature"]) and c["eval_knn_temperature"] > 0, "eval_knn_temperature",
            "expected a finite number > 0")
+
+
+# The (min, max) fields and their bounds, checked by cwarp.ops._checks.check_range, the check that
+# ContraWarpAugment applies to the same values.
+RANGE_RULES: Dict[str, Dict[str, Any]] = {
+    "warp_magnitude": dict(low=0.0),
+    "warp_radius": dict(low=0.0, low_open=True),
+    "crop_scale": dict(low=0.0, high=1.0),
+}
+
+
+def _check_ranges(c: Mapping[str, Any]) -> None:
+    from cwarp.ops._checks import check_range
+
+    for name, bounds in RANGE_RULES.items():
+        try:
+            check_range(_flag(name), None, c[name], scalar="pair", **bounds)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 def _resolve_method(c: Dict[str, Any]) -> None:
@@ -592,6 +605,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     for ok, name, expected in _value_checks(c):
         if not ok:
             raise ConfigError(f"{_flag(name)}: {expected}, got {c[name]!r}")
+    _check_ranges(c)
     if c["out"] is None:
         raise ConfigError("--out: a run folder is required (on the command line or in --config)")
     if c["sync_bn"] and c["device"] != "cuda":
@@ -605,11 +619,23 @@ def validate(cfg: RunConfig) -> RunConfig:
     return RunConfig.from_flat(c)
 
 
+def config_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any],
+                       keys: Iterable[str]) -> Dict[str, Tuple[Any, Any]]:
+    """{field: (saved value, wanted value)} for each of ``keys`` that both flat configs hold and that differs.
+
+    Pairs compare as lists, since a saved config went through a JSON round trip.
+    """
+    def norm(v):
+        return [norm(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+    return {k: (saved[k], wanted[k]) for k in keys if k in saved and k in wanted and norm(saved[k]) != norm(wanted[k])}
+
+
 def run_differences(saved: RunConfig, wanted: RunConfig) -> Dict[str, Tuple[Any, Any]]:
     """{field: (saved value, wanted value)} for each setting that changes what a run computes
     (the RESUME_MUTABLE fields and what the trainer derives are left out)."""
-    a, b = saved.to_flat(), wanted.to_flat()
-    return {k: (a[k], b[k]) for k in DEFAULTS if k not in RESUME_MUTABLE and k not in DERIVED and a[k] != b[k]}
+    keys = [k for k in DEFAULTS if k not in RESUME_MUTABLE and k not in DERIVED]
+    return config_differences(saved.to_flat(), wanted.to_flat(), keys)
 
 
 def migrate(saved: Mapping[str, Any]) -> RunConfig:

@@ -6,7 +6,7 @@ import signal
 import pytest
 
 from cwarp.apps import demo
-from cwarp.train import trainer as T
+from cwarp.train import loop as T
 from cwarp.train.config import parse_command_line
 
 TINY = {"image_size": 16, "num_train": 8, "epochs": 2, "batch_size": 4}

@@ -7,7 +7,7 @@ import torch
 
 import cwarp.eval.probe as probe
 from cwarp.data import TensorFaces
-from cwarp.train.models import build_backbone
+from cwarp.models import build_backbone
 from cwarp.eval.cli import main
 from cwarp.eval.probe import evaluate_features, extract_features, map_at_r
 

@@ -81,7 +81,7 @@ def test_cwarp_train_keeps_freed_memory_by_default_and_a_resume_may_change_it():
 
 @glibc_only
 def test_train_applies_the_setting(monkeypatch, tmp_path):
-    from cwarp.train import trainer as T
+    from cwarp.train import loop as T
 
     calls = []
     monkeypatch.setattr(T, "keep_freed_memory", calls.append)
@@ -96,7 +96,7 @@ def test_train_applies_the_setting(monkeypatch, tmp_path):
 def test_training_is_bitwise_the_same_with_and_without_it(tmp_path):
     import torch
 
-    from cwarp.train.checkpoint import load_checkpoint
+    from cwarp.models import load_checkpoint
 
     def run(flag):
         out = tmp_path / flag

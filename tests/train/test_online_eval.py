@@ -12,8 +12,8 @@ from torch import nn
 from cwarp.data import EXPRESSIONS, TensorFaces
 from cwarp.train import config as C
 from cwarp.train import monitor as MON
-from cwarp.train import trainer as T
-from cwarp.train.models import build_backbone
+from cwarp.train import loop as T
+from cwarp.models import build_backbone
 
 
 def tiny_args(out, *extra):

@@ -9,6 +9,8 @@ import torch
 from cwarp.train import cli
 from cwarp.train import config as C
 from cwarp.train import methods as M
+from cwarp.train import distributed as cdist
+from cwarp.train import loop
 from cwarp.train import trainer as T
 from cwarp.train.byol import cosine_momentum
 from cwarp.train.optim import LARS, WarmupCosine, build_optimizer
@@ -28,7 +30,7 @@ def read_log(out):
 
 def run(argv, **kw):
     cfg, explicit = C.parse_command_line(argv)
-    return T.train(cfg, explicit, **kw)
+    return loop.train(cfg, explicit, **kw)
 
 
 def test_run_writes_log_config_checkpoint(tmp_path):
@@ -43,7 +45,7 @@ def test_run_writes_log_config_checkpoint(tmp_path):
     for k in ("arch", "image_size", "in_channels", "format"):
         assert k in state["config"]
     assert state["step"] == 6 and state["epoch"] == 2
-    from cwarp.train.models import build_backbone
+    from cwarp.models import build_backbone
     bb = build_backbone(cfg["arch"], cfg["in_channels"], cfg["image_size"])
     bb.load_state_dict(state["backbone"])           # the probe's contract
     assert not any(p.startswith(".checkpoint-") for p in os.listdir(out))
@@ -76,7 +78,7 @@ def test_loss_terms_match_the_reference(in_batch, nce_on, through):
     cfg = C.validate(C.parse_command_line(tiny_args("unused", "--nce-weight", "0.7", "--byol-weight", "0.3",
                                                          "--nce-on", nce_on, "--negatives-through", through,
                                                          *(["--in-batch"] if in_batch else [])))[0])
-    trainer = T.Trainer(cfg, T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
+    trainer = T.Trainer(cfg, cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
     g = torch.Generator().manual_seed(0)
     p1, p2, z1, z2, o1, o2 = (torch.randn(6, 16, generator=g) for _ in range(6))
     # The InfoNCE's positives: the targets, or with online negatives the online projections.
@@ -106,20 +108,20 @@ def test_nce_on_p1_keeps_the_negatives_out_of_p2s_half():
     cfg = C.validate(C.parse_command_line(tiny_args("unused"))[0])
     assert cfg.negatives.nce_on == "p1" and cfg.negatives.negatives_through == "online"   # the defaults
     cfg = cfg.replace(negatives_through="target")
-    trainer = T.Trainer(cfg, T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
+    trainer = T.Trainer(cfg, cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
     g = torch.Generator().manual_seed(1)
     p1, p2, z1, z2 = (torch.randn(5, 8, generator=g) for _ in range(4))
     zneg = torch.randn(5, 2, 8, generator=g)
     kw = dict(tau=cfg.negatives.tau, nce_weight=1.0, byol_weight=1.0)
     want = 0.5 * (reference.contrastive_loss(p1, z2, zneg, **kw) + reference.contrastive_loss(p2, z1, None, **kw))
     torch.testing.assert_close(trainer.method.loss(p1, p2, z1, z2, zneg), want)
-    both = T.Trainer(cfg.replace(nce_on="both"), T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3,
+    both = T.Trainer(cfg.replace(nce_on="both"), cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3,
                      steps_per_epoch=3)
     assert not torch.allclose(both.method.loss(p1, p2, z1, z2, zneg), want)
     # The embeddings must match the config's --negatives-through.
     with pytest.raises(ValueError, match="--negatives-through target takes no z1_online"):
         trainer.method.loss(p1, p2, z1, z2, zneg, z1, z2)
-    online = T.Trainer(cfg.replace(negatives_through="online"), T.cdist.init_from_env("cpu"), torch.device("cpu"),
+    online = T.Trainer(cfg.replace(negatives_through="online"), cdist.init_from_env("cpu"), torch.device("cpu"),
                        in_channels=3, steps_per_epoch=3)
     with pytest.raises(ValueError, match="--negatives-through online needs z1_online"):
         online.method.loss(p1, p2, z1, z2, zneg)
@@ -232,7 +234,7 @@ def test_lars_scales_by_trust_ratio():
 def test_online_negatives_carry_gradient_target_negatives_do_not():
     import cwarp
     from cwarp.train.byol import BYOL
-    from cwarp.train.models import build_backbone
+    from cwarp.models import build_backbone
 
     torch.manual_seed(0)
     model = BYOL(build_backbone(C.compact_arch(), 3, 16), proj_dim=8, hidden_dim=16)
@@ -360,7 +362,7 @@ def test_supervised_reference_run(tmp_path):
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
     assert all("momentum" not in r for r in rows)               # no EMA target
     state = torch.load(out / "checkpoint.pt", weights_only=True)
-    from cwarp.train.models import build_backbone
+    from cwarp.models import build_backbone
     bb = build_backbone(state["config"]["arch"], 3, 16)
     bb.load_state_dict(state["backbone"])                       # probed like the BYOL runs
     assert "classifier.weight" in state["model"]
@@ -405,7 +407,7 @@ def test_ctrl_c_on_the_last_step_finishes_normally(tmp_path, capsys):
 def test_method_registry_owns_the_losses():
     assert tuple(M.METHOD_CLASSES) == ("contrawarp", "byol", "supervised")
     cfg = C.validate(C.parse_command_line(tiny_args("unused"))[0])
-    trainer = T.Trainer(cfg, T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
+    trainer = T.Trainer(cfg, cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
     assert isinstance(trainer.method, M.ContraWarping) and trainer.cfg.data.in_channels == 3
     assert trainer.cfg.views.mean is not None and trainer.state_dict(0, 0)["config"]["mean"] == list(
         trainer.cfg.views.mean)

@@ -74,9 +74,10 @@ def test_wider_warps_move_more(script, runs):
 @pytest.mark.parametrize("argv, message", [
     (["--faces", "1"], "--faces: expected >= 2"),
     (["--num-negatives", "0"], "--num-negatives: expected >= 1"),
-    (["--warp-magnitude", "a,b"], "expected two numbers MIN,MAX"),
-    (["--warp-radius", "0.5,0.2"], "expected finite 0 <= MIN <= MAX"),
-    (["--warp-radius", "0,0.2"], "--warp-radius: expected MIN > 0"),
+    (["--warp-magnitude", "a,b"], "expected two numbers 'MIN,MAX'"),
+    (["--warp-radius", "0.5,0.2"], "--warp-radius: expected (min, max) with 0 < min <= max, got (0.5, 0.2)"),
+    (["--warp-radius", "0,0.2"], "--warp-radius: expected (min, max) with 0 < min <= max, got (0.0, 0.2)"),
+    (["--warp-magnitude=-1,0.2"], "--warp-magnitude: expected (min, max) with 0 <= min <= max, got (-1.0, 0.2)"),
 ])
 def test_bad_arguments(script, runs, capsys, argv, message):
     with pytest.raises(SystemExit):
@@ -85,7 +86,7 @@ def test_bad_arguments(script, runs, capsys, argv, message):
 
 
 def test_missing_run(script, tmp_path):
-    from cwarp.train.checkpoint import CheckpointError
+    from cwarp.models import CheckpointError
 
     with pytest.raises(CheckpointError, match="checkpoint .*nothing does not exist"):
         script.main([str(tmp_path / "nothing")])

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torchvision.models import resnet18, resnet50
 from torchvision.models.resnet import BasicBlock
 
-from cwarp.train.config import ARCHS
+from cwarp._constants import ARCHS
 
 __all__ = ["ARCHS", "build_backbone", "check_backbone_args", "Backbone"]
 
