@@ -277,7 +277,7 @@ def test_bf16_step_loss_is_float32_without_casts(through):
     loss of the bfloat16 embeddings cast to float32 by hand."""
     argv = tiny_args("unused", "--precision", "bf16", "--negatives-through", through)
     cfg = C.validate(C.parse_command_line(argv)[0])
-    trainer = T.Trainer(cfg, T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
+    trainer = T.Trainer(cfg, cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
     g = torch.Generator().manual_seed(0)
     x1, x2 = torch.rand(4, 3, 16, 16, generator=g), torch.rand(4, 3, 16, 16, generator=g)
     neg = torch.rand(4, 2, 3, 16, 16, generator=g)
