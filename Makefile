@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine with Python 3 and a compiler:
 #   make test   set up .venv, build cwarp, run the whole test suite
 #   make demo   set up .venv, build cwarp, run the main job
+#   make test-quick   the tests not marked slow, to run while editing
 # Set FORCE_CUDA=1 (and TORCH_CUDA_ARCH_LIST) to build the CUDA kernels without a GPU.
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ DEPS_STAMP := $(VENV)/.cwarp-deps
 INSTALL_STAMP := $(VENV)/.cwarp-editable
 PYTEST_ARGS ?=
 
-.PHONY: all venv build test demo bench cmake-build check-vexp check-cuda check-triton sdist-check compat-check clean
+.PHONY: all venv build test test-quick demo bench cmake-build check-vexp check-cuda check-triton sdist-check compat-check clean
 
 all: build
 
@@ -33,6 +34,12 @@ build: $(INSTALL_STAMP)
 
 test: build
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The tier to run while editing: everything but the tests marked slow (the
+# Triton interpreter, training runs, the scripts' subprocesses, the benchmark
+# scripts' toy runs).
+test-quick: build
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: build
 	$(PY) -m cwarp.apps.demo

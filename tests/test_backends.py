@@ -55,6 +55,7 @@ def test_triton_flag_matches_what_runs():
     assert flag == runs(device, "triton"), cwarp.backends(explain=True)["triton"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU makes Triton available with or without the interpreter")
 def test_without_gpu_or_interpreter_triton_is_unavailable_and_says_why():
     # A fresh process: whether Triton interprets is fixed when triton is first imported.
@@ -97,6 +98,7 @@ def test_reasons_name_what_is_missing(monkeypatch):
         cwarp.local_warp(torch.rand(1, 1, 4, 4), torch.zeros(1, 0, 5), backend="cpp")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not cwarp.backends()["cpp"], reason="cwarp._C was not built")
 def test_import_cwarp_waits_for_torch_and_registers_the_ops_on_first_use():
     # Without torch loaded, `import cwarp` stays light (the console scripts' --help); the first
@@ -113,6 +115,7 @@ def test_import_cwarp_waits_for_torch_and_registers_the_ops_on_first_use():
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not cwarp.backends()["cpp"], reason="cwarp._C was not built")
 def test_import_cwarp_after_torch_registers_the_ops_at_once():
     code = "import torch, cwarp\nassert hasattr(torch.ops.cwarp, 'local_warp'), 'ops not registered'\n"

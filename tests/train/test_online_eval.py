@@ -15,12 +15,11 @@ from cwarp.train import monitor as MON
 from cwarp.train import loop as T
 from cwarp.models import build_backbone
 
+import tiny_runs
+
 
 def tiny_args(out, *extra):
-    return ["--out", str(out), "--format", "synthetic", "--arch", C.compact_arch(), "--image-size", "16",
-            "--num-train", "24", "--batch-size", "8", "--epochs", "2", "--log-every", "1", "--progress", "false",
-            "--hidden-dim", "64", "--proj-dim", "32", "--num-negatives", "2", "--warps-per-negative", "2",
-            "--eval-size", "40", "--eval-bank", "24", *extra]
+    return tiny_runs.tiny_args(out, "--eval-size", "40", "--eval-bank", "24", *extra)
 
 
 def run(argv, **kw):
@@ -34,6 +33,7 @@ def read_log(out):
     return [r for r in rows if "loss" in r], [r for r in rows if "knn_acc" in r]
 
 
+@pytest.mark.slow
 def test_eval_rows_every_n_steps_and_at_the_last_and_training_unchanged(tmp_path):
     plain, watched = tmp_path / "plain", tmp_path / "watched"
     run(tiny_args(plain))
@@ -110,6 +110,7 @@ def test_bank_is_a_fixed_subset_and_heldout_is_the_validation_split():
     assert len(held) == 12 and held.split == "val"
 
 
+@pytest.mark.slow
 def test_interrupted_on_a_due_step_makes_the_evaluation_up_on_resume(tmp_path):
     out = tmp_path / "cut"
 
@@ -126,6 +127,7 @@ def test_interrupted_on_a_due_step_makes_the_evaluation_up_on_resume(tmp_path):
                                 "eval_linear"}
 
 
+@pytest.mark.slow
 def test_tensorboard_and_progress_line(tmp_path, monkeypatch, capsys):
     scalars = []
 
@@ -146,6 +148,7 @@ def test_tensorboard_and_progress_line(tmp_path, monkeypatch, capsys):
     assert "step 3: online kNN accuracy" in err and "on 40 held-out images" in err
 
 
+@pytest.mark.slow
 def test_rafdb_without_held_out_images_is_one_error_line(tmp_path):
     from console_scripts import assert_one_error_line, run_script
 
