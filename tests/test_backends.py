@@ -90,6 +90,12 @@ def test_reasons_name_what_is_missing(monkeypatch):
     assert reasons["cpp"].startswith("the compiled extension cwarp._C did not load (libcwarp.so: cannot open")
     assert reasons["cuda"] == reasons["cpp"]
     assert cwarp.backends() == {"cpp": False, "cuda": False, "triton": False}
+    # An extension built against another torch fails to load on a symbol of torch's C++ API.
+    monkeypatch.setattr(_extension, "_IMPORT_ERROR", ImportError("_C.abi3.so: undefined symbol: _ZN5torch4_def"))
+    reason = cwarp.backends(explain=True)["cpp"]
+    assert f"built against another torch than the running {torch.__version__}" in reason
+    with pytest.raises(RuntimeError, match="must be built against the torch it runs with"):
+        cwarp.local_warp(torch.rand(1, 1, 4, 4), torch.zeros(1, 0, 5), backend="cpp")
 
 
 @pytest.mark.slow

@@ -272,6 +272,29 @@ def test_run_with_online_negatives_or_bf16(tmp_path, extra):
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in read_log(tmp_path / "run"))
 
 
+@pytest.mark.parametrize("through", ["target", "online"])
+def test_bf16_step_loss_is_float32_without_casts(through):
+    """--precision bf16: the network and the loss run under one autocast region;
+    the loss is float32 by contrastive_loss's autocast policy, and equals the
+    loss of the bfloat16 embeddings cast to float32 by hand."""
+    argv = tiny_args("unused", "--precision", "bf16", "--negatives-through", through)
+    cfg = C.validate(C.parse_command_line(argv)[0])
+    trainer = T.Trainer(cfg, cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
+    g = torch.Generator().manual_seed(0)
+    x1, x2 = torch.rand(4, 3, 16, 16, generator=g), torch.rand(4, 3, 16, 16, generator=g)
+    neg = torch.rand(4, 2, 3, 16, 16, generator=g)
+    model = trainer.model.eval()          # eval: batch norm's statistics stay as they are between the calls
+    loss = trainer.method.step_loss(model, x1, x2, neg, None, trainer.autocast)
+    assert loss.dtype == torch.float32
+    with trainer.autocast:
+        emb = model(x1, x2, neg, online_negatives=through == "online")
+    assert emb.p1.dtype == torch.bfloat16 and emb.zneg.dtype == torch.bfloat16
+    by_hand = trainer.method.loss(*(None if t is None else t.float() for t in emb))
+    torch.testing.assert_close(loss, by_hand, rtol=0, atol=0)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for _, p in model.online_parameters())
+
+
 def test_global_view_options_reach_the_augmentation():
     cfg = C.validate(C.parse_command_line(tiny_args(
         "unused", "--crop-scale", "0.8,1", "--rotation", "3", "--jitter-strength", "0.5", "--grayscale-p", "0"))[0])
