@@ -7,12 +7,13 @@
 // How a launch runs: the blocks of the grid one after another; within a block
 // every CUDA thread is a fiber on the calling OS thread. A fiber runs until it
 // reaches a synchronization point (__syncthreads, a warp collective, its
-// exit), then the next runnable fiber runs. The order in which fibers and
-// blocks are resumed is a setting (forward, reverse, or seeded random at every
-// round), so a missing barrier or an order-dependent sum shows up as a
-// different result under another order. What CUDA leaves undefined and the
-// emulator can see is an error, raised by the launch as a c10::Error that
-// starts with "cuda emulation:":
+// exit), then the next runnable fiber of the same warp runs; a warp runs
+// until none of its lanes can go on, then the next warp. The order of the
+// blocks, of the warps and of the lanes is a setting (forward, reverse, or
+// seeded random at every round), so a missing barrier or an order-dependent
+// sum shows up as a different result under another order. What CUDA leaves
+// undefined and the emulator can see is an error, raised by the launch (an
+// exception whose message starts with "cuda emulation:"):
 //   - a __syncthreads reached from different call sites in one barrier phase
 //     (bar.sync is "aligned": every thread of the block executes the same one);
 //   - a warp collective (__shfl_*_sync, __ballot_sync, __syncwarp, ...) whose
@@ -280,18 +281,36 @@ class Block {
     ++epoch_;
     std::memset(dynamic_shared_buffer, 0xFF, sizeof(dynamic_shared_buffer));
 
-    std::vector<unsigned> order(n);
-    for (unsigned t = 0; t < n; ++t) order[t] = t;
-    if (settings.order == Order::Reverse) std::reverse(order.begin(), order.end());
+    // Warps run one at a time, each as far as it can (until every lane waits
+    // at a block barrier, on another warp, or has exited): one warp may run
+    // far ahead of another, as on the GPU, so shared memory that a warp
+    // rewrites before a slower warp has read it shows. The order of the warps
+    // and of the lanes within each is the setting.
+    const unsigned n_warps = static_cast<unsigned>(warps_.size());
+    std::vector<unsigned> warp_order(n_warps), lane_order(32);
+    for (unsigned w = 0; w < n_warps; ++w) warp_order[w] = w;
+    for (unsigned l = 0; l < 32; ++l) lane_order[l] = l;
+    if (settings.order == Order::Reverse) {
+      std::reverse(warp_order.begin(), warp_order.end());
+      std::reverse(lane_order.begin(), lane_order.end());
+    }
     std::mt19937_64 rng(seed);
     current_block = this;
     while (live_ > 0 && error_.empty()) {
-      if (settings.order == Order::Random) std::shuffle(order.begin(), order.end(), rng);
+      if (settings.order == Order::Random) std::shuffle(warp_order.begin(), warp_order.end(), rng);
       bool ran = false;
-      for (unsigned t : order) {
-        if (fibers_[t].state != FiberState::Runnable) continue;
-        ran = true;
-        resume(t);
+      for (unsigned w : warp_order) {
+        for (bool progressed = true; progressed && error_.empty();) {
+          progressed = false;
+          if (settings.order == Order::Random) std::shuffle(lane_order.begin(), lane_order.end(), rng);
+          for (unsigned l : lane_order) {
+            const unsigned t = w * 32 + l;
+            if (t >= n || fibers_[t].state != FiberState::Runnable) continue;
+            progressed = ran = true;
+            resume(t);
+            if (!error_.empty()) break;
+          }
+        }
         if (!error_.empty()) break;
       }
       if (!ran && error_.empty()) error_ = deadlock_report();

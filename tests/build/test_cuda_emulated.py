@@ -202,6 +202,8 @@ def test_int64_indexing_path(cuda, gen):
 # ---------------------------------------------------------------------------
 
 NAMES = ("image", "params", "theta")
+# The emulator's (order, seed) settings the order-sensitive tests run under.
+ORDERS = [("forward", 0), ("reverse", 0), ("random", 1), ("random", 2)]
 
 
 def input_grads_reference(image, params, theta, grad_out, out_size, kind, padding, align):
@@ -245,19 +247,21 @@ def test_backward_parity_float64(cuda, kind, padding, align, with_theta, determi
 @pytest.mark.parametrize("deterministic", [False, True])
 def test_backward_reduction_flushes(cuda, K, deterministic, gen):
     # 6 theta components and 5 per warp: K = 5 fills the 32 reduction slots
-    # but one, K = 6 flushes twice, K = 12 three times.
+    # but one, K = 6 flushes twice, K = 12 three times. Under each order of
+    # the warps, since a flush's shared slots are rewritten by the next one.
     B, C, H, W, out_size = 2, 2, 16, 18, (33, 41)
     image = random_image((B, C, H, W), gen, torch.float64)
     params = random_params(B, K, gen, torch.float64, radius=(0.4, 0.9))
     theta = random_theta(B, gen, torch.float64)
     grad_out = torch.randn(B, C, *out_size, dtype=torch.float64, generator=gen)
-    for kind in KINDS:
+    for kind, (order, seed) in itertools.product(KINDS, ORDERS[:3]):
+        cuda.emu.configure(order, seed, False)
         with deterministic_algorithms(deterministic):
             got = backward(cuda, grad_out, image, params, theta, kind, "border")
         want = input_grads_reference(image, params, theta, grad_out, out_size, kind, "border", False)
         for name, a, e in zip(NAMES, got, want):
             tol = TOL[torch.float32] if deterministic and name == "image" else TOL[torch.float64]
-            assert_close_verbose(a, e, *tol, what=f"K={K} {kind} grad {name}")
+            assert_close_verbose(a, e, *tol, what=f"K={K} {kind} {order} grad {name}")
 
 
 @pytest.mark.parametrize("dtype,kind,padding,channels_last", [
@@ -297,9 +301,6 @@ def test_backward_output_mask(cuda, gen):
                 assert a.numel() == 0, f"{mask}: grad {name} computed though not asked for"
     gi, gp, gt = backward(cuda, grad_out, image, params[:, :0], None, mask=ALL)
     assert gp.shape == (2, 0, 5) and gt.numel() == 0 and gi.shape == image.shape
-
-
-ORDERS = [("forward", 0), ("reverse", 0), ("random", 1), ("random", 2)]
 
 
 @pytest.mark.parametrize("kind,padding,dtype", list(itertools.product(
@@ -403,7 +404,8 @@ def test_contrastive_loss_parity(cuda, dtype, in_batch, N, BD, gen):
     B, D = BD
     tau = 0.2
     p, z, zn = loss_inputs(B, N, D, dtype, gen, contiguous=B != 7)
-    nce, s_pos, inv_p, inv_z, inv_n, lse = cuda.ops.contrastive_loss_forward(p, z, zn, tau, in_batch)
+    fwd = cuda.ops.contrastive_loss_forward(p, z, zn, tau, in_batch)
+    nce, s_pos, inv_p, inv_z, inv_n, lse = fwd
     xs = [None if t is None else t.detach().double().requires_grad_() for t in (p, z, zn)]
     want_nce, want_s = per_row_reference(*xs, tau, in_batch)
     atol, rtol = LOSS_TOL[dtype]
@@ -425,7 +427,15 @@ def test_contrastive_loss_parity(cuda, dtype, in_batch, N, BD, gen):
         assert_close_verbose(a, e, atol * scale, rtol, what=f"{dtype} grad {name}")
     if N == 0:
         assert got[2].numel() == 0
+    # Every thread owns what it writes (no atomics): the same bits under every order.
     kernels = {line.split("<")[0] for line in cuda.launched()}
+    for order, seed in ORDERS[1:]:
+        cuda.emu.configure(order, seed, False)
+        again = cuda.ops.contrastive_loss_forward(p, z, zn, tau, in_batch)
+        again_grads = cuda.ops.contrastive_loss_backward(g_nce.to(nce.dtype), g_s.to(nce.dtype), p, z, zn,
+                                                         *again[2:], tau, in_batch, ALL)
+        for a, b in zip((*fwd, *got), (*again, *again_grads)):
+            assert torch.equal(a, b), f"the loss changed under order {order} {seed}"
     expected = {"forward_rows_kernel", "backward_logit_grads_kernel"} | ({"backward_rows_kernel"} if D else set())
     if in_batch:
         expected |= {"forward_in_batch_kernel"}
