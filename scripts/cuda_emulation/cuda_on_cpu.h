@@ -30,6 +30,8 @@
 // of its block has written reads NaN, not what the previous block left.
 #pragma once
 
+#include <cxxabi.h>
+#include <dlfcn.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #if !defined(__x86_64__)
@@ -574,11 +576,47 @@ inline void shared_declared(Vars&... vars) {
 
 // ---------------------------------------------------------------------------
 // Launch. The harness rewrites kernel<<<grid, block, shared_bytes, stream>>>(args) as
-//   cuda_emu::launch("kernel", grid, block, shared_bytes, stream)(
-//       [&](const auto&... a) { kernel(a...); }, args)
+//   cuda_emu::launch("kernel", grid, block, shared_bytes, stream)(kernel, args)
 // The arguments are evaluated once and copied; every thread calls the kernel
 // with its own copies (by-value parameters, as on the device).
 // ---------------------------------------------------------------------------
+
+// The demangled name of the kernel at `fn`, template arguments resolved
+// ("ns::k<float, int>"), or `fallback` (the launch's text) where its symbol
+// is not exported (the harness builds with default visibility and names
+// anonymous namespaces, so that every kernel's is).
+inline std::string kernel_name(const void* fn, const char* fallback) {
+  Dl_info info;
+  if (fn == nullptr || dladdr(fn, &info) == 0 || info.dli_saddr != fn || info.dli_sname == nullptr) return fallback;
+  int status = 0;
+  char* demangled = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
+  if (demangled == nullptr) return fallback;
+  std::string name(demangled);
+  std::free(demangled);
+  // Drop the return type of a template ("void ") and the parameter list.
+  int depth = 0;
+  size_t start = 0, end = name.size();
+  for (size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    if (c == '<') {
+      ++depth;
+    } else if (c == '>') {
+      --depth;
+    } else if (c == ' ' && depth == 0) {
+      start = i + 1;
+    } else if (c == '(' && depth == 0) {
+      end = i;
+      break;
+    }
+  }
+  name = name.substr(start, end - start);
+  // The harness names each file's anonymous namespace: show it as one.
+  for (size_t at; (at = name.find("cuda_emu_anonymous_")) != std::string::npos;) {
+    const size_t stop = name.find("::", at);
+    name.replace(at, stop == std::string::npos ? std::string::npos : stop - at, "(anonymous namespace)");
+  }
+  return name;
+}
 
 template <typename G>
 dim3 launch_dims(const char* kernel, const char* what, const G& g) {
@@ -597,18 +635,23 @@ dim3 launch_dims(const char* kernel, const char* what, const G& g) {
 class Launch {
  public:
   Launch(const char* kernel, dim3 grid, dim3 block, size_t shared_bytes)
-      : kernel_(kernel), grid_(grid), block_(block), shared_(shared_bytes) {}
+      : kernel_(kernel), name_(kernel), grid_(grid), block_(block), shared_(shared_bytes) {}
 
-  template <typename Body, typename... Args>
-  void operator()(Body&& body, Args&&... args) {
+  template <typename Kernel, typename... Args>
+  void operator()(Kernel&& kernel, Args&&... args) {
+    using K = std::decay_t<Kernel>;
+    const K fn = kernel;
+    if constexpr (std::is_pointer_v<K> && std::is_function_v<std::remove_pointer_t<K>>) {
+      name_ = kernel_name(reinterpret_cast<const void*>(fn), kernel_);
+    }
     if (current_block != nullptr) {
-      throw EmulationError(std::string("cuda emulation: launch of ") + kernel_ +
+      throw EmulationError("cuda emulation: launch of " + name_ +
                            " from inside a kernel (dynamic parallelism) is not emulated");
     }
     std::lock_guard<std::recursive_mutex> lock(global().launch_mutex);
     check_config();
     auto bound = std::make_tuple(std::decay_t<Args>(std::forward<Args>(args))...);
-    auto call = [&]() { std::apply([&](const auto&... a) { body(a...); }, bound); };
+    auto call = [&]() { std::apply([&](const auto&... a) { fn(a...); }, bound); };
     using Call = decltype(call);
     run(+[](void* c) { (*static_cast<Call*>(c))(); }, &call);
   }
@@ -632,7 +675,7 @@ class Launch {
     }
     if (bad.empty()) return;
     std::ostringstream s;
-    s << "cuda emulation: launch of " << kernel_ << " <<<(" << grid_.x << ", " << grid_.y << ", " << grid_.z
+    s << "cuda emulation: launch of " << name_ << " <<<(" << grid_.x << ", " << grid_.y << ", " << grid_.z
       << "), (" << block_.x << ", " << block_.y << ", " << block_.z << "), " << shared_
       << ">>>: invalid configuration argument: " << bad;
     throw EmulationError(s.str());
@@ -640,7 +683,7 @@ class Launch {
 
   void run(void (*body)(void*), void* ctx) {
     Global& g = global();
-    g.launches.push_back(LaunchRecord{kernel_, grid_, block_, shared_});
+    g.launches.push_back(LaunchRecord{name_, grid_, block_, shared_});
     ++g.counters.launches;
     if (g.unchecked_launch) ++g.counters.unchecked_launches;
     g.unchecked_launch = true;
@@ -669,7 +712,7 @@ class Launch {
         block.run(block_, body, ctx, settings, launch_seed + 0x51ED27ull * (b + 1));
       } catch (const EmulationError& e) {
         std::ostringstream s;
-        s << "cuda emulation: kernel " << kernel_ << ", block (" << blockIdx.x << ", " << blockIdx.y << ", "
+        s << "cuda emulation: kernel " << name_ << ", block (" << blockIdx.x << ", " << blockIdx.y << ", "
           << blockIdx.z << "): " << e.what();
         throw EmulationError(s.str());
       }
@@ -678,7 +721,8 @@ class Launch {
     }
   }
 
-  const char* kernel_;
+  const char* kernel_;  // as the launch wrote it
+  std::string name_;    // resolved where the kernel is exported
   dim3 grid_, block_;
   size_t shared_;
 };

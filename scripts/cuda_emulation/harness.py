@@ -3,16 +3,21 @@
 The CUDA emulation runs the project's actual .cu sources, compiled by g++
 against cuda_on_cpu.h (CUDA's execution model on fibers) and the stub headers
 in include/ instead of CUDA. g++ cannot parse what is CUDA-only syntax, so
-each .cu is copied with four textual rewrites, every one keeping the line
+each .cu is copied with five textual rewrites, every one keeping the line
 numbers of the original (errors and the emulator's messages name the real
 file and line):
 
 - `kernel<<<grid, block, smem, stream>>>(args)` becomes
-  `::cuda_emu::launch("kernel", grid, block, smem, stream)([&](const auto&... a) { kernel(a...); }, args)`;
+  `::cuda_emu::launch("kernel", grid, block, smem, stream)(kernel, args)`
+  (so a launch must name one function: a kernel template gets its template
+  arguments written out, as cwarp's launches do);
 - `extern __shared__ T name[];` becomes a pointer to the block's dynamic
   shared memory;
 - `__shared__ T a[N], b;` becomes `static T a[N], b; ::cuda_emu::shared_declared(a, b);`,
   which fills the variables with 0xFF bytes once per block;
+- `namespace {` becomes a namespace named after the file (and a
+  using-directive for it), so that its kernels have names the launch log can
+  show (`(anonymous namespace)::kernel<float, float>`);
 - `TORCH_LIBRARY_IMPL(cwarp, CUDA, m)` becomes `TORCH_LIBRARY_IMPL(cwarp_cuda_emu, CPU, m)`,
   and csrc/registration.cpp's `TORCH_LIBRARY(cwarp, m)` becomes
   `TORCH_LIBRARY(cwarp_cuda_emu, m)`: the same schemas in a library of their
@@ -203,8 +208,7 @@ def rewrite_launches(src: str) -> tuple[str, int]:
             after += 1
         no_args = after < len(mask) and mask[after] == ")"
         name = _one_line(kernel)
-        text = (f'::cuda_emu::launch("{name}", {config})'
-                f"([&](const auto&... cuda_emu_args) {{ {name}(cuda_emu_args...); }}"
+        text = (f'::cuda_emu::launch("{name}", {config})({name}'
                 + ("" if no_args else ", ")
                 + "\n" * kernel.count("\n"))
         edits.append((start, paren + 1, text))
@@ -242,6 +246,20 @@ def rewrite_shared(src: str) -> tuple[str, int]:
     return _apply(src, edits), n_decls
 
 
+ANON_PREFIX = "cuda_emu_anonymous_"
+
+
+def rewrite_anonymous_namespaces(src: str, tag: str) -> tuple[str, int]:
+    """Each `namespace {` as a namespace named after the file, with a
+    using-directive for it: the same lookups, but its kernels get exported
+    names, so that the emulator's launch log can name them."""
+    name = ANON_PREFIX + re.sub(r"\W", "_", tag)
+    mask = code_mask(src)
+    edits = [(m.start(), m.end(), f"namespace {name} {{}} using namespace {name}; namespace {name} {{")
+             for m in re.finditer(r"\bnamespace\s*\{", mask) if "\n" not in m.group(0)]
+    return _apply(src, edits), len(edits)
+
+
 _IMPL = re.compile(r"\bTORCH_LIBRARY_IMPL\s*\(\s*cwarp\s*,\s*CUDA\s*,")
 _DEF = re.compile(r"\bTORCH_LIBRARY\s*\(\s*cwarp\s*,")
 
@@ -265,11 +283,12 @@ def emulated_source(path: str, registers: bool = True) -> str:
         if n_reg != 1:
             raise ValueError(f"{path}: expected one TORCH_LIBRARY(cwarp, ...) or TORCH_LIBRARY_IMPL(cwarp, CUDA, "
                              f"...) block, found {n_reg}")
-    if path.endswith(".cu"):
+    if path.endswith((".cu", ".cuh")):
         src, n_launch = rewrite_launches(src)
-        if n_launch == 0:
+        if n_launch == 0 and path.endswith(".cu"):
             raise ValueError(f"{path}: no kernel launch (<<<...>>>) found")
         src, _ = rewrite_shared(src)
+        src, _ = rewrite_anonymous_namespaces(src, os.path.basename(path))
     return f'#line 1 "{path}"\n' + src
 
 
@@ -284,6 +303,14 @@ def cuda_sources(root: str = ROOT) -> list[str]:
         folder = os.path.join(ops, op)
         if os.path.isdir(folder):
             found += [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.endswith("_cuda.cu")]
+    return found
+
+
+def cuda_headers(root: str = ROOT) -> list[str]:
+    """The CUDA headers (.cuh) beside the .cu files."""
+    found = []
+    for folder in sorted({os.path.dirname(p) for p in cuda_sources(root)}):
+        found += [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.endswith(".cuh")]
     return found
 
 
@@ -328,7 +355,7 @@ def compile_program(cu_path: str, exe_path: str, opt: str = "-O1", cxx: str | No
     cxx = cxx or os.environ.get("CXX", "c++")
     gen = exe_path + "_emulated.cpp"
     _write_if_changed(gen, emulated_source(os.path.abspath(cu_path), registers=False))
-    cmd = [cxx, "-std=c++20", *_compile_flags(opt), "-I", os.path.join(HERE, "include"), gen,
+    cmd = [cxx, "-std=c++20", *_compile_flags(opt), "-I", os.path.join(HERE, "include"), "-rdynamic", gen,
            os.path.join(HERE, "fiber_switch.cpp"), "-o", exe_path]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
@@ -350,6 +377,10 @@ def build(root: str = ROOT, build_dir: str | None = None, verbose: bool = False,
         out = os.path.join(gen, os.path.splitext(os.path.basename(path))[0] + "_emulated.cpp")
         _write_if_changed(out, emulated_source(path))
         sources.append(out)
+    # A .cu's own CUDA headers, rewritten beside it: its quoted #include finds
+    # them there before the original folder.
+    for path in cuda_headers(root):
+        _write_if_changed(os.path.join(gen, os.path.basename(path)), emulated_source(path, registers=False))
     sources += [os.path.join(HERE, "fiber_switch.cpp"), os.path.join(HERE, "emu_ops.cpp")]
     op_dirs = sorted({os.path.dirname(p) for p in cuda_sources(root)})
     # torch runs `ninja` from PATH: the one installed beside this interpreter
@@ -361,7 +392,9 @@ def build(root: str = ROOT, build_dir: str | None = None, verbose: bool = False,
         name=LIBRARY,
         sources=sources,
         extra_include_paths=[os.path.join(HERE, "include"), csrc] + op_dirs,
-        extra_cflags=_compile_flags(opt) + ["-fvisibility=hidden"],
+        # Default visibility: the launch log names kernels by their exported
+        # symbols (a template on a hidden type such as c10::BFloat16 would be hidden).
+        extra_cflags=_compile_flags(opt),
         build_directory=build_dir,
         is_python_module=False,
         verbose=verbose,

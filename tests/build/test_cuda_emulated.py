@@ -71,6 +71,16 @@ def cuda(built):
 
 needs_cpp = pytest.mark.skipif(not cwarp._extension.available(), reason="cwarp._C is not built")
 
+# The C++ type a dtype dispatches to, as the emulator's launch log names kernels.
+CPP = {torch.float32: "float", torch.float64: "double", torch.bfloat16: "c10::BFloat16", torch.float16: "c10::Half",
+       torch.uint8: "unsigned char"}
+LW = "cwarp::cuda::"
+
+
+def kernels(cuda) -> list[str]:
+    """The kernels launched since the last reset, in order."""
+    return [line.split(" grid=")[0] for line in cuda.launched()]
+
 
 # ---------------------------------------------------------------------------
 # local_warp: forward
@@ -98,7 +108,8 @@ def test_forward_parity(cuda, dtype, kind, padding, align, with_theta, gen):
     assert out.dtype == dtype and out.shape == (B, C, *out_size)
     atol, rtol = TOL[dtype]
     assert_close_verbose(out, ref, atol * float(image.max() - image.min()), rtol, what=f"{dtype} {kind} {padding}")
-    assert cuda.launched() == ["local_warp_forward_kernel<scalar_t, int32_t> grid=(17,2,1) block=(256,1,1) shared=0"]
+    assert cuda.launched() == [f"{LW}local_warp_forward_kernel<{CPP[dtype]}, int> grid=(17,2,1) block=(256,1,1) "
+                               "shared=0"]
 
 
 @pytest.mark.parametrize("shape,K", [
@@ -129,7 +140,7 @@ def test_forward_batch_beyond_the_grid(cuda, gen):
     out = warp(cuda, image, params, None, (1, 2))
     ref = reference.local_warp(image, params, None, out_size=(1, 2), padding_mode="zeros")
     assert_close_verbose(out, ref, *TOL[torch.float64], what="B = 65538")
-    assert cuda.launched() == ["local_warp_forward_kernel<scalar_t, int32_t> grid=(1,65535,1) block=(256,1,1) "
+    assert cuda.launched() == [f"{LW}local_warp_forward_kernel<double, int> grid=(1,65535,1) block=(256,1,1) "
                                "shared=0"]
 
 
@@ -180,10 +191,9 @@ def test_int64_indexing_path(cuda, gen):
         cuda.emu.reset()
         outs[force] = warp(cuda, image, params, theta, (45, 50), "gaussian", "reflection")
         grads[force] = backward(cuda, grad_out, image, params, theta, "gaussian", "reflection")
-        index_t = "int64_t" if force else "int32_t"
-        launched = cuda.launched()
-        assert launched[0].startswith(f"local_warp_forward_kernel<scalar_t, {index_t}>"), launched
-        assert launched[1].startswith(f"local_warp_backward_kernel<scalar_t, {index_t}>"), launched
+        index_t = "long" if force else "int"
+        assert kernels(cuda) == [f"{LW}local_warp_forward_kernel<float, {index_t}>",
+                                 f"{LW}local_warp_backward_kernel<float, {index_t}>"]
     # Same math, other index type: the forward's bits do not change.
     assert torch.equal(outs[False], outs[True])
     want = input_grads_reference(image, params, theta, grad_out, (45, 50), "gaussian", "reflection", False)
@@ -235,12 +245,12 @@ def test_backward_parity_float64(cuda, kind, padding, align, with_theta, determi
         assert_close_verbose(a, e, *tol, what=f"grad {name}")
     s = cuda.stats()
     assert s["block_barriers"] > 0 and s["warp_collectives"] > 0 and s["atomics"] > 0
-    kernels = [line.split(" grid=")[0] for line in cuda.launched()]
     if deterministic:
-        assert kernels == ["fixed_point_scale_kernel", "local_warp_backward_kernel<scalar_t, int32_t>",
-                           "fixed_point_to_float_kernel<T>"] + ["reduce_partials_kernel"] * (2 if with_theta else 1)
+        assert kernels(cuda) == [f"{LW}fixed_point_scale_kernel", f"{LW}local_warp_backward_kernel<double, int>",
+                                 f"{LW}fixed_point_to_float_kernel<double>"] + \
+            [f"{LW}reduce_partials_kernel"] * (2 if with_theta else 1)
     else:
-        assert kernels == ["local_warp_backward_kernel<scalar_t, int32_t>"]
+        assert kernels(cuda) == [f"{LW}local_warp_backward_kernel<double, int>"]
 
 
 @pytest.mark.parametrize("K", [5, 6, 12])
@@ -428,7 +438,6 @@ def test_contrastive_loss_parity(cuda, dtype, in_batch, N, BD, gen):
     if N == 0:
         assert got[2].numel() == 0
     # Every thread owns what it writes (no atomics): the same bits under every order.
-    kernels = {line.split("<")[0] for line in cuda.launched()}
     for order, seed in ORDERS[1:]:
         cuda.emu.configure(order, seed, False)
         again = cuda.ops.contrastive_loss_forward(p, z, zn, tau, in_batch)
@@ -436,12 +445,18 @@ def test_contrastive_loss_parity(cuda, dtype, in_batch, N, BD, gen):
                                                          *again[2:], tau, in_batch, ALL)
         for a, b in zip((*fwd, *got), (*again, *again_grads)):
             assert torch.equal(a, b), f"the loss changed under order {order} {seed}"
-    expected = {"forward_rows_kernel", "backward_logit_grads_kernel"} | ({"backward_rows_kernel"} if D else set())
+    T = "double" if dtype == torch.float64 else "float"
+    anon = "cwarp::cuda::(anonymous namespace)::"
+    launched = set(kernels(cuda))
+    expected = {f"{anon}forward_rows_kernel<{CPP[dtype]}, {T}>", f"{anon}backward_logit_grads_kernel<{CPP[dtype]}, {T}>"}
+    if D:
+        expected.add(f"{anon}backward_rows_kernel<{CPP[dtype]}, {T}>")
     if in_batch:
-        expected |= {"forward_in_batch_kernel"}
+        expected.add(f"{anon}forward_in_batch_kernel<{CPP[dtype]}, {T}>")
         if D:
-            expected |= {"backward_in_batch_p_kernel", "backward_in_batch_z_kernel", "finish_kernel"}
-    assert kernels == expected, cuda.launched()
+            expected |= {f"{anon}backward_in_batch_kernel<{by_row}, {CPP[dtype]}, {T}>" for by_row in ("true", "false")}
+            expected.add(f"{anon}finish_kernel<{CPP[dtype]}, {T}>")
+    assert launched == expected
 
 
 def test_contrastive_loss_output_mask(cuda, gen):
@@ -481,6 +496,7 @@ def test_augment_views_parity(cuda, C, src_dtype, channels_last, kind, padding, 
     out = cuda.ops.augment_views(*args, out_dtype)
     # 3 x 4 views of 19 x 19 = 4332 pixels: 16 full blocks and a tail.
     assert out.shape == (3, 4, C, 19, 19) and out.dtype == out_dtype
+    assert kernels(cuda) == [f"{LW}augment::augment_views_kernel<{CPP[src_dtype]}, {CPP[out_dtype]}, int>"]
     expected = augment_reference.render(*args, out_dtype=torch.float32)
     std_min = float(std.min())
     atol = (2e-4 if out_dtype == torch.float32 else 1e-2) / std_min

@@ -170,9 +170,8 @@ def test_launch_rewrite_keeps_lines_and_skips_comments(harness):
     assert out.splitlines()[0] == src.splitlines()[0]
     assert out.splitlines()[5] == src.splitlines()[5]
     assert ('::cuda_emu::launch("ns::k<float, std::pair<int, int>>", grid,\n      block, 0, stream)'
-            '([&](const auto&... cuda_emu_args) { ns::k<float, std::pair<int, int>>(cuda_emu_args...); }, a,') in out
-    assert ('::cuda_emu::launch("empty", 1, 1)([&](const auto&... cuda_emu_args) { empty(cuda_emu_args...); } );'
-            in out)
+            '(ns::k<float, std::pair<int, int>>, a,\n') in out
+    assert '::cuda_emu::launch("empty", 1, 1)(empty );' in out
 
 
 def test_shared_rewrite(harness):
@@ -188,6 +187,15 @@ def test_shared_rewrite(harness):
                         "(::cuda_emu::dynamic_shared_memory());")
     assert lines[2] == src.splitlines()[2]
     assert lines[3] == "  static  float d[4]; ::cuda_emu::shared_declared(d);"
+
+
+def test_anonymous_namespace_rewrite(harness):
+    src = "namespace cwarp {\nnamespace {\nvoid k() {}\n}  // namespace\n// namespace {\n}\n"
+    out, n = harness.rewrite_anonymous_namespaces(src, "x_cuda.cu")
+    assert n == 1
+    assert out.splitlines()[1] == ("namespace cuda_emu_anonymous_x_cuda_cu {} using namespace "
+                                   "cuda_emu_anonymous_x_cuda_cu; namespace cuda_emu_anonymous_x_cuda_cu {")
+    assert out.splitlines()[4] == "// namespace {"
 
 
 def test_registration_rewrite(harness):
