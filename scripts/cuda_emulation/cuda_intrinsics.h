@@ -272,19 +272,19 @@ I float_to_int(F x, Round mode) {
 }
 }  // namespace cuda_emu
 
-#define CUDA_EMU_F2I(prefix, F, suffix, I)                                                                      \
+#define CUDA_EMU_F2I(prefix, F, I)                                                                      \
   inline I prefix##_rn(F x) { return cuda_emu::float_to_int<I>(x, cuda_emu::Round::Nearest); }                  \
   inline I prefix##_rz(F x) { return cuda_emu::float_to_int<I>(x, cuda_emu::Round::Zero); }                     \
   inline I prefix##_rd(F x) { return cuda_emu::float_to_int<I>(x, cuda_emu::Round::Down); }                     \
   inline I prefix##_ru(F x) { return cuda_emu::float_to_int<I>(x, cuda_emu::Round::Up); }
-CUDA_EMU_F2I(__float2int, float, , int)
-CUDA_EMU_F2I(__float2uint, float, , unsigned int)
-CUDA_EMU_F2I(__float2ll, float, , long long)
-CUDA_EMU_F2I(__float2ull, float, , unsigned long long)
-CUDA_EMU_F2I(__double2int, double, , int)
-CUDA_EMU_F2I(__double2uint, double, , unsigned int)
-CUDA_EMU_F2I(__double2ll, double, , long long)
-CUDA_EMU_F2I(__double2ull, double, , unsigned long long)
+CUDA_EMU_F2I(__float2int, float, int)
+CUDA_EMU_F2I(__float2uint, float, unsigned int)
+CUDA_EMU_F2I(__float2ll, float, long long)
+CUDA_EMU_F2I(__float2ull, float, unsigned long long)
+CUDA_EMU_F2I(__double2int, double, int)
+CUDA_EMU_F2I(__double2uint, double, unsigned int)
+CUDA_EMU_F2I(__double2ll, double, long long)
+CUDA_EMU_F2I(__double2ull, double, unsigned long long)
 #undef CUDA_EMU_F2I
 // Integer -> float in round-to-nearest: the C++ conversion (the default mode).
 inline float __int2float_rn(int x) { return static_cast<float>(x); }

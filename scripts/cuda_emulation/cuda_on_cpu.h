@@ -100,8 +100,8 @@ extern "C" void cuda_emu_switch_context(void** save_sp, void* load_sp);
 
 namespace cuda_emu {
 
-// The order in which a block's fibers are resumed at each round, and in which
-// a grid's blocks run.
+// The order of a grid's blocks, of a block's warps and of a warp's lanes
+// (Random: shuffled again at every round of the scheduler).
 enum class Order { Forward = 0, Reverse = 1, Random = 2 };
 
 struct Settings {
@@ -115,7 +115,7 @@ struct Counters {
   int64_t block_barriers = 0;    // __syncthreads phases completed
   int64_t warp_collectives = 0;  // shuffles, votes, __syncwarp: one per warp and call
   int64_t atomics = 0;
-  int64_t unchecked_launches = 0;  // launches no cudaGetLastError (C10_CUDA_KERNEL_LAUNCH_CHECK) followed
+  int64_t unchecked_launches = 0;  // launches not followed by cudaGetLastError (C10_CUDA_KERNEL_LAUNCH_CHECK)
 };
 
 struct LaunchRecord {
@@ -135,7 +135,7 @@ constexpr size_t kMaxDynamicShared = 227 * 1024;
 // The emulator's state, one per process. Launches take launch_mutex: static
 // __shared__ storage is one copy per kernel, so two launches must not overlap.
 struct Global {
-  std::recursive_mutex launch_mutex;
+  std::mutex launch_mutex;
   Settings settings;
   Counters counters;
   std::vector<LaunchRecord> launches;
@@ -260,8 +260,10 @@ class Block {
     for (Fiber& f : fibers_) munmap(static_cast<char*>(f.stack) - page, f.stack_bytes + page);
   }
 
-  // Runs one block: body(ctx) in every thread of block_dim.
-  void run(dim3 block_dim, void (*body)(void*), void* ctx, const Settings& settings, uint64_t seed) {
+  // Runs one block: body(ctx) in every thread of block_dim, with
+  // `dynamic_shared` bytes of dynamic shared memory.
+  void run(dim3 block_dim, size_t dynamic_shared, void (*body)(void*), void* ctx, const Settings& settings,
+           uint64_t seed) {
     body_ = body;
     ctx_ = ctx;
     const unsigned n = block_dim.x * block_dim.y * block_dim.z;
@@ -281,7 +283,7 @@ class Block {
     barrier_arrived_ = 0;
     error_.clear();
     ++epoch_;
-    std::memset(dynamic_shared_buffer, 0xFF, sizeof(dynamic_shared_buffer));
+    std::memset(dynamic_shared_buffer, 0xFF, dynamic_shared);
 
     // Warps run one at a time, each as far as it can (until every lane waits
     // at a block barrier, on another warp, or has exited): one warp may run
@@ -648,7 +650,7 @@ class Launch {
       throw EmulationError("cuda emulation: launch of " + name_ +
                            " from inside a kernel (dynamic parallelism) is not emulated");
     }
-    std::lock_guard<std::recursive_mutex> lock(global().launch_mutex);
+    std::lock_guard<std::mutex> lock(global().launch_mutex);
     check_config();
     auto bound = std::make_tuple(std::decay_t<Args>(std::forward<Args>(args))...);
     auto call = [&]() { std::apply([&](const auto&... a) { fn(a...); }, bound); };
@@ -709,7 +711,7 @@ class Launch {
       blockIdx = uint3{static_cast<unsigned>(b % grid_.x), static_cast<unsigned>((b / grid_.x) % grid_.y),
                        static_cast<unsigned>(b / (static_cast<uint64_t>(grid_.x) * grid_.y))};
       try {
-        block.run(block_, body, ctx, settings, launch_seed + 0x51ED27ull * (b + 1));
+        block.run(block_, shared_, body, ctx, settings, launch_seed + 0x51ED27ull * (b + 1));
       } catch (const EmulationError& e) {
         std::ostringstream s;
         s << "cuda emulation: kernel " << name_ << ", block (" << blockIdx.x << ", " << blockIdx.y << ", "

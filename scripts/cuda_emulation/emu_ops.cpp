@@ -25,14 +25,14 @@ void configure(c10::string_view order, int64_t seed, bool force_int64) {
   }
   s.seed = static_cast<uint64_t>(seed);
   s.force_int64 = force_int64;
-  std::lock_guard<std::recursive_mutex> lock(cuda_emu::global().launch_mutex);
+  std::lock_guard<std::mutex> lock(cuda_emu::global().launch_mutex);
   cuda_emu::global().settings = s;
 }
 
 // Counters since the last reset, in the order of cwarp's harness.STAT_NAMES.
 std::vector<int64_t> stats() {
   auto& g = cuda_emu::global();
-  std::lock_guard<std::recursive_mutex> lock(g.launch_mutex);
+  std::lock_guard<std::mutex> lock(g.launch_mutex);
   const auto& c = g.counters;
   return {c.launches, c.blocks, c.threads, c.block_barriers, c.warp_collectives, c.atomics,
           c.unchecked_launches + (g.unchecked_launch ? 1 : 0)};
@@ -41,7 +41,7 @@ std::vector<int64_t> stats() {
 // One line per launch since the last reset: "kernel grid=(x,y,z) block=(x,y,z) shared=n".
 std::vector<std::string> launches() {
   auto& g = cuda_emu::global();
-  std::lock_guard<std::recursive_mutex> lock(g.launch_mutex);
+  std::lock_guard<std::mutex> lock(g.launch_mutex);
   std::vector<std::string> out;
   for (const auto& r : g.launches) {
     out.push_back(r.kernel + " grid=(" + std::to_string(r.grid.x) + "," + std::to_string(r.grid.y) + "," +
@@ -54,7 +54,7 @@ std::vector<std::string> launches() {
 
 void reset() {
   auto& g = cuda_emu::global();
-  std::lock_guard<std::recursive_mutex> lock(g.launch_mutex);
+  std::lock_guard<std::mutex> lock(g.launch_mutex);
   g.counters = cuda_emu::Counters{};
   g.launches.clear();
   g.unchecked_launch = false;

@@ -296,8 +296,8 @@ def emulated_source(path: str, registers: bool = True) -> str:
 # Build and load
 # ---------------------------------------------------------------------------
 
-def cuda_sources(root: str = ROOT) -> list[str]:
-    ops = os.path.join(root, "csrc", "ops")
+def cuda_sources(root: str | None = None) -> list[str]:
+    ops = os.path.join(root or source_root(), "csrc", "ops")
     found = []
     for op in sorted(os.listdir(ops)):
         folder = os.path.join(ops, op)
@@ -306,7 +306,7 @@ def cuda_sources(root: str = ROOT) -> list[str]:
     return found
 
 
-def cuda_headers(root: str = ROOT) -> list[str]:
+def cuda_headers(root: str | None = None) -> list[str]:
     """The CUDA headers (.cuh) beside the .cu files."""
     found = []
     for folder in sorted({os.path.dirname(p) for p in cuda_sources(root)}):
@@ -362,13 +362,26 @@ def compile_program(cu_path: str, exe_path: str, opt: str = "-O1", cxx: str | No
         raise RuntimeError(f"compiling {cu_path} for the CUDA emulation failed:\n{' '.join(cmd)}\n{r.stderr}")
 
 
-def build(root: str = ROOT, build_dir: str | None = None, verbose: bool = False, opt: str = "-O1"):
-    """Compile csrc/registration.cpp and every csrc/ops/*/*_cuda.cu for the
-    CPU, load the library, and return (torch.ops.cwarp_cuda_emu, torch.ops.cuda_emu)."""
+def source_root() -> str:
+    """Whose csrc/ to build: this checkout's, or $CWARP_CUDA_EMU_ROOT's (another
+    checkout, e.g. a branch's worktree, whose kernels this one's tests then check)."""
+    return os.path.abspath(os.environ.get("CWARP_CUDA_EMU_ROOT") or ROOT)
+
+
+def build(root: str | None = None, build_dir: str | None = None, verbose: bool = False, opt: str = "-O1"):
+    """Compile csrc/registration.cpp and every csrc/ops/*/*_cuda.cu of `root`
+    (source_root() by default) for the CPU, load the library, and return
+    (torch.ops.cwarp_cuda_emu, torch.ops.cuda_emu)."""
+    import hashlib
+
     import torch
     from torch.utils import cpp_extension
 
-    build_dir = build_dir or DEFAULT_BUILD_DIR
+    root = os.path.abspath(root or source_root())
+    if build_dir is None:
+        build_dir = DEFAULT_BUILD_DIR
+        if root != ROOT:
+            build_dir = os.path.join(build_dir, "root-" + hashlib.sha1(root.encode()).hexdigest()[:10])
     gen = os.path.join(build_dir, "src")
     os.makedirs(gen, exist_ok=True)
     csrc = os.path.join(root, "csrc")
@@ -409,7 +422,7 @@ def stats(emu) -> dict[str, int]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="harness.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--build-dir", default=DEFAULT_BUILD_DIR)
+    p.add_argument("--build-dir", default=None, help="default: build/cuda_emulation")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
     ok, why = cxx20_support()
@@ -418,7 +431,7 @@ def main(argv=None) -> int:
         return 2
     t0 = time.perf_counter()
     build(build_dir=args.build_dir, verbose=args.verbose)
-    print(f"built and loaded torch.ops.{LIBRARY} in {time.perf_counter() - t0:.1f} s; build folder {args.build_dir}")
+    print(f"built and loaded torch.ops.{LIBRARY} from {source_root()} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
