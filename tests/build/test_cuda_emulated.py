@@ -144,6 +144,24 @@ def test_forward_batch_beyond_the_grid(cuda, gen):
                                "shared=0"]
 
 
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_empty_shapes_launch_nothing_invalid(cuda, deterministic, gen):
+    # A grid with a zero dimension is an invalid launch on the GPU (the
+    # emulator's error too): empty inputs must return before launching.
+    with deterministic_algorithms(deterministic):
+        for B, C, K in [(0, 3, 2), (2, 0, 2), (2, 3, 0)]:
+            image = random_image((B, C, 5, 6), gen, torch.float64)
+            params = random_params(B, K, gen, torch.float64)
+            theta = random_theta(B, gen, torch.float64)
+            out = warp(cuda, image, params, theta, (4, 7))
+            assert out.shape == (B, C, 4, 7)
+            gi, gp, gt = backward(cuda, torch.ones_like(out), image, params, theta)
+            assert gi.shape == image.shape and gp.shape == params.shape and gt.shape == theta.shape
+            if B * C == 0:
+                assert not gi.any() and not gp.any() and not gt.any()
+    assert cuda.ops.contrastive_loss_forward(torch.zeros(0, 8), torch.zeros(0, 8), None, 0.2, True)[0].shape == (0,)
+
+
 @pytest.mark.parametrize("layout", ["channels_last", "strided_slice", "expanded_batch"])
 def test_forward_layouts(cuda, layout, gen):
     B, C, H, W, out_size = 3, 3, 24, 30, (17, 23)
@@ -205,6 +223,19 @@ def test_int64_indexing_path(cuda, gen):
     cuda.emu.configure("forward", 0, True)
     assert torch.equal(warp(cuda, image8, params, theta, (45, 50)), warp(cuda, image8.float(), params, theta,
                                                                           (45, 50)).round().to(torch.uint8))
+    # augment_views' 64-bit instantiation: the same bits as its 32-bit one.
+    views = {}
+    for force in (False, True):
+        cuda.emu.configure("forward", 0, force)
+        cuda.emu.reset()
+        views[force] = cuda.ops.augment_views(image8, theta[:, None].expand(2, 3, 2, 3).contiguous(),
+                                              params[:, None].expand(2, 3, 3, 5).contiguous(),
+                                              torch.tensor([1.2, 0.8, 1.1, 0.05, 0.0]).expand(2, 3, 5).contiguous(),
+                                              torch.zeros(3), torch.ones(3), 21, "translate", "border",
+                                              torch.float32)
+        assert kernels(cuda) == [f"{LW}augment::augment_views_kernel<unsigned char, float, "
+                                 f"{'long' if force else 'int'}>"]
+    assert torch.equal(views[False], views[True])
 
 
 # ---------------------------------------------------------------------------
@@ -457,6 +488,22 @@ def test_contrastive_loss_parity(cuda, dtype, in_batch, N, BD, gen):
             expected |= {f"{anon}backward_in_batch_kernel<{by_row}, {CPP[dtype]}, {T}>" for by_row in ("true", "false")}
             expected.add(f"{anon}finish_kernel<{CPP[dtype]}, {T}>")
     assert launched == expected
+
+
+def test_contrastive_loss_backward_beyond_the_grid(cuda, gen):
+    # The element kernels stride over B * D with at most 65535 blocks of 256
+    # threads: 16384 x 1025 elements leave 16640 for the loop's second pass.
+    B, D = 16384, 1025
+    p, z, _ = loss_inputs(B, 0, D, torch.float32, gen)
+    fwd = cuda.ops.contrastive_loss_forward(p, z, None, 0.2, False)
+    g = torch.rand(B, generator=gen)
+    gp, gz, _ = cuda.ops.contrastive_loss_backward(g, -g, p, z, None, *fwd[2:], 0.2, False, ALL)
+    assert f"grid=(65535,1,1)" in [line for line in cuda.launched() if "backward_rows_kernel" in line][0]
+    xs = [p.double().requires_grad_(), z.double().requires_grad_()]
+    nce, s_pos = per_row_reference(*xs, None, 0.2, False)
+    want = torch.autograd.grad((g.double() * nce - g.double() * s_pos).sum(), xs)
+    for name, a, e in zip(("p", "z_pos"), (gp, gz), want):
+        assert_close_verbose(a, e, 2e-5 * float(e.abs().max()), 2e-5, what=f"grad {name}")
 
 
 def test_contrastive_loss_output_mask(cuda, gen):
