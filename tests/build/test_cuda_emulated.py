@@ -247,6 +247,45 @@ NAMES = ("image", "params", "theta")
 ORDERS = [("forward", 0), ("reverse", 0), ("random", 1), ("random", 2)]
 
 
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_backward_grad_out_layouts(cuda, deterministic, gen):
+    # Autograd hands the backward whatever grad_out it has: an expanded scalar
+    # (stride 0) after .sum(), a channels_last or transposed tensor.
+    B, C, out_size = 2, 3, (21, 19)
+    image = random_image((B, C, 15, 17), gen, torch.float64)
+    params, theta = random_params(B, 3, gen, torch.float64), random_theta(B, gen, torch.float64)
+    dense = random_image((B, C, *out_size), gen, torch.float64)
+    layouts = {
+        "expanded": (torch.tensor(0.7, dtype=torch.float64).expand(B, C, *out_size), torch.full((B, C, *out_size), 0.7,
+                                                                                             dtype=torch.float64)),
+        "channels_last": (dense.contiguous(memory_format=torch.channels_last), dense),
+        "transposed": (dense.transpose(2, 3).contiguous().transpose(2, 3), dense),
+    }
+    with deterministic_algorithms(deterministic):
+        for name, (grad_out, same_values) in layouts.items():
+            got = backward(cuda, grad_out, image, params, theta, "gaussian", "reflection")
+            want = backward(cuda, same_values, image, params, theta, "gaussian", "reflection")
+            for which, a, b in zip(NAMES, got, want):
+                assert_close_verbose(a, b, *TOL[torch.float64], what=f"{name} grad_out: grad {which}")
+
+
+def test_nonfinite_grad_out(cuda, gen):
+    # The default mode scatters inf like the oracle; deterministic mode cannot
+    # hold inf in fixed point and makes the whole image gradient NaN instead
+    # (local_warp_cuda.cu's fixed_point_to_float_kernel), so that it shows.
+    image = random_image((1, 2, 9, 10), gen, torch.float64)
+    params, theta = random_params(1, 2, gen, torch.float64), random_theta(1, gen, torch.float64)
+    grad_out = random_image((1, 2, 8, 8), gen, torch.float64)
+    grad_out[0, 1, 3, 4] = float("inf")
+    gi = backward(cuda, grad_out, image, params, theta, mask=[True, False, False])[0]
+    want = input_grads_reference(image, params, theta, grad_out, (8, 8), "translate", "zeros", False)[0]
+    assert_close_verbose(gi, want, *TOL[torch.float64], what="grad image, inf in grad_out")
+    assert bool(torch.isinf(gi).any())
+    with deterministic_algorithms():
+        gi = backward(cuda, grad_out, image, params, theta, mask=[True, False, False])[0]
+    assert bool(torch.isnan(gi).all())
+
+
 def input_grads_reference(image, params, theta, grad_out, out_size, kind, padding, align):
     """The float64 oracle's gradients of (image, params, theta) for grad_out."""
     xs = [None if t is None else t.detach().double().requires_grad_() for t in (image, params, theta)]
