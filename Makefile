@@ -10,7 +10,7 @@ DEPS_STAMP := $(VENV)/.cwarp-deps
 INSTALL_STAMP := $(VENV)/.cwarp-editable
 PYTEST_ARGS ?=
 
-.PHONY: all venv build test test-quick demo bench cmake-build check-vexp check-cuda check-triton sdist-check compat-check clean
+.PHONY: all venv build test test-quick demo bench cmake-build check-vexp check-cuda check-cuda-emulated check-triton sdist-check compat-check clean
 
 all: build
 
@@ -66,6 +66,12 @@ check-vexp: $(DEPS_STAMP)
 # prints the table of every kernel's registers and resident blocks per SM.
 check-cuda: build
 	$(PY) scripts/check_cuda_kernels.py --arch 80 --arch 90
+
+# The CUDA kernels run on the CPU under the CUDA emulation (scripts/cuda_emulation):
+# parity with the reference, deterministic mode under every thread and block order,
+# and the emulator's own tests. No GPU, no nvcc; the first build takes minutes.
+check-cuda-emulated: build
+	$(PY) -m pytest tests/build/test_cuda_emulator.py tests/build/test_cuda_emulated.py -q $(PYTEST_ARGS)
 
 # Every Triton kernel compiled (not run: no GPU needed) for sm_80 and sm_90, every
 # autotuning config, registers, spills and occupancy read from the cubins (about
