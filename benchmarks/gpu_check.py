@@ -60,7 +60,7 @@ its verdicts; the targets stay those of the GPU, so its verdict is FAIL.
 Under --dry-run, CWARP_GPU_CHECK_HANG=NAME[,NAME] makes those sections start
 a grandchild and then hang, to check that the limit ends them, grandchild
 included, and that the later sections still run. The test suite runs both
-(tests/apps/test_gpu_check_script.py).
+(tests/benchmarks/test_gpu_check_script.py).
 """
 from __future__ import annotations
 

@@ -7,6 +7,8 @@
 of conv-BN-ReLU blocks (widths 32-64-128-256); both are for short CPU runs.
 "convnet-small-s2" is convnet-small whose stem convolution has stride 2: every
 map has a quarter of the pixels, for a quarter of the arithmetic.
+"timm:NAME" is any model of the optional timm package
+(cwarp.models.timm_backbone).
 """
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from torchvision.models import resnet18, resnet50
 from torchvision.models.resnet import BasicBlock
 
 from cwarp._constants import ARCHS
+from cwarp.models import timm_backbone
 
-__all__ = ["ARCHS", "build_backbone", "check_backbone_args", "Backbone"]
+__all__ = ["ARCHS", "build_backbone", "check_backbone_args", "Backbone", "convert_sync_batchnorm"]
 
 # Up to this size the stem keeps full resolution; above it, the ImageNet stem.
 SMALL_STEM_MAX = 96
@@ -43,13 +46,18 @@ def _stem(in_channels: int, width: int, image_size: int, stride: int = 1) -> Lis
 
 
 def check_backbone_args(arch: str, in_channels: int, image_size: int) -> None:
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    """ValueError unless build_backbone can take these arguments (for timm:NAME, that timm has NAME; whether
+    the model takes such images is found when it is built)."""
+    timm = timm_backbone.is_timm_arch(arch)
+    if not timm and arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)} or timm:NAME")
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
     if isinstance(image_size, bool) or not isinstance(image_size, int):
         raise ValueError(f"image_size must be an int, got {image_size!r}")
-    if image_size < _min_image_size(arch):
+    if timm:
+        timm_backbone.check_timm_arch(arch)
+    elif image_size < _min_image_size(arch):
         factor = 16 if arch in STRIDE2_STEM else 8
         raise ValueError(f"image_size {image_size} is too small for {arch}: it needs at least "
                          f"{_min_image_size(arch)} pixels (it downsamples by {factor})")
@@ -129,12 +137,22 @@ def _init(module: nn.Module) -> None:
 def build_backbone(arch: str, in_channels: int = 3, image_size: int = 64) -> nn.Module:
     """An untrained backbone for (B, in_channels, image_size, image_size) inputs.
 
-    Raises ValueError for an unknown arch or an image size it cannot take.
+    Raises ValueError for an unknown arch or an image size it cannot take
+    (timm:NAME: also when timm is not installed).
     The result has ``feature_dim`` (int), ``arch``, ``in_channels`` and ``image_size``.
     """
     check_backbone_args(arch, in_channels, image_size)
+    if timm_backbone.is_timm_arch(arch):
+        return timm_backbone.build_timm_backbone(arch, in_channels, image_size)
     if arch in ("resnet18", "resnet50"):
         return _torchvision_resnet(arch, in_channels, image_size)
     if arch == "resnet18-small":
         return _resnet18_small(in_channels, image_size)
     return _convnet_small(in_channels, image_size, arch)
+
+
+def convert_sync_batchnorm(model: nn.Module, arch: str) -> nn.Module:
+    """``model`` (a backbone of ``arch`` with its heads) with its BatchNorm layers as SyncBatchNorm."""
+    if timm_backbone.is_timm_arch(arch):
+        return timm_backbone.convert_sync_batchnorm(model)
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)

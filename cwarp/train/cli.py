@@ -4,9 +4,10 @@
     cwarp-train --config run.toml --lr 0.001
     cwarp-train --out runs/cw --resume
 
-Exit status: 0 when done (the last line says where the checkpoint is), 2 with
-one line ``cwarp-train: error: ...`` on bad input (flags, config file, data,
-checkpoint), 3 when the loss diverged, 130 when stopped by Ctrl-C (a first
+Exit status: 0 when done or stopped at --max-steps (the last line says where
+the checkpoint is), 2 with one line ``cwarp-train: error: ...`` on bad input
+(flags, config file, data, checkpoint), 3 when the loss diverged, 130 when
+stopped by Ctrl-C (a first
 Ctrl-C saves a resumable checkpoint after the current step; a second quits at
 once). Parsing imports neither torch nor torchvision, so ``--help`` is quick.
 """
@@ -31,6 +32,11 @@ def _report(result: dict) -> int:
     if result.get("already_complete"):
         print(f"{PROG}: {result['out']} is already complete (step {result['step']}); nothing to do. "
               f"Checkpoint at {result['checkpoint']}")
+        return 0
+    if result["status"] == "max_steps":
+        print(f"{PROG}: stopped at --max-steps, step {result['step']}/{result['total_steps']}; checkpoint at "
+              f"{result['checkpoint']}. Continue with the same command plus --resume and a larger --max-steps "
+              f"(0: to the end).")
         return 0
     if result["status"] == "interrupted":
         print(f"{PROG}: interrupted at step {result['step']}/{result['total_steps']}; checkpoint saved to "

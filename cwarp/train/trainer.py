@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from cwarp.models import build_backbone
+from cwarp.models import build_backbone, convert_sync_batchnorm
 from cwarp.train import distributed as cdist
 from cwarp.train.config import RunConfig
 from cwarp.train.methods import build_method
@@ -97,7 +97,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         model = self.method.build_model(build_backbone(cfg.arch, in_channels, cfg.data.image_size), num_classes)
         if cfg.byol.sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = convert_sync_batchnorm(model, cfg.arch)
         model = model.to(device)
         self.channels_last = channels_last(cfg, device)
         if self.channels_last:

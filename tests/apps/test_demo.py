@@ -5,6 +5,9 @@ import pytest
 
 from cwarp.apps import demo
 
+# The whole demo at a toy size: several trainings and probes.
+pytestmark = pytest.mark.slow
+
 
 def test_demo_runs_every_method_and_writes_summary_and_plots(tmp_path, capsys):
     out = tmp_path / "demo"

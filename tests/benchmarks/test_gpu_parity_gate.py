@@ -38,6 +38,7 @@ def _verdicts(gate, case, figures):
             for k, v in figures.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["translate", "gaussian"])
 def test_the_cpp_kernels_pass_every_seed_of_the_gate_shapes(gate, gate_inputs, kind):
     case = gate.WarpCase(torch.float32, kind)
@@ -48,6 +49,7 @@ def test_the_cpp_kernels_pass_every_seed_of_the_gate_shapes(gate, gate_inputs, k
         assert all(_verdicts(gate, case, figures).values()), (seed, figures)
 
 
+@pytest.mark.slow
 def test_the_former_gate_failed_a_correct_kernel(gate, gate_inputs):
     """Why the gate changed: one seed's float32 sampling point crosses a pixel
     edge, and the unmasked parameter gradient moves by a few percent."""
@@ -57,6 +59,7 @@ def test_the_former_gate_failed_a_correct_kernel(gate, gate_inputs):
     assert max(errors) > 100 * gate.FORMER_TOL[torch.float32], errors
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_index", range(6))
 def test_every_gate_case_passes_on_the_cpp_kernels(gate, case_index):
     case = gate.warp_cases()[case_index]
@@ -138,6 +141,7 @@ MUTANTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["translate", "gaussian"])
 @pytest.mark.parametrize("mutant", list(MUTANTS))
 def test_a_wrong_kernel_fails_the_gate(gate, gate_inputs, mutant, kind):

@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
-from cwarp.ops import _checks, _triton_runtime
+from cwarp.ops import _autocast, _checks, _triton_runtime
 from cwarp.ops._checks import opmath
 from cwarp.ops.contrastive_loss import register
 
@@ -291,3 +291,4 @@ def contrastive_loss_backward(grad_nce: torch.Tensor, grad_s_pos: torch.Tensor, 
 
 
 register.register_contrastive_autograd("cwarp::contrastive_loss_triton_forward", contrastive_loss_backward)
+_autocast.register("cwarp::contrastive_loss_triton_forward", _autocast.POLICY["contrastive_loss"])

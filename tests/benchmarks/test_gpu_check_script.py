@@ -126,6 +126,7 @@ def _alive(pid):
         return False
 
 
+@pytest.mark.slow
 def test_a_hanging_section_is_killed_with_its_children_and_the_later_sections_run(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable, CWARP_GPU_CHECK_HANG="build,environment")
     proc = subprocess.run([os.path.join(ROOT, "benchmarks", "gpu_check.sh"), "--dry-run", "--out", str(tmp_path),
@@ -158,6 +159,7 @@ def test_bad_usage_exits_2(gpu_check, argv, message, capsys):
     assert exit_.value.code == 2 and "gpu_check.py: error: " in err and message in err
 
 
+@pytest.mark.slow
 def test_dry_run_walks_every_section_on_the_cpu(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHON=sys.executable)
     env.pop("CWARP_GPU_CHECK_HANG", None)

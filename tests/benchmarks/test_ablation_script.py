@@ -124,3 +124,13 @@ def test_toy_ablation_runs_then_reuses_its_runs_and_probes(script, tmp_path, mon
     assert script.main(argv) == 0                   # everything cached: no pretraining, no probe again
     assert stamps == {name: os.stat(run / name).st_mtime_ns for name in stamps}
     assert json.loads(record_path.read_text())["splits"]["test"]["accuracy"] == test["accuracy"]
+
+
+@pytest.mark.slow
+def test_side_by_side_pretrainings_finish_each_run(script, tmp_path):
+    jobs = [script.job("compare", m, 0, {"num_train": 64, "epochs": 1, "image_size": 16, "batch_size": 32},
+                       str(tmp_path)) for m in ("byol", "supervised")]
+    jobs = [(out, argv + ["--hidden-dim", "32", "--proj-dim", "16", "--eval-every", "0"]) for out, argv in jobs]
+    script.pretrain_runs(jobs, parallel=2)
+    for out, _ in jobs:
+        assert (tmp_path / "compare" / out.split("/")[-1] / "checkpoint.pt").exists()
