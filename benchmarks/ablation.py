@@ -2,7 +2,8 @@
 
     python benchmarks/ablation.py [--seeds 3 4 5 6 7 8 9 10] [--arms contrawarp byol ...] [--jobs 2]
                                   [--format synthetic|synthetic-hard] [--select-on val|test] [--no-sweep]
-                                  [--epochs N] [--num-train N] [--quick] [--out DIR] [--json PATH]
+                                  [--epochs N] [--num-train N] [--image-size S] [--arch ARCH] [--quick]
+                                  [--out DIR] [--json PATH]
 
 Each seed pretrains every arm (ARMS) at the demo's budget
 (cwarp.apps.demo.DEMO_RECIPE) with cwarp-train's recipe for its --method and
@@ -67,7 +68,7 @@ CONTROLS = ("uniform_centres", "affine_negatives", "infonce_only", "target_negat
 # 0.325 r whatever its magnitude, so radius and magnitude vary together.
 WARP_SIZES = ("0.15,0.35:0.05,0.15", "0.4,0.6:0.15,0.3", "0.6,0.8:0.25,0.4")
 # cwarp-train options the ablation passes to every pretraining (all arms alike) when given.
-TRAIN_OPTIONS = ("precision", "warmup_epochs", "crop_scale", "rotation", "jitter_strength", "grayscale_p")
+TRAIN_OPTIONS = ("arch", "precision", "warmup_epochs", "crop_scale", "rotation", "jitter_strength", "grayscale_p")
 
 
 def warp_size_flags(size: str) -> list:
@@ -190,6 +191,9 @@ def _parser():
     p.add_argument("--supervised-epochs", type=int, default=33,
                    help="the supervised reference's epochs: ContraWarping's wall-clock over its step time")
     p.add_argument("--num-train", type=int, default=None, help="pretrain on N faces instead of the demo's 1,536")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="pretrain and probe at S pixels instead of the demo's 48 (a smaller scale, for every arm)")
+    p.add_argument("--arch", default=None, help="every arm's backbone instead of cwarp-train's default")
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--negatives", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--warp-sizes", nargs="+", default=list(WARP_SIZES), metavar="RMIN,RMAX:MMIN,MMAX")
@@ -229,6 +233,8 @@ def main(argv=None):
             p.error(f"--num-train: expected at least one batch ({demo.DEMO_RECIPE['batch_size']}), "
                     f"got {args.num_train}")
         over["num_train"] = args.num_train
+    if args.image_size is not None:
+        over["image_size"] = args.image_size
     common = train_flags(args)
     try:   # refuse a bad value now, not after an hour of pretraining
         sweep_flags = [] if args.no_sweep else [warp_size_flags(w) for w in args.warp_sizes]

@@ -165,7 +165,7 @@ def _balanced(per_class: Dict[str, Optional[float]]) -> float:
 def probe_checkpoint(run_dir: str, split: Split, fmt: str, seed: int) -> dict:
     """The linear probe (cwarp.eval.probe) of run_dir's checkpoint on `split` of the `fmt` faces, with its
     per-face predictions and the test labels; cached in RUN/probe_<split>.json."""
-    from cwarp.eval.probe import backbone_from_checkpoint
+    from cwarp.models import backbone_from_checkpoint
 
     path = os.path.join(run_dir, "checkpoint.pt")
     st = os.stat(path)

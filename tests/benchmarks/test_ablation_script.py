@@ -22,10 +22,12 @@ def no_pretraining(script, monkeypatch):
 def test_train_flags_pass_only_what_was_given(script):
     import argparse
 
-    args = argparse.Namespace(precision="auto", warmup_epochs=1.0, crop_scale="0.8,1", rotation=None,
+    args = argparse.Namespace(arch=None, precision="auto", warmup_epochs=1.0, crop_scale="0.8,1", rotation=None,
                               jitter_strength=0.5, grayscale_p=None)
     assert script.train_flags(args) == ["--precision", "auto", "--warmup-epochs", "1.0", "--crop-scale", "0.8,1",
                                         "--jitter-strength", "0.5"]
+    args.arch = "convnet-small-s2"
+    assert script.train_flags(args)[:2] == ["--arch", "convnet-small-s2"]
 
 
 @pytest.mark.parametrize("extra, match", [
@@ -38,6 +40,8 @@ def test_train_flags_pass_only_what_was_given(script):
     (["--warp-sizes", "0.4,0.6"], "--warp-sizes: expected RMIN,RMAX:MMIN,MMAX"),
     (["--warp-sizes", "0.6,0.4:0.1,0.2"], "--warp-radius"),
     (["--negatives", "0"], "--num-negatives"),
+    (["--image-size", "8"], "--image-size"),
+    (["--arch", "vgg"], "--arch"),
     (["--arms", "byol"], "--arms: the comparisons are against contrawarp"),
     (["--arms", "contrawarp", "swav"], "invalid choice"),
 ])
