@@ -82,7 +82,11 @@ def pretrain_runs(jobs: Sequence[Tuple[str, List[str]]], parallel: int, threads:
 
     threads = threads or max(1, torch.get_num_threads() // max(1, parallel))
     if parallel <= 1:
-        statuses = [_timed_pretrain(argv, threads) for _, argv in jobs]
+        statuses = []
+        for _, argv in jobs:   # one at a time: a stopped run stops the rest (a rerun resumes it)
+            statuses.append(_timed_pretrain(argv, threads))
+            if statuses[-1]["status"] != "done":
+                break
     else:
         with concurrent.futures.ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as ex:
             statuses = list(ex.map(_timed_pretrain, [argv for _, argv in jobs], [threads] * len(jobs)))

@@ -138,3 +138,16 @@ def test_side_by_side_pretrainings_finish_each_run(script, tmp_path):
     script.pretrain_runs(jobs, parallel=2)
     for out, _ in jobs:
         assert (tmp_path / "compare" / out.split("/")[-1] / "checkpoint.pt").exists()
+
+
+def test_a_stopped_run_stops_the_runs_after_it(script, monkeypatch):
+    calls = []
+
+    def fake(argv, threads):
+        calls.append(argv)
+        return {"status": "interrupted" if len(calls) == 1 else "done", "out": argv[0]}
+
+    monkeypatch.setattr(script.protocol, "_timed_pretrain", fake)
+    with pytest.raises(SystemExit) as stop:
+        script.protocol.pretrain_runs([("a", ["a"]), ("b", ["b"])], parallel=1, threads=1)
+    assert stop.value.code == 130 and calls == [["a"]]     # Ctrl-C during a: b never starts
