@@ -31,7 +31,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from cwarp.data import SyntheticFaces  # noqa: E402
-from cwarp.train.models import build_backbone  # noqa: E402
+from cwarp.models import build_backbone  # noqa: E402
 from cwarp.eval.probe import DEFAULT_MEAN, DEFAULT_STD, evaluate_features, extract_features  # noqa: E402
 
 

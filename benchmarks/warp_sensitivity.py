@@ -40,20 +40,10 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))   # this checkout's cwarp, not an installed one
 
+from cwarp.ops._checks import check_range  # noqa: E402
+from cwarp.train.config import RANGE_RULES, parse_pair  # noqa: E402
+
 BATCH = 128
-
-
-def _range(text: str):
-    parts = text.split(",")
-    if len(parts) != 2:
-        raise argparse.ArgumentTypeError(f"expected MIN,MAX, got {text!r}")
-    try:
-        lo, hi = float(parts[0]), float(parts[1])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two numbers MIN,MAX, got {text!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
-        raise argparse.ArgumentTypeError(f"expected finite 0 <= MIN <= MAX, got {text!r}")
-    return [lo, hi]
 
 
 def _mean_cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -72,15 +62,17 @@ def max_displacement_px(warps: torch.Tensor, size: int) -> torch.Tensor:
 def measure(run: str, *, faces: int, num_negatives: int, warps_per_negative: int, warp_radius=None,
             warp_magnitude=None, seed: int = 123) -> Dict[str, Any]:
     import cwarp
-    from cwarp.train import checkpoint as ckpt
+    from cwarp.models import checkpoint as ckpt
     from cwarp.train import distributed as cdist
     from cwarp.train import trainer as T
     from cwarp.train.config import migrate
+    from cwarp.train.methods import warp_accuracy
+    from cwarp.train.training_data import load_data
 
     state = ckpt.load_checkpoint(run)
     cfg = migrate(state["config"])
     method = cfg.method
-    ds, images, labels, landmarks = T.load_data(cfg)
+    ds, images, labels, landmarks = load_data(cfg)
     n = min(faces, len(images))
     trainer = T.Trainer(cfg, cdist.init_from_env("cpu"), torch.device("cpu"), cfg.data.in_channels, 1,
                         num_classes=len(ds.classes))
@@ -132,7 +124,7 @@ def measure(run: str, *, faces: int, num_negatives: int, warps_per_negative: int
                 add("target_cos_warp", _mean_cos(z2[:, None], zn), B)
                 nce = cwarp.contrastive_loss(p1, z2, zn, tau=cfg.negatives.tau, byol_weight=0.0, nce_weight=1.0)
                 add("p1_nce", nce, B)
-                add("p1_warp_acc", T.warp_accuracy(p1, z2, zn), B)
+                add("p1_warp_acc", warp_accuracy(p1, z2, zn), B)
             sums["faces"] = sums.get("faces", 0) + B
     count = sums.pop("faces", 0)
     if not count:
@@ -174,8 +166,8 @@ def main(argv=None):
     p.add_argument("--faces", type=int, default=512)
     p.add_argument("--num-negatives", type=int, default=2)
     p.add_argument("--warps-per-negative", type=int, default=4)
-    p.add_argument("--warp-radius", type=_range, default=None, metavar="MIN,MAX", help="default: the run's")
-    p.add_argument("--warp-magnitude", type=_range, default=None, metavar="MIN,MAX", help="default: the run's")
+    p.add_argument("--warp-radius", type=parse_pair, default=None, metavar="MIN,MAX", help="default: the run's")
+    p.add_argument("--warp-magnitude", type=parse_pair, default=None, metavar="MIN,MAX", help="default: the run's")
     p.add_argument("--seed", type=int, default=123, help="seed of the views' generator")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -183,8 +175,12 @@ def main(argv=None):
         if getattr(args, name) < (2 if name == "faces" else 1):
             p.error(f"--{name.replace('_', '-')}: expected >= {2 if name == 'faces' else 1}, "
                     f"got {getattr(args, name)}")
-    if args.warp_radius is not None and args.warp_radius[0] <= 0:
-        p.error(f"--warp-radius: expected MIN > 0, got {args.warp_radius[0]}")
+    for name in ("warp_radius", "warp_magnitude"):
+        if getattr(args, name) is not None:
+            try:   # cwarp-train's rule for the same flag
+                check_range(f"--{name.replace('_', '-')}", None, getattr(args, name), scalar="pair", **RANGE_RULES[name])
+            except ValueError as err:
+                p.error(str(err))
     rows = [measure(run, faces=args.faces, num_negatives=args.num_negatives,
                     warps_per_negative=args.warps_per_negative, warp_radius=args.warp_radius,
                     warp_magnitude=args.warp_magnitude, seed=args.seed) for run in args.runs]

@@ -1,5 +1,5 @@
-// Declarations shared by the cwarp backends (CPU in csrc/ops/<op>/*_cpu.cpp, CUDA in
-// csrc/ops/<op>/*_cuda.cu). The schemas live in csrc/registration.cpp.
+// Attribute macros of the CPU kernels (csrc/ops/<op>/*_cpu.cpp): one clone per ISA, and no
+// vectorization where scalar code is faster. The schemas live in csrc/registration.cpp.
 #pragma once
 
 #include <ATen/core/Tensor.h>

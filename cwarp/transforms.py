@@ -44,9 +44,11 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import is_pure_tensor
 
 from cwarp.nn.augment import ContraWarpAugment
+from cwarp._constants import DEFAULT_WARP_MAGNITUDE, DEFAULT_WARP_RADIUS
 from cwarp.ops import _checks
+from cwarp.ops._checks import check_range
 from cwarp.ops.local_warp.api import local_warp
-from cwarp.ops.local_warp.sampling import sample_local_warps
+from cwarp.ops.local_warp.sampling import DEFAULT_CENTER_JITTER, draw_local_warps
 from cwarp.ops.warp_points.api import warp_points
 
 __all__ = ["RandomLocalWarp", "ContraWarpViews"]
@@ -97,18 +99,6 @@ class _GeneratorPerWorker:
             self._worker_generator = torch.Generator(device=g.device).manual_seed(_mix_seeds(user_seed, info.seed))
             self._worker_seed = info.seed
         return self._worker_generator
-
-
-def _range(op: str, name: str, value, positive_min: bool = False) -> Tuple[float, float]:
-    """(min, max) with 0 <= min <= max from a number (min = max) or a pair."""
-    try:
-        lo, hi = (float(value), float(value)) if isinstance(value, (int, float)) else (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{op}(): expected {name} as a number or (min, max), got {value!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or lo > hi or (positive_min and lo <= 0):
-        bound = "0 < min <= max" if positive_min else "0 <= min <= max"
-        raise ValueError(f"{op}(): expected {name} as (min, max) with {bound}, got {value!r}")
-    return lo, hi
 
 
 _WHY_UNSUPPORTED = {
@@ -189,16 +179,16 @@ class RandomLocalWarp(v2.Transform):
     _OP = "cwarp.transforms.RandomLocalWarp"
     _SUPPORTED = (tv_tensors.Image, tv_tensors.Video, tv_tensors.KeyPoints)
 
-    def __init__(self, num_warps: int = 4, radius=(0.15, 0.35), magnitude=(0.05, 0.15),
-                 centers: Optional[torch.Tensor] = None, center_jitter: float = 0.05, kind: str = "translate",
+    def __init__(self, num_warps: int = 4, radius=DEFAULT_WARP_RADIUS, magnitude=DEFAULT_WARP_MAGNITUDE,
+                 centers: Optional[torch.Tensor] = None, center_jitter: float = DEFAULT_CENTER_JITTER, kind: str = "translate",
                  padding_mode: str = "border", p: float = 1.0, generator: Optional[torch.Generator] = None):
         super().__init__()
         op = self._OP
         if not isinstance(num_warps, int) or isinstance(num_warps, bool) or num_warps < 0:
             raise ValueError(f"{op}(): expected num_warps to be an int >= 0, got {num_warps!r}")
         self.num_warps = num_warps
-        self.radius = _range(op, "radius", radius, positive_min=True)
-        self.magnitude = _range(op, "magnitude", magnitude)
+        self.radius = check_range(f"{op}()", "radius", radius, low=0.0, low_open=True)
+        self.magnitude = check_range(f"{op}()", "magnitude", magnitude, low=0.0)
         if centers is not None:
             if not isinstance(centers, torch.Tensor):
                 raise TypeError(f"{op}(): expected centers to be a Tensor or None, got {type(centers).__name__}")
@@ -265,9 +255,8 @@ class RandomLocalWarp(v2.Transform):
             apply = torch.rand(n, generator=generator, device=gen_device) < self.p
             apply = apply.to(device)
         centers = None if self.centers is None else self.centers.to(gen_device)
-        warps = sample_local_warps(n, self.num_warps, radius=self.radius, magnitude=self.magnitude,
-                                   centers=centers, center_jitter=self.center_jitter, generator=generator,
-                                   device=device)
+        warps = draw_local_warps(n, self.num_warps, self.radius, self.magnitude, centers, self.center_jitter,
+                                 generator, device=device)
         return dict(batch=batch, size=size, apply=apply, warps=warps)
 
     def transform(self, inpt: Any, params: Dict[str, Any]) -> Any:

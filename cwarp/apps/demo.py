@@ -118,7 +118,7 @@ def _clear_run(out: str) -> None:
 
 def _reusable(out: str, wanted) -> bool:
     """Whether out's checkpoint ran with the wanted settings (so it can be reused or resumed)."""
-    from cwarp.train.checkpoint import CheckpointError, load_checkpoint
+    from cwarp.models import CheckpointError, load_checkpoint
     from cwarp.train.config import ConfigError, migrate, run_differences
 
     try:
@@ -141,7 +141,7 @@ def pretrain(argv: Sequence[str], *, fresh: bool = False) -> Dict[str, object]:
     (resumable by calling again).
     """
     from cwarp.train.config import parse_command_line, validate
-    from cwarp.train.trainer import train
+    from cwarp.train.loop import train
 
     cfg, explicit = parse_command_line(list(argv))
     wanted = validate(cfg)
@@ -176,8 +176,8 @@ def probe_all(runs: Dict[str, str], *, arch: str, image_size: int, num_train: in
     import torch
 
     from cwarp.data import build_dataset
-    from cwarp.eval.probe import backbone_from_checkpoint, evaluate_features, extract_features
-    from cwarp.train.models import build_backbone
+    from cwarp.eval.probe import evaluate_features, extract_features
+    from cwarp.models import backbone_from_checkpoint, build_backbone
 
     train_ds = build_dataset("synthetic", None, "train", image_size, num_samples=num_train, seed=data_seed)
     test_ds = build_dataset("synthetic", None, "test", image_size, num_samples=num_test, seed=data_seed)
@@ -328,7 +328,7 @@ def save_views(path: str, run_dir: str, seed: int = 0, faces: int = 4, num_negat
 
     from cwarp.apps.preview import make_figure
     from cwarp.data import SyntheticFaces
-    from cwarp.train.checkpoint import load_checkpoint
+    from cwarp.models import load_checkpoint
     from cwarp.train.config import migrate
     from cwarp.train.trainer import build_augment
 

@@ -22,11 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cwarp._constants import IMAGENET_MEAN, IMAGENET_STD, KNN_K, KNN_TEMPERATURE
+from cwarp._constants import GRAY_WEIGHTS, IMAGENET_MEAN, IMAGENET_STD, KNN_K, KNN_TEMPERATURE
 from cwarp.data.common import TensorFaces
-from cwarp.ops.augment_views.reference import GRAY_WEIGHTS
-from cwarp.train.checkpoint import load_checkpoint  # the one loader: weights_only unless trust=True
-from cwarp.train.models import build_backbone
+from cwarp.nn.augment import per_channel
 
 WEIGHT_DECAYS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 VALIDATION_FRACTION = 0.2
@@ -56,50 +54,6 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-# ---------------------------------------------------------------- checkpoints
-
-def _strip_wrappers(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    # DistributedDataParallel and torch.compile prefix every key; the weights are the same.
-    for prefix in ("module.", "_orig_mod."):
-        while state and all(key.startswith(prefix) for key in state):
-            state = {key[len(prefix):]: value for key, value in state.items()}
-    return state
-
-
-def _mismatch(model: nn.Module, state: Dict[str, Tensor]) -> str:
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)]
-    parts = []
-    for name, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-        if items:
-            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
-            parts.append(f"{len(items)} {name} ({', '.join(items[:3])}{more})")
-    return "; ".join(parts)
-
-
-def backbone_from_checkpoint(path: str, *, arch: Optional[str] = None, trust: bool = False
-                             ) -> Tuple[nn.Module, dict]:
-    """The checkpoint's backbone with its weights loaded, and its config."""
-    checkpoint = load_checkpoint(path, trust=trust)
-    config = checkpoint["config"]
-    if arch is not None and arch != config["arch"]:
-        raise ValueError(f"checkpoint {path} was trained with arch {config['arch']!r}, but --arch {arch!r} was given")
-    try:
-        backbone = build_backbone(config["arch"], int(config["in_channels"]), int(config["image_size"]))
-    except ValueError as err:
-        raise RuntimeError(f"checkpoint {path}: its config cannot build a backbone: {err}") from err
-    state = _strip_wrappers(dict(checkpoint["backbone"]))
-    problem = _mismatch(backbone, state)
-    if problem:
-        raise RuntimeError(f"checkpoint {path}: its backbone weights do not fit arch {config['arch']!r} "
-                           f"(from its config): {problem}")
-    backbone.load_state_dict(state)
-    return backbone, config
 
 
 # ------------------------------------------------------------------- features
@@ -135,7 +89,8 @@ def extract_features(backbone: nn.Module, dataset, batch_size: int = 256, device
     """Features (N, feature_dim) float32 on the CPU of every image of ``dataset``, in order.
 
     Images go in as uint8 / 255, normalized per channel by ``mean``/``std``
-    (default: DEFAULT_MEAN/STD), with grey images repeated to the backbone's
+    (default: DEFAULT_MEAN/STD; 3 values are averaged to one for a 1-channel
+    backbone, as ContraWarpAugment does), with grey images repeated to the backbone's
     channel count or colour images turned to luma. The backbone runs in eval
     mode and is restored to its previous mode afterwards.
     """
@@ -147,9 +102,11 @@ def extract_features(backbone: nn.Module, dataset, batch_size: int = 256, device
         raise ValueError("cannot extract features of an empty data set")
     device = torch.device(device)
     channels = int(getattr(backbone, "in_channels", dataset.channels))
-    mean_t = torch.tensor(mean if mean is not None else DEFAULT_MEAN[3 if channels == 3 else 1],
+    default = 3 if channels == 3 else 1
+    # A run's mean/std are ContraWarpAugment's (3 values for grey images too): fitted to the channels as it does.
+    mean_t = torch.tensor(per_channel(mean if mean is not None else DEFAULT_MEAN[default], channels),
                           device=device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std if std is not None else DEFAULT_STD[3 if channels == 3 else 1],
+    std_t = torch.tensor(per_channel(std if std is not None else DEFAULT_STD[default], channels),
                          device=device).view(1, -1, 1, 1)
     was_training = backbone.training
     backbone.eval().to(device)

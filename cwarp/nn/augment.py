@@ -43,21 +43,23 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from cwarp._constants import IMAGENET_MEAN, IMAGENET_STD
+from cwarp._constants import DEFAULT_WARP_MAGNITUDE, DEFAULT_WARP_RADIUS, IMAGENET_MEAN, IMAGENET_STD
 from cwarp.ops import _checks
+from cwarp.ops._checks import check_range
 from cwarp.ops.augment_views.api import augment_views
-from cwarp.ops.local_warp.sampling import FACE_LANDMARKS_5, sample_local_warps
+from cwarp.ops.local_warp.sampling import DEFAULT_CENTER_JITTER, FACE_LANDMARKS_5, draw_local_warps
 from cwarp.ops.warp_points.api import warp_points
 from cwarp.ops.warp_points.reference import invert_affine
 
 __all__ = ["ContraWarpAugment", "AugmentParams", "Views"]
 
 _OP = "cwarp.ContraWarpAugment"
+_WHERE = f"{_OP}()"
 _INPUT_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Landmarks further than this from the image centre (in normalized units, the
 # image spans [-1, 1]) are taken for a mistake: pixel coordinates, or garbage.
@@ -131,30 +133,14 @@ class Views:
         return self.params.view_landmarks(self.kind)
 
 
-def _pair(name: str, value, *, default_lo=None, lo_bound=-math.inf, hi_bound=math.inf) -> Tuple[float, float]:
-    """A (min, max) range from a number or a pair; min > max raises."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        v = float(value)
-        if default_lo == "symmetric":
-            lo, hi = -abs(v), abs(v)
-        elif default_lo == "jitter":
-            if v < 0:
-                raise ValueError(f"{_OP}(): expected {name} >= 0, got {value!r}")
-            lo, hi = max(0.0, 1.0 - v), 1.0 + v
-        else:
-            lo, hi = v, v
-    else:
-        try:
-            lo, hi = (float(x) for x in value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{_OP}(): expected {name} as a number or (min, max), got {value!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"{_OP}(): expected finite {name}, got {value!r}")
-    if lo > hi:
-        raise ValueError(f"{_OP}(): expected {name} as (min, max) with min <= max, got {value!r}")
-    if lo < lo_bound or hi > hi_bound:
-        raise ValueError(f"{_OP}(): expected {name} within [{lo_bound}, {hi_bound}], got {value!r}")
-    return lo, hi
+def per_channel(values: Sequence[float], channels: int) -> list:
+    """Normalization statistics (1 or 3 values) for images of ``channels`` channels: one value repeated,
+    or 3 values averaged to one for a 1-channel image."""
+    if len(values) == channels:
+        return list(values)
+    if len(values) == 1:
+        return list(values) * channels
+    return [sum(values) / len(values)]
 
 
 def _prob(name: str, p) -> float:
@@ -203,24 +189,24 @@ class ContraWarpAugment(nn.Module):
     def __init__(self, size: int = 112, crop_scale=(0.6, 1.0), crop_ratio=(1.0, 1.0), rotation=10.0,
                  flip_p: float = 0.5, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, jitter_p: float = 0.8,
                  grayscale_p: float = 0.2, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 num_negatives: int = 2, warps_per_negative: int = 2, warp_radius=(0.15, 0.35),
-                 warp_magnitude=(0.05, 0.15), kind: str = "translate", *, padding_mode: str = "border",
+                 num_negatives: int = 2, warps_per_negative: int = 2, warp_radius=DEFAULT_WARP_RADIUS,
+                 warp_magnitude=DEFAULT_WARP_MAGNITUDE, kind: str = "translate", *, padding_mode: str = "border",
                  out_dtype: torch.dtype = torch.float32, backend: str = "auto",
                  value_range: Tuple[float, float] = (0.0, 1.0)):
         super().__init__()
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
             raise ValueError(f"{_OP}(): expected size to be an int > 0, got {size!r}")
         self.size = size
-        self.crop_scale = _pair("crop_scale", crop_scale, lo_bound=0.0, hi_bound=1.0)
+        self.crop_scale = check_range(_WHERE, "crop_scale", crop_scale, low=0.0, high=1.0)
         if self.crop_scale[1] <= 0:
             raise ValueError(f"{_OP}(): expected crop_scale with max > 0, got {crop_scale!r}")
-        self.crop_ratio = _pair("crop_ratio", crop_ratio, lo_bound=1e-6)
-        self.rotation = _pair("rotation", rotation, default_lo="symmetric")
+        self.crop_ratio = check_range(_WHERE, "crop_ratio", crop_ratio, low=0.0, low_open=True)
+        self.rotation = check_range(_WHERE, "rotation", rotation, scalar="symmetric")
         self.flip_p = _prob("flip_p", flip_p)
-        self.brightness = _pair("brightness", brightness, default_lo="jitter", lo_bound=0.0)
-        self.contrast = _pair("contrast", contrast, default_lo="jitter", lo_bound=0.0)
-        self.saturation = _pair("saturation", saturation, default_lo="jitter", lo_bound=0.0)
-        self.hue = _pair("hue", hue, default_lo="symmetric", lo_bound=-0.5, hi_bound=0.5)
+        self.brightness = check_range(_WHERE, "brightness", brightness, low=0.0, scalar="jitter")
+        self.contrast = check_range(_WHERE, "contrast", contrast, low=0.0, scalar="jitter")
+        self.saturation = check_range(_WHERE, "saturation", saturation, low=0.0, scalar="jitter")
+        self.hue = check_range(_WHERE, "hue", hue, low=-0.5, high=0.5, scalar="symmetric")
         self.jitter_p = _prob("jitter_p", jitter_p)
         self.grayscale_p = _prob("grayscale_p", grayscale_p)
         mean, std = [float(m) for m in mean], [float(s) for s in std]
@@ -233,17 +219,15 @@ class ContraWarpAugment(nn.Module):
             if not isinstance(n, int) or isinstance(n, bool) or n < 0:
                 raise ValueError(f"{_OP}(): expected {name} to be an int >= 0, got {n!r}")
         self.num_negatives, self.warps_per_negative = num_negatives, warps_per_negative
-        self.warp_radius = _pair("warp_radius", warp_radius, lo_bound=0.0)
-        self.warp_magnitude = _pair("warp_magnitude", warp_magnitude, lo_bound=0.0)
-        if self.warp_radius[0] <= 0:
-            raise ValueError(f"{_OP}(): expected warp_radius with min > 0, got {warp_radius!r}")
+        self.warp_radius = check_range(_WHERE, "warp_radius", warp_radius, low=0.0, low_open=True)
+        self.warp_magnitude = check_range(_WHERE, "warp_magnitude", warp_magnitude, low=0.0)
         _checks.check_choice(_OP, "kind", kind, _checks.KINDS)
         _checks.check_choice(_OP, "padding_mode", padding_mode, _checks.PADDING_MODES)
         if out_dtype not in _checks.OUT_DTYPES:
             raise TypeError(f"{_OP}(): expected out_dtype torch.float32 or torch.bfloat16, got {out_dtype}")
         _checks.check_choice(_OP, "backend", backend, _checks.BACKENDS)
         self.kind, self.padding_mode, self.out_dtype, self.backend = kind, padding_mode, out_dtype, backend
-        self.value_range = _pair("value_range", value_range)
+        self.value_range = check_range(_WHERE, "value_range", value_range, scalar="pair")
         if self.value_range[0] >= self.value_range[1]:
             raise ValueError(f"{_OP}(): expected value_range as (low, high) with low < high, got {value_range!r}")
 
@@ -291,18 +275,12 @@ class ContraWarpAugment(nn.Module):
         return images
 
     def _norm_stats(self, C: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
-        def fit(vals):
-            if len(vals) == C:
-                return list(vals)
-            if len(vals) == 1:
-                return list(vals) * C
-            return [sum(vals) / len(vals)]  # 3 values, 1 channel
         # Cached per (C, device): building them is a host-to-device copy on GPUs.
         key = (C, str(device))
         cache = self.__dict__.setdefault("_stats_cache", {})
         if key not in cache:
             f32 = dict(dtype=torch.float32, device=device)
-            cache[key] = (torch.tensor(fit(self.mean), **f32), torch.tensor(fit(self.std), **f32))
+            cache[key] = (torch.tensor(per_channel(self.mean, C), **f32), torch.tensor(per_channel(self.std, C), **f32))
         return cache[key]
 
     # --------------------------------------------------------------- sampling
@@ -359,8 +337,8 @@ class ContraWarpAugment(nn.Module):
         warps[..., 2] = 1.0  # r = 1, d = 0: a warp that does nothing (pos1, pos2)
         if N > 0 and K > 0:
             centers = self._view_centers(source_landmarks, theta2[:, 1], B, gdev)
-            neg = sample_local_warps(B, N * K, radius=self.warp_radius, magnitude=self.warp_magnitude,
-                                     centers=centers, generator=generator, device=gdev)
+            neg = draw_local_warps(B, N * K, self.warp_radius, self.warp_magnitude, centers, DEFAULT_CENTER_JITTER,
+                                   generator, device=gdev)
             warps[:, 2:] = neg.view(B, N, K, 5)
         return AugmentParams(theta=theta.to(device), warps=warps.to(device), color=color.to(device),
                              crop=torch.stack([x0, y0, w, h], dim=-1).to(device), angle=angle.to(device),

@@ -9,14 +9,15 @@ _check, which also accept unbacked symbolic sizes.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
-
 import math
+from typing import Callable, Optional, Tuple
 
 import torch
 
+from cwarp._constants import WARP_KINDS
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-KINDS = ("translate", "gaussian")
+KINDS = WARP_KINDS
 PADDING_MODES = ("zeros", "border", "reflection")
 BACKENDS = ("auto", "cpp", "triton", "torch")
 REDUCTIONS = ("mean", "sum", "none")
@@ -42,6 +43,49 @@ def require(cond, exc: type, message: Callable[[], str], symbolic: bool = False)
 def check_choice(op: str, name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"{op}(): unknown {name} {value!r}; expected one of {', '.join(map(repr, choices))}")
+
+
+def _bound(value: float) -> str:
+    return f"{value:g}"
+
+
+def check_range(where: str, name: Optional[str], value, *, low: float = -math.inf, high: float = math.inf,
+                low_open: bool = False, scalar: str = "point") -> Tuple[float, float]:
+    """``value`` as a (min, max) pair of finite floats with low <= min <= max <= high (low < min with low_open).
+
+    The one range check of the package: the public functions, the modules'
+    constructors and cwarp-train's config check their (min, max) arguments
+    here, where the user's value enters. A single number stands for the pair
+    that ``scalar`` makes of it: "point" (v, v), "symmetric" (-|v|, |v|),
+    "jitter" (max(0, 1 - v), 1 + v) for v >= 0; with "pair" a number is
+    refused. Raises ValueError "WHERE: expected NAME ..., got VALUE" (the
+    name is left out when None: a command-line flag as ``where`` names it).
+    """
+    what = f"{name} as " if name else ""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and scalar != "pair":
+        v = float(value)
+        if scalar == "jitter" and not v >= 0:
+            raise ValueError(f"{where}: expected {name or 'a number'} >= 0, got {value!r}")
+        lo, hi = {"point": (v, v), "symmetric": (-abs(v), abs(v)), "jitter": (max(0.0, 1.0 - v), 1.0 + v)}[scalar]
+    else:
+        try:
+            lo, hi = (float(x) for x in value)
+            if any(isinstance(x, bool) for x in value):
+                raise TypeError
+        except (TypeError, ValueError):
+            form = "(min, max)" if scalar == "pair" else "a number or (min, max)"
+            raise ValueError(f"{where}: expected {what}{form}, got {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{where}: expected {what}(min, max) of finite numbers, got {value!r}")
+    if lo > hi or lo < low or (low_open and lo == low) or hi > high:
+        rule = "min <= max"
+        if low > -math.inf:
+            rule = f"{_bound(low)} {'<' if low_open else '<='} {rule}"
+        if high < math.inf:
+            rule = f"{rule} <= {_bound(high)}"
+        raise ValueError(f"{where}: expected {what}(min, max) with {rule}, got {value!r}")
+    return lo, hi
 
 
 def check_local_warp_inputs(op: str, image: torch.Tensor, params: torch.Tensor,

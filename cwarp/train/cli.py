@@ -4,9 +4,10 @@
     cwarp-train --config run.toml --lr 0.001
     cwarp-train --out runs/cw --resume
 
-Exit status: 0 when done (the last line says where the checkpoint is), 2 with
-one line ``cwarp-train: error: ...`` on bad input (flags, config file, data,
-checkpoint), 3 when the loss diverged, 130 when stopped by Ctrl-C (a first
+Exit status: 0 when done or stopped at --max-steps (the last line says where
+the checkpoint is), 2 with one line ``cwarp-train: error: ...`` on bad input
+(flags, config file, data, checkpoint), 3 when the loss diverged, 130 when
+stopped by Ctrl-C (a first
 Ctrl-C saves a resumable checkpoint after the current step; a second quits at
 once). Parsing imports neither torch nor torchvision, so ``--help`` is quick.
 """
@@ -32,6 +33,11 @@ def _report(result: dict) -> int:
         print(f"{PROG}: {result['out']} is already complete (step {result['step']}); nothing to do. "
               f"Checkpoint at {result['checkpoint']}")
         return 0
+    if result["status"] == "max_steps":
+        print(f"{PROG}: stopped at --max-steps, step {result['step']}/{result['total_steps']}; checkpoint at "
+              f"{result['checkpoint']}. Continue with the same command plus --resume and a larger --max-steps "
+              f"(0: to the end).")
+        return 0
     if result["status"] == "interrupted":
         print(f"{PROG}: interrupted at step {result['step']}/{result['total_steps']}; checkpoint saved to "
               f"{result['checkpoint']}. Continue with the same command plus --resume.", file=sys.stderr)
@@ -48,13 +54,14 @@ def _run(argv: Optional[Sequence[str]]) -> int:
         return 2 if e.code not in (0, None) else 0
     except ConfigError as e:
         return _error(e)
-    from cwarp.train import checkpoint as ckpt
+    from cwarp.models import CheckpointError
     from cwarp.train import distributed as cdist
-    from cwarp.train.trainer import DataError, TrainingDiverged, train
+    from cwarp.train.loop import TrainingDiverged, train
+    from cwarp.train.training_data import DataError
 
     try:
         return _report(train(cfg, explicit))
-    except (ConfigError, DataError, ckpt.CheckpointError) as e:
+    except (ConfigError, DataError, CheckpointError) as e:
         return _error(e)
     except TrainingDiverged as e:
         print(str(e), file=sys.stderr)

@@ -97,8 +97,9 @@ def test_replay_through_render_is_checked_too():
 @pytest.mark.parametrize("value_range, pattern", [
     ((1.0, 1.0), "expected value_range as (low, high) with low < high, got (1.0, 1.0)"),
     ((1.0, 0.0), "expected value_range as (min, max) with min <= max, got (1.0, 0.0)"),
-    ((0.0, math.inf), "expected finite value_range, got (0.0, inf)"),
-    ("0-255", "expected value_range as a number or (min, max), got '0-255'"),
+    ((0.0, math.inf), "expected value_range as (min, max) of finite numbers, got (0.0, inf)"),
+    ("0-255", "expected value_range as (min, max), got '0-255'"),
+    (255, "expected value_range as (min, max), got 255"),
 ])
 def test_bad_value_range(value_range, pattern):
     with raises(f"cwarp.ContraWarpAugment(): {pattern}"):

@@ -47,6 +47,7 @@ def _has_mallinfo2() -> bool:
     return malloc_is_glibc() and hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2")
 
 
+@pytest.mark.slow
 @glibc_only
 @pytest.mark.skipif(not _has_mallinfo2(), reason="mallinfo2 needs glibc 2.33 or later")
 def test_a_freed_buffer_stays_in_the_heap_instead_of_going_back_to_the_os():
@@ -81,7 +82,7 @@ def test_cwarp_train_keeps_freed_memory_by_default_and_a_resume_may_change_it():
 
 @glibc_only
 def test_train_applies_the_setting(monkeypatch, tmp_path):
-    from cwarp.train import trainer as T
+    from cwarp.train import loop as T
 
     calls = []
     monkeypatch.setattr(T, "keep_freed_memory", calls.append)
@@ -92,11 +93,12 @@ def test_train_applies_the_setting(monkeypatch, tmp_path):
     assert calls == [False]
 
 
+@pytest.mark.slow
 @glibc_only
 def test_training_is_bitwise_the_same_with_and_without_it(tmp_path):
     import torch
 
-    from cwarp.train.checkpoint import load_checkpoint
+    from cwarp.models import load_checkpoint
 
     def run(flag):
         out = tmp_path / flag

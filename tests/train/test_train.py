@@ -9,16 +9,13 @@ import torch
 from cwarp.train import cli
 from cwarp.train import config as C
 from cwarp.train import methods as M
+from cwarp.train import distributed as cdist
+from cwarp.train import loop
 from cwarp.train import trainer as T
 from cwarp.train.byol import cosine_momentum
 from cwarp.train.optim import LARS, WarmupCosine, build_optimizer
 
-
-def tiny_args(out, *extra):
-    return ["--out", str(out), "--format", "synthetic", "--arch", C.compact_arch(), "--image-size", "16",
-            "--num-train", "24", "--batch-size", "8", "--epochs", "2", "--log-every", "1", "--progress", "false",
-            "--hidden-dim", "64", "--proj-dim", "32", "--num-negatives", "2", "--warps-per-negative", "2",
-            *extra]
+from tiny_runs import tiny_args
 
 
 def read_log(out):
@@ -28,9 +25,10 @@ def read_log(out):
 
 def run(argv, **kw):
     cfg, explicit = C.parse_command_line(argv)
-    return T.train(cfg, explicit, **kw)
+    return loop.train(cfg, explicit, **kw)
 
 
+# The quick tier's one training run; the others here are marked slow.
 def test_run_writes_log_config_checkpoint(tmp_path):
     out = tmp_path / "run"
     assert cli.main(tiny_args(out)) == 0
@@ -43,12 +41,13 @@ def test_run_writes_log_config_checkpoint(tmp_path):
     for k in ("arch", "image_size", "in_channels", "format"):
         assert k in state["config"]
     assert state["step"] == 6 and state["epoch"] == 2
-    from cwarp.train.models import build_backbone
+    from cwarp.models import build_backbone
     bb = build_backbone(cfg["arch"], cfg["in_channels"], cfg["image_size"])
     bb.load_state_dict(state["backbone"])           # the probe's contract
     assert not any(p.startswith(".checkpoint-") for p in os.listdir(out))
 
 
+@pytest.mark.slow
 def test_byol_baseline_has_no_negatives(tmp_path):
     out = tmp_path / "byol"
     res = run(tiny_args(out, "--method", "byol", "--epochs", "1"))
@@ -59,6 +58,7 @@ def test_byol_baseline_has_no_negatives(tmp_path):
     assert all(r["byol_term"] == pytest.approx(r["loss"], rel=1e-5) for r in rows)
 
 
+@pytest.mark.slow
 def test_log_carries_the_loss_parts(tmp_path):
     out = tmp_path / "parts"
     run(tiny_args(out, "--epochs", "1", "--nce-weight", "0.5", "--byol-weight", "2"))
@@ -76,7 +76,7 @@ def test_loss_terms_match_the_reference(in_batch, nce_on, through):
     cfg = C.validate(C.parse_command_line(tiny_args("unused", "--nce-weight", "0.7", "--byol-weight", "0.3",
                                                          "--nce-on", nce_on, "--negatives-through", through,
                                                          *(["--in-batch"] if in_batch else [])))[0])
-    trainer = T.Trainer(cfg, T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
+    trainer = T.Trainer(cfg, cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
     g = torch.Generator().manual_seed(0)
     p1, p2, z1, z2, o1, o2 = (torch.randn(6, 16, generator=g) for _ in range(6))
     # The InfoNCE's positives: the targets, or with online negatives the online projections.
@@ -106,25 +106,26 @@ def test_nce_on_p1_keeps_the_negatives_out_of_p2s_half():
     cfg = C.validate(C.parse_command_line(tiny_args("unused"))[0])
     assert cfg.negatives.nce_on == "p1" and cfg.negatives.negatives_through == "online"   # the defaults
     cfg = cfg.replace(negatives_through="target")
-    trainer = T.Trainer(cfg, T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
+    trainer = T.Trainer(cfg, cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
     g = torch.Generator().manual_seed(1)
     p1, p2, z1, z2 = (torch.randn(5, 8, generator=g) for _ in range(4))
     zneg = torch.randn(5, 2, 8, generator=g)
     kw = dict(tau=cfg.negatives.tau, nce_weight=1.0, byol_weight=1.0)
     want = 0.5 * (reference.contrastive_loss(p1, z2, zneg, **kw) + reference.contrastive_loss(p2, z1, None, **kw))
     torch.testing.assert_close(trainer.method.loss(p1, p2, z1, z2, zneg), want)
-    both = T.Trainer(cfg.replace(nce_on="both"), T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3,
+    both = T.Trainer(cfg.replace(nce_on="both"), cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3,
                      steps_per_epoch=3)
     assert not torch.allclose(both.method.loss(p1, p2, z1, z2, zneg), want)
     # The embeddings must match the config's --negatives-through.
     with pytest.raises(ValueError, match="--negatives-through target takes no z1_online"):
         trainer.method.loss(p1, p2, z1, z2, zneg, z1, z2)
-    online = T.Trainer(cfg.replace(negatives_through="online"), T.cdist.init_from_env("cpu"), torch.device("cpu"),
+    online = T.Trainer(cfg.replace(negatives_through="online"), cdist.init_from_env("cpu"), torch.device("cpu"),
                        in_channels=3, steps_per_epoch=3)
     with pytest.raises(ValueError, match="--negatives-through online needs z1_online"):
         online.method.loss(p1, p2, z1, z2, zneg)
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_resume_matches_uninterrupted(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     run(tiny_args(full))
@@ -147,6 +148,7 @@ def test_ctrl_c_then_resume_matches_uninterrupted(tmp_path):
         assert torch.equal(sa[k], sb[k]), k
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     out = tmp_path / "nan"
     real_step = T.Trainer.train_step
@@ -189,6 +191,7 @@ def test_bad_input_messages(tmp_path, capsys, extra, match):
     assert match in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resume_conflict_names_the_field(tmp_path, capsys):
     out = tmp_path / "conf"
     assert cli.main(tiny_args(out, "--epochs", "1")) == 0
@@ -232,7 +235,7 @@ def test_lars_scales_by_trust_ratio():
 def test_online_negatives_carry_gradient_target_negatives_do_not():
     import cwarp
     from cwarp.train.byol import BYOL
-    from cwarp.train.models import build_backbone
+    from cwarp.models import build_backbone
 
     torch.manual_seed(0)
     model = BYOL(build_backbone(C.compact_arch(), 3, 16), proj_dim=8, hidden_dim=16)
@@ -261,11 +264,35 @@ def test_online_negatives_carry_gradient_target_negatives_do_not():
     torch.testing.assert_close(e.z2_online, expect[4:8])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [["--negatives-through", "online"], ["--precision", "bf16"]])
 def test_run_with_online_negatives_or_bf16(tmp_path, extra):
     res = run(tiny_args(tmp_path / "run", "--epochs", "1", *extra))
     assert res["status"] == "done"
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in read_log(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("through", ["target", "online"])
+def test_bf16_step_loss_is_float32_without_casts(through):
+    """--precision bf16: the network and the loss run under one autocast region;
+    the loss is float32 by contrastive_loss's autocast policy, and equals the
+    loss of the bfloat16 embeddings cast to float32 by hand."""
+    argv = tiny_args("unused", "--precision", "bf16", "--negatives-through", through)
+    cfg = C.validate(C.parse_command_line(argv)[0])
+    trainer = T.Trainer(cfg, cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
+    g = torch.Generator().manual_seed(0)
+    x1, x2 = torch.rand(4, 3, 16, 16, generator=g), torch.rand(4, 3, 16, 16, generator=g)
+    neg = torch.rand(4, 2, 3, 16, 16, generator=g)
+    model = trainer.model.eval()          # eval: batch norm's statistics stay as they are between the calls
+    loss = trainer.method.step_loss(model, x1, x2, neg, None, trainer.autocast)
+    assert loss.dtype == torch.float32
+    with trainer.autocast:
+        emb = model(x1, x2, neg, online_negatives=through == "online")
+    assert emb.p1.dtype == torch.bfloat16 and emb.zneg.dtype == torch.bfloat16
+    by_hand = trainer.method.loss(*(None if t is None else t.float() for t in emb))
+    torch.testing.assert_close(loss, by_hand, rtol=0, atol=0)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for _, p in model.online_parameters())
 
 
 def test_global_view_options_reach_the_augmentation():
@@ -301,6 +328,7 @@ def test_precision_resolution():
             C.validate(cfg.replace(**{key: value}))
 
 
+@pytest.mark.slow
 def test_resume_a_checkpoint_from_before_precision_negatives_through_and_nce_on(tmp_path):
     """Such a run trained with auto precision (today's default), target
     negatives and negatives on both halves (the former defaults of
@@ -329,6 +357,7 @@ def test_resume_a_checkpoint_from_before_precision_negatives_through_and_nce_on(
     assert [r["loss"] for r in read_log(old)] == [r["loss"] for r in read_log(full)]
 
 
+@pytest.mark.slow
 def test_supervised_reference_run(tmp_path):
     out = tmp_path / "sup"
     res = run(tiny_args(out, "--method", "supervised", "--epochs", "1"))
@@ -337,12 +366,13 @@ def test_supervised_reference_run(tmp_path):
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
     assert all("momentum" not in r for r in rows)               # no EMA target
     state = torch.load(out / "checkpoint.pt", weights_only=True)
-    from cwarp.train.models import build_backbone
+    from cwarp.models import build_backbone
     bb = build_backbone(state["config"]["arch"], 3, 16)
     bb.load_state_dict(state["backbone"])                       # probed like the BYOL runs
     assert "classifier.weight" in state["model"]
 
 
+@pytest.mark.slow
 def test_supervised_step_fits_the_labels_and_needs_them():
     from cwarp.train import distributed as D
 
@@ -362,6 +392,7 @@ def test_supervised_step_fits_the_labels_and_needs_them():
             C.validate(cfg.replace(**{key: value}))
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_the_last_step_finishes_normally(tmp_path, capsys):
     out = tmp_path / "last"
 
@@ -382,7 +413,7 @@ def test_ctrl_c_on_the_last_step_finishes_normally(tmp_path, capsys):
 def test_method_registry_owns_the_losses():
     assert tuple(M.METHOD_CLASSES) == ("contrawarp", "byol", "supervised")
     cfg = C.validate(C.parse_command_line(tiny_args("unused"))[0])
-    trainer = T.Trainer(cfg, T.cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
+    trainer = T.Trainer(cfg, cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
     assert isinstance(trainer.method, M.ContraWarping) and trainer.cfg.data.in_channels == 3
     assert trainer.cfg.views.mean is not None and trainer.state_dict(0, 0)["config"]["mean"] == list(
         trainer.cfg.views.mean)

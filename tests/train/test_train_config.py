@@ -1,4 +1,5 @@
 """cwarp.train.config: the dataclasses, the parser built from them, config files, validation and migration."""
+import argparse
 import dataclasses
 import json
 
@@ -21,7 +22,11 @@ def test_every_flag_kept_with_help_and_choices():
     for flag in FLAGS + ["--config", "--skip-corrupt"]:
         assert flag in actions, flag
         assert actions[flag].help, flag
-    assert set(actions["--arch"].choices) == {"auto", *C.ARCHS}
+    arch = actions["--arch"]
+    assert [arch.type(name) for name in ("auto", *C.ARCHS, "timm:resnet10t")] == ["auto", *C.ARCHS, "timm:resnet10t"]
+    for bad in ("vit", "timm:", "resnet"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected one of auto, resnet18, .* or timm:NAME"):
+            arch.type(bad)
     assert tuple(actions["--format"].choices) == C.FORMATS
     assert tuple(actions["--method"].choices) == C.METHODS
 
@@ -53,7 +58,8 @@ def test_online_evaluation_flags_round_trip_through_the_saved_config(tmp_path):
 
 def test_one_copy_of_the_names():
     from cwarp.data.build import FORMATS
-    from cwarp.train import methods, models, optim
+    from cwarp import models
+    from cwarp.train import methods, optim
 
     assert C.FORMATS is FORMATS
     assert models.ARCHS is C.ARCHS and optim.OPTIMIZERS is C.OPTIMIZERS
@@ -178,3 +184,10 @@ def test_a_version_1_config_without_the_view_fields_ran_with_the_former_views():
     cfg = C.migrate(old)
     assert cfg.views.crop_scale == (0.5, 1.0) and cfg.views.rotation == 10.0 and cfg.views.jitter_strength == 1.0
     assert cfg.negatives.warp_radius == (0.15, 0.35) and cfg.negatives.warp_magnitude == (0.05, 0.15)
+
+
+def test_config_differences():
+    saved = {"lr": 0.1, "warp_magnitude": [0.05, 0.15], "epochs": 10}
+    req = {"lr": 0.2, "warp_magnitude": (0.05, 0.15), "epochs": 10}
+    assert C.config_differences(saved, req, ["lr", "warp_magnitude", "epochs"]) == {"lr": (0.1, 0.2)}
+    assert C.config_differences(saved, req, ["epochs"]) == {}

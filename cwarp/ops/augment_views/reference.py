@@ -37,11 +37,10 @@ from __future__ import annotations
 import torch
 import torchvision.transforms.v2.functional as TF
 
+from cwarp._constants import GRAY_WEIGHTS
 from cwarp.ops.local_warp import reference
 
-__all__ = ["render", "source_mean_gray", "GRAY_WEIGHTS"]
-
-GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
+__all__ = ["render", "source_mean_gray"]
 
 
 def source_mean_gray(src: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,13 @@
-"""Checkpoints: atomic writes, validated loads, config conflict detection.
+"""Checkpoints: atomic writes, validated loads, and the backbone a checkpoint holds.
 
 A checkpoint is one ``torch.save`` dict. The probe relies on two keys:
 ``"config"`` (the run's flat config, ``RunConfig.to_flat()``, with at least
 arch, image_size and in_channels) and ``"backbone"`` (the state_dict of the online
-backbone built by ``cwarp.train.models.build_backbone``). The trainer adds what an
+backbone built by ``cwarp.models.build_backbone``). The trainer adds what an
 exact resume needs: model (online + target), optimizer, schedule, epoch/step,
 RNG states. ``load_checkpoint`` is the one loader of cwarp-train, cwarp-probe
-and the benchmarks.
+and the benchmarks; ``backbone_from_checkpoint`` the one way to get a
+checkpoint's trained backbone back.
 """
 from __future__ import annotations
 
@@ -16,12 +17,15 @@ import pickle
 import signal
 import tempfile
 import threading
-from typing import Any, Dict, Iterable, Mapping
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
+from torch import Tensor, nn
 
-__all__ = ["save_checkpoint", "load_checkpoint", "config_conflicts", "REQUIRED_KEYS", "REQUIRED_CONFIG_KEYS",
-           "CheckpointError", "CheckpointNotFoundError"]
+from cwarp.models.backbones import build_backbone
+
+__all__ = ["save_checkpoint", "load_checkpoint", "backbone_from_config", "backbone_from_checkpoint",
+           "REQUIRED_KEYS", "REQUIRED_CONFIG_KEYS", "CheckpointError", "CheckpointNotFoundError"]
 
 REQUIRED_KEYS = ("config", "backbone")
 # What the probe needs to rebuild the backbone.
@@ -145,20 +149,48 @@ def _unpickler_reason(message: str) -> str:
     return " ".join(message.split())
 
 
-def config_conflicts(saved: Mapping[str, Any], requested: Mapping[str, Any],
-                     keys: Iterable[str]) -> Dict[str, tuple]:
-    """{field: (saved value, requested value)} for each of ``keys`` where they differ.
+def _strip_wrappers(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    # DistributedDataParallel and torch.compile prefix every key; the weights are the same.
+    for prefix in ("module.", "_orig_mod."):
+        while state and all(key.startswith(prefix) for key in state):
+            state = {key[len(prefix):]: value for key, value in state.items()}
+    return state
 
-    Values are compared after a JSON-ish normalisation (tuples as lists), since
-    the saved config went through a round trip.
-    """
-    def norm(v):
-        if isinstance(v, (tuple, list)):
-            return [norm(x) for x in v]
-        return v
 
-    out = {}
-    for k in keys:
-        if k in requested and k in saved and norm(saved[k]) != norm(requested[k]):
-            out[k] = (saved[k], requested[k])
-    return out
+def _mismatch(model: nn.Module, state: Dict[str, Tensor]) -> str:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = []
+    for name, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if items:
+            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+            parts.append(f"{len(items)} {name} ({', '.join(items[:3])}{more})")
+    return "; ".join(parts)
+
+
+def backbone_from_config(config: Mapping[str, Any]) -> nn.Module:
+    """An untrained backbone of a run's flat config (its arch, in_channels and image_size)."""
+    return build_backbone(config["arch"], int(config["in_channels"]), int(config["image_size"]))
+
+
+def backbone_from_checkpoint(path: str, *, arch: Optional[str] = None, trust: bool = False
+                             ) -> Tuple[nn.Module, dict]:
+    """The checkpoint's backbone with its weights loaded, and its config."""
+    checkpoint = load_checkpoint(path, trust=trust)
+    config = checkpoint["config"]
+    if arch is not None and arch != config["arch"]:
+        raise ValueError(f"checkpoint {path} was trained with arch {config['arch']!r}, but --arch {arch!r} was given")
+    try:
+        backbone = backbone_from_config(config)
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {path}: its config cannot build a backbone: {err}") from err
+    state = _strip_wrappers(dict(checkpoint["backbone"]))
+    problem = _mismatch(backbone, state)
+    if problem:
+        raise CheckpointError(f"checkpoint {path}: its backbone weights do not fit arch {config['arch']!r} "
+                           f"(from its config): {problem}")
+    backbone.load_state_dict(state)
+    return backbone, config

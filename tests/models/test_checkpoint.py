@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from cwarp.train import checkpoint as C
+from cwarp.models import checkpoint as C
 
 
 def _state(v=1.0):
@@ -77,13 +77,6 @@ def test_python_objects_load_only_when_trusted(tmp_path):
         C.load_checkpoint(str(path))
     assert "\n" not in str(e.value)
     assert C.load_checkpoint(str(path), trust=True)["args"].lr == 0.1
-
-
-def test_config_conflicts():
-    saved = {"lr": 0.1, "warp_magnitude": [0.05, 0.15], "epochs": 10}
-    req = {"lr": 0.2, "warp_magnitude": (0.05, 0.15), "epochs": 10}
-    assert C.config_conflicts(saved, req, ["lr", "warp_magnitude", "epochs"]) == {"lr": (0.1, 0.2)}
-    assert C.config_conflicts(saved, req, ["epochs"]) == {}
 
 
 def test_interrupts_during_a_write_are_held_then_handled_in_order(tmp_path):

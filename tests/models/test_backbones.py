@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from cwarp.train.models import ARCHS, build_backbone
+from cwarp.models import ARCHS, build_backbone
 
 FEATURE_DIMS = {"resnet18": 512, "resnet50": 2048, "resnet18-small": 256, "convnet-small": 256}
 
