@@ -15,11 +15,13 @@
 // once where the output allows.
 // Backward: a 2-D grid, blockIdx.y = image (grid-stride over B),
 // blockIdx.x * blockDim.x + threadIdx.x = output pixel of that image; a few
-// output pixels per thread (backward_pixels_per_thread). For each it
-// scatters w * g into the image gradient (atomics) and computes dL/ds, from
-// which the theta gradient and the parameter gradient of every warp k
-// follow; those are summed over the thread's pixels in registers, then over
-// the block in one pass (BlockReduction), and added once per block.
+// output pixels per thread (backward_pixels_per_thread), whose normalized
+// coordinates it computes once and keeps in shared memory for every image
+// and every warp. For each pixel it scatters w * g into the image gradient
+// (atomics) and computes dL/ds, from which the theta gradient and the
+// parameter gradient of every warp k follow; those are summed over the
+// thread's pixels in registers, then over the block in one pass
+// (BlockReduction), and added once per block.
 //
 // Determinism (torch.use_deterministic_algorithms): float atomics sum in an
 // arbitrary order, so in that mode the image gradient is accumulated in 64-bit
@@ -143,16 +145,6 @@ __device__ __forceinline__ Sample<index_t, T> sample_at(const WarpConfig& cfg, c
   s.sw = sw;
   s.sh = sh;
   return s;
-}
-
-template <typename index_t, typename T>
-__device__ __forceinline__ Sample<index_t, T> sample_point(const WarpConfig& cfg, const T* prm, const Affine<T>& A,
-                                                           int64_t i, int64_t j, index_t sh, index_t sw) {
-  const T px = base_coord<T>(j, cfg.Wo, cfg.align_corners);
-  const T py = base_coord<T>(i, cfg.Ho, cfg.align_corners);
-  T qx, qy;
-  warp_point(cfg, prm, px, py, &qx, &qy);
-  return sample_at<index_t>(cfg, A, qx, qy, sh, sw);
 }
 
 // ----------------------------------------------------------------------------
@@ -456,13 +448,26 @@ __global__ void __launch_bounds__(kThreads, backward_min_blocks<scalar_t>()) loc
   const bool need_coord = gprm.n > 0 || gth.n > 0;
   const bool translate = cfg.kind == WarpKind::Translate;
   const double sc = gimg.fix != nullptr ? *gimg.scale : 1.0;
+  constexpr int P = backward_pixels_per_thread<index_t>();
+  // The normalized coordinates of the thread's pixels, the same in every
+  // image: computed once (base_coord's IEEE divisions) and kept in the
+  // thread's own column of shared memory (no other thread reads it, so no
+  // barrier), from which the sampling and the parameter gradient's loop over
+  // the warps read them rather than recomputing them per image and per warp.
+  __shared__ T coords[2 * P][kThreads];
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    const index_t pix = backward_pixel<index_t>(p);
+    if (pix >= n_pix) continue;
+    coords[2 * p][threadIdx.x] = base_coord<T>(pix % wo, cfg.Wo, cfg.align_corners);
+    coords[2 * p + 1][threadIdx.x] = base_coord<T>(pix / wo, cfg.Ho, cfg.align_corners);
+  }
 
   for (int64_t b = blockIdx.y; b < cfg.B; b += gridDim.y) {
     const T* prm = params + b * cfg.K * 5;
     const Affine<T> A = load_affine(theta, b);
     // Per pixel, dL/dq = A^T dL/ds (zero for pixels past the end); summed
     // over the pixels, the theta gradient sum dL/ds (x) (qx, qy, 1).
-    constexpr int P = backward_pixels_per_thread<index_t>();
     T gqx[P], gqy[P];
     T gtheta[6] = {T(0), T(0), T(0), T(0), T(0), T(0)};
 #pragma unroll
@@ -472,7 +477,9 @@ __global__ void __launch_bounds__(kThreads, backward_min_blocks<scalar_t>()) loc
       const index_t pix = backward_pixel<index_t>(p);
       if (pix >= n_pix) continue;
       const index_t i = pix / wo, j = pix % wo;
-      const Sample<index_t, T> s = sample_point<index_t>(cfg, prm, A, i, j, in_s.h, in_s.w);
+      T qx, qy;
+      warp_point(cfg, prm, coords[2 * p][threadIdx.x], coords[2 * p + 1][threadIdx.x], &qx, &qy);
+      const Sample<index_t, T> s = sample_at<index_t>(cfg, A, qx, qy, in_s.h, in_s.w);
       const T w00 = s.bl.wx0 * s.bl.wy0, w01 = s.bl.wx1 * s.bl.wy0;
       const T w10 = s.bl.wx0 * s.bl.wy1, w11 = s.bl.wx1 * s.bl.wy1;
       const scalar_t* src = in + b * in_s.b;
@@ -524,8 +531,8 @@ __global__ void __launch_bounds__(kThreads, backward_min_blocks<scalar_t>()) loc
         for (int p = 0; p < P; ++p) {
           const index_t pix = backward_pixel<index_t>(p);
           if (pix >= n_pix) continue;
-          const T ex = base_coord<T>(pix % wo, cfg.Wo, cfg.align_corners) - cx;
-          const T ey = base_coord<T>(pix / wo, cfg.Ho, cfg.align_corners) - cy;
+          const T ex = coords[2 * p][threadIdx.x] - cx;
+          const T ey = coords[2 * p + 1][threadIdx.x] - cy;
           // Most pixels lie outside most discs: no divisions for them.
           if (translate && translate_param_grad_vanishes(ex, ey, r, dx, dy, gqx[p], gqy[p])) continue;
           warp_param_grad(cfg.kind, ex, ey, r, dx, dy, gqx[p], gqy[p], acc);
