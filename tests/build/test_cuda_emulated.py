@@ -184,6 +184,21 @@ def test_forward_layouts(cuda, layout, gen):
         assert out.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
+def test_forward_vector_and_scalar_stores_agree(cuda, dtype, gen):
+    # An even output width in NCHW takes the forward's two-pixel vector
+    # store; a channels_last output stores pixel by pixel: the same bits.
+    image = random_image((2, 3, 19, 23), gen)
+    if dtype == torch.uint8:
+        image = (image * 255).round().to(torch.uint8)
+    params, theta = random_params(2, 3, gen), random_theta(2, gen)
+    for kind, padding in itertools.product(KINDS, PADDINGS):
+        dense = warp(cuda, image, params, theta, (21, 34), kind, padding)
+        cl = warp(cuda, image.contiguous(memory_format=torch.channels_last), params, theta, (21, 34), kind, padding)
+        assert dense.is_contiguous() and cl.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(dense, cl), f"{dtype} {kind} {padding}"
+
+
 @pytest.mark.parametrize("kind,padding,channels_last", list(itertools.product(KINDS, PADDINGS, [False, True])))
 def test_forward_uint8_is_the_float32_path_rounded(cuda, kind, padding, channels_last, gen):
     image = torch.randint(0, 256, (2, 3, 19, 23), dtype=torch.uint8, generator=gen)
