@@ -96,6 +96,19 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE T base_coord(int64_t i, int64_t size, bool ali
 // rho2 = |p - c|^2, r2 = r^2, m2 = |d|^2.
 // ---------------------------------------------------------------------------
 
+// One warp's row of params (cx, cy, r, dx, dy) with the two squares every
+// weight of it needs, r2 and m2, computed once per warp rather than once per
+// pixel (same expressions, so the same values).
+template <typename T>
+struct WarpConstants {
+  T cx, cy, r, dx, dy, r2, m2;
+};
+
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE WarpConstants<T> warp_constants(T cx, T cy, T r, T dx, T dy) {
+  return WarpConstants<T>{cx, cy, r, dx, dy, r * r, dx * dx + dy * dy};
+}
+
 // Gustafsson's local translation: ((r2 - rho2) / (r2 - rho2 + m2))^2 inside
 // the disc, 0 outside. Written without branches so loops over pixels vectorize.
 template <typename T>
