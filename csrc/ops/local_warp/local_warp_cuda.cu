@@ -80,7 +80,7 @@ __device__ __forceinline__ Affine<T> load_affine(const T* theta, int64_t b) {
 // (one image per block), so the loads are broadcasts served by the L1.
 // A translate warp is zero outside its disc, and at the usual radii most
 // pixels are outside most discs: those skip the weight and its division.
-// translate_weight returns exactly 0 there (rho2 < r2 is its own u > 0 test,
+// translate_weight returns exactly 0 there (outside_disc is its own test,
 // NaN included), and w * d is still applied, so a non-finite d propagates
 // as it does in the reference.
 template <typename T>
@@ -94,7 +94,7 @@ __device__ __forceinline__ void warp_point(const WarpConfig& cfg, const T* prm, 
     const T rho2 = ex * ex + ey * ey;
     const T r2 = r * r;
     T w = T(0);
-    if (!translate || rho2 < r2) w = warp_weight(cfg.kind, rho2, r2, dx * dx + dy * dy);
+    if (!translate || !outside_disc(rho2, r2)) w = warp_weight(cfg.kind, rho2, r2, dx * dx + dy * dy);
     x -= w * dx;
     y -= w * dy;
   }
