@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 from console_scripts import TIMEOUT, assert_one_error_line, run_script, script_path, timed_help, torch_modules_after_import
+from cwarp.models import save_checkpoint
 
 
 
@@ -127,7 +128,7 @@ def test_bad_or_incompatible_checkpoint_on_resume(tmp_path):
     state = torch.load(good / "checkpoint.pt", weights_only=True)
     state["epoch"], state["step_in_epoch"] = 1, 0       # pretend it stopped half-way
     state["model"] = {k: v for i, (k, v) in enumerate(state["model"].items()) if i}
-    torch.save(state, good / "checkpoint.pt")
+    save_checkpoint(str(good / "checkpoint.pt"), state)     # a whole checkpoint, of another model
     assert "does not fit this run's model" in one_error_line(run(tiny(good, "--epochs", "2", "--resume")))
 
 
