@@ -1,7 +1,8 @@
 """Timing, tables and JSON records shared by the benchmark scripts.
 
 CPU timings use torch.utils.benchmark (blocked_autorange, p20/p50/p80 of
-the measured blocks); GPU timings use triton.testing.do_bench. Every script
+the measured blocks); GPU timings use triton.testing.do_bench, or
+do_bench_cudagraph where the host's launches would dominate. Every script
 prints one table with one row per (case, contender) and can write the same
 rows as JSON together with the machine, torch and cwarp versions.
 """
@@ -63,8 +64,22 @@ def time_gpu(fn: Callable[[], object], rep_ms: int = 200) -> Timing:
     return Timing(p50_ms=p50, p20_ms=p20, p80_ms=p80)
 
 
-def time_fn(fn: Callable[[], object], device: torch.device, min_run_time: float = 1.0) -> Timing:
-    return time_gpu(fn) if torch.device(device).type == "cuda" else time_cpu(fn, min_run_time)
+def time_gpu_graph(fn: Callable[[], object], rep_ms: int = 200) -> Timing:
+    """fn's calls captured in one CUDA graph and replayed
+    (triton.testing.do_bench_cudagraph): the GPU's time without the host's
+    launches, for calls whose kernels are shorter than launching them."""
+    import triton.testing
+
+    p50, p20, p80 = triton.testing.do_bench_cudagraph(fn, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
+    return Timing(p50_ms=p50, p20_ms=p20, p80_ms=p80)
+
+
+def time_fn(fn: Callable[[], object], device: torch.device, min_run_time: float = 1.0,
+            cuda_graph: bool = False) -> Timing:
+    """CPU: torch.utils.benchmark; CUDA: do_bench, or do_bench_cudagraph when cuda_graph."""
+    if torch.device(device).type != "cuda":
+        return time_cpu(fn, min_run_time)
+    return time_gpu_graph(fn) if cuda_graph else time_gpu(fn)
 
 
 def time_interleaved(fns: Dict[str, Callable[[], object]], device: torch.device, min_run_time: float = 1.0,

@@ -13,7 +13,10 @@ import sys
 import threading
 from typing import Callable, Iterator, List, NoReturn, Optional, Sequence
 
-__all__ = ["Parser", "InputError", "run_script", "one_line", "positive_int", "non_negative_int"]
+from cwarp._constants import TIMM_PREFIX
+
+__all__ = ["Parser", "InputError", "run_script", "one_line", "positive_int", "non_negative_int", "arch_type",
+           "is_arch", "arch_expected"]
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -133,3 +136,28 @@ def _int_at_least(text: str, low: int) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
     return value
 
+
+def is_arch(arch: object, names: Sequence[str]) -> bool:
+    """Whether ``arch`` names a backbone: one of ``names``, or ``timm:NAME``.
+
+    Only the form is checked here (no torch, no timm); whether timm has a model
+    NAME is checked where the backbone is built (cwarp.models.timm_backbone).
+    """
+    if not isinstance(arch, str):
+        return False
+    return arch in names or (arch.startswith(TIMM_PREFIX) and bool(arch[len(TIMM_PREFIX):].strip()))
+
+
+def arch_expected(names: Sequence[str]) -> str:
+    """What an --arch option takes, for its error message."""
+    return f"expected one of {', '.join(names)} or {TIMM_PREFIX}NAME (a timm model)"
+
+
+def arch_type(names: Sequence[str]) -> Callable[[str], str]:
+    """argparse type of an --arch option: one of ``names`` or ``timm:NAME`` (see is_arch)."""
+    def arch(text: str) -> str:
+        if not is_arch(text, names):
+            raise argparse.ArgumentTypeError(f"{arch_expected(names)}, got {text!r}")
+        return text
+
+    return arch

@@ -1,10 +1,19 @@
 """Constants shared across the package; torch-free, so the command lines can read them before importing torch."""
 
-# The data set formats cwarp.data.build_dataset reads.
-FORMATS = ("synthetic", "rafdb", "fer2013", "imagefolder")
+# The data set formats cwarp.data.build_dataset reads: the labelled ones (what
+# cwarp-probe scores), then the collections of images without labels and the
+# tar shards, whose .cls labels are optional. The last three are always read
+# from disk batch by batch (streamed); the labelled ones are held in memory
+# while they fit (cwarp.data.files.CACHE_LIMIT_BYTES).
+LABELLED_FORMATS = ("synthetic", "rafdb", "fer2013", "imagefolder")
+UNLABELLED_FORMATS = ("folder", "list")
+STREAMED_FORMATS = ("folder", "list", "webdataset")
+FORMATS = LABELLED_FORMATS + STREAMED_FORMATS
 
-# The backbones cwarp.models.build_backbone builds.
+# The backbones cwarp.models.build_backbone builds itself; TIMM_PREFIX + NAME
+# ("timm:resnet10t") is any model of the optional timm package.
 ARCHS = ("resnet18", "resnet50", "resnet18-small", "convnet-small")
+TIMM_PREFIX = "timm:"
 
 # cwarp.local_warp's warp kinds (docs/api.md, "The math").
 WARP_KINDS = ("translate", "gaussian")

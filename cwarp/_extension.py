@@ -25,6 +25,18 @@ _HOW_TO_BUILD = ("build it with `pip install .` (or `pip install --no-build-isol
                  "from the cwarp source tree")
 
 
+def _load_error() -> str:
+    """Why cwarp._C did not load, in words. An undefined symbol of torch's
+    C++ API means the extension was built against another torch: torch does
+    not keep that API stable across minor releases."""
+    text = str(_IMPORT_ERROR)
+    if "undefined symbol" in text:
+        text += (f"; it was built against another torch than the running {torch.__version__}, and must be "
+                 "built against the torch it runs with (`pip install --no-build-isolation .` builds against "
+                 "the installed one)")
+    return text
+
+
 def available() -> bool:
     """True when cwarp._C loaded."""
     return _C is not None
@@ -39,7 +51,7 @@ def require(op: str, device: torch.device) -> None:
     """Raise unless the compiled kernels for `device` exist."""
     if _C is None:
         raise RuntimeError(f"{op}: the compiled extension cwarp._C is not available "
-                           f"({_IMPORT_ERROR}); {_HOW_TO_BUILD}, or pass backend='torch' "
+                           f"({_load_error()}); {_HOW_TO_BUILD}, or pass backend='torch' "
                            "for the reference implementation")
     if device.type == "cuda" and not with_cuda():
         raise RuntimeError(f"{op}: cwarp._C was built without CUDA kernels; rebuild on a machine "
@@ -57,7 +69,7 @@ def backend_status() -> dict:
 
 def _cpp_status() -> str:
     if _C is None:
-        return f"the compiled extension cwarp._C did not load ({_IMPORT_ERROR}); {_HOW_TO_BUILD}"
+        return f"the compiled extension cwarp._C did not load ({_load_error()}); {_HOW_TO_BUILD}"
     return "available"
 
 

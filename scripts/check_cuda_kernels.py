@@ -46,8 +46,7 @@ REQUIRED_KERNELS = (
     "backward_rows_kernel",
     "finish_kernel",
     "forward_in_batch_kernel",
-    "backward_in_batch_p_kernel",
-    "backward_in_batch_z_kernel",
+    "backward_in_batch_kernel",
     # view rendering (csrc/ops/augment_views/augment_views_cuda.cu)
     "augment_views_kernel",
 )
@@ -72,8 +71,7 @@ BUDGETS = {
     "backward_logit_grads_kernel": Budget(12, 8),
     "backward_rows_kernel": Budget(6, 4),
     "forward_in_batch_kernel": Budget(5, 4),
-    "backward_in_batch_p_kernel": Budget(5, 4),
-    "backward_in_batch_z_kernel": Budget(5, 4),
+    "backward_in_batch_kernel": Budget(5, 4),
 }
 
 _ARCH = re.compile(r"^arch = sm_(\d+)")

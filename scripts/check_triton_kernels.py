@@ -264,9 +264,8 @@ BUDGETS = {
     "_local_warp_fwd_kernel": (4, 2),
     "_local_warp_bwd_kernel": (2, 1),
     "_augment_views_kernel": (4, 2),
-    "_contrastive_fwd_kernel": (4, 2),
-    "_contrastive_bwd_kernel": (2, 1),
-    "_contrastive_bwd_col_kernel": (2, 1),
+    "_contrastive_loss_fwd_kernel": (4, 2),
+    "_contrastive_loss_bwd_kernel": (2, 1),
 }
 
 
@@ -323,8 +322,8 @@ def findings(rows: List[Dict[str, Any]]) -> Tuple[List[str], List[str]]:
     return problems, notes
 
 
-REQUIRED_KERNELS = ("_local_warp_fwd_kernel", "_local_warp_bwd_kernel", "_contrastive_fwd_kernel",
-                    "_contrastive_bwd_kernel", "_contrastive_bwd_col_kernel", "_augment_views_kernel")
+REQUIRED_KERNELS = ("_local_warp_fwd_kernel", "_local_warp_bwd_kernel", "_contrastive_loss_fwd_kernel",
+                    "_contrastive_loss_bwd_kernel", "_augment_views_kernel")
 
 
 def main(argv=None) -> int:

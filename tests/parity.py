@@ -122,6 +122,8 @@ def _marks(backend: Backend) -> list:
     if backend.name == "triton":
         marks += [pytest.mark.triton, pytest.mark.skipif(not _HAS_TRITON, reason="triton is not installed")]
         if backend.device == "cpu":
+            # The interpreter runs every program in numpy: slow, so the quick tier leaves it out.
+            marks.append(pytest.mark.slow)
             marks.append(pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
                                             reason="Triton runs CPU tensors only under TRITON_INTERPRET=1, which "
                                                    "conftest.py sets where there is no GPU"))

@@ -55,6 +55,7 @@ def test_triton_flag_matches_what_runs():
     assert flag == runs(device, "triton"), cwarp.backends(explain=True)["triton"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU makes Triton available with or without the interpreter")
 def test_without_gpu_or_interpreter_triton_is_unavailable_and_says_why():
     # A fresh process: whether Triton interprets is fixed when triton is first imported.
@@ -89,8 +90,15 @@ def test_reasons_name_what_is_missing(monkeypatch):
     assert reasons["cpp"].startswith("the compiled extension cwarp._C did not load (libcwarp.so: cannot open")
     assert reasons["cuda"] == reasons["cpp"]
     assert cwarp.backends() == {"cpp": False, "cuda": False, "triton": False}
+    # An extension built against another torch fails to load on a symbol of torch's C++ API.
+    monkeypatch.setattr(_extension, "_IMPORT_ERROR", ImportError("_C.abi3.so: undefined symbol: _ZN5torch4_def"))
+    reason = cwarp.backends(explain=True)["cpp"]
+    assert f"built against another torch than the running {torch.__version__}" in reason
+    with pytest.raises(RuntimeError, match="must be built against the torch it runs with"):
+        cwarp.local_warp(torch.rand(1, 1, 4, 4), torch.zeros(1, 0, 5), backend="cpp")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not cwarp.backends()["cpp"], reason="cwarp._C was not built")
 def test_import_cwarp_waits_for_torch_and_registers_the_ops_on_first_use():
     # Without torch loaded, `import cwarp` stays light (the console scripts' --help); the first
@@ -107,6 +115,7 @@ def test_import_cwarp_waits_for_torch_and_registers_the_ops_on_first_use():
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not cwarp.backends()["cpp"], reason="cwarp._C was not built")
 def test_import_cwarp_after_torch_registers_the_ops_at_once():
     code = "import torch, cwarp\nassert hasattr(torch.ops.cwarp, 'local_warp'), 'ops not registered'\n"

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import List, Optional, Tuple
 
 from .common import SPLITS, check_split, indices_left_out
 from .decode import IMAGE_EXTENSIONS
-from .files import ImageFiles
+from .files import ImageFiles, streamed_files
+from .streamed import StreamedFaces
+from .walk import ImageWalker
 
 
 def _class_dirs(split_dir: str) -> List[str]:
@@ -24,18 +27,11 @@ def find_classes(path: str) -> Tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def list_images(class_dir: str) -> List[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(os.path.join(dirpath, name) for name in sorted(filenames)
-                     if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS))
-    return found
-
-
 def load_imagefolder(path: str, split: str, image_size: int, *, cache: bool = True, skip_corrupt: bool = False,
-                     num_samples: Optional[int] = None, seed: int = 0,
-                     outside_subset: Optional[int] = None) -> ImageFiles:
+                     num_samples: Optional[int] = None, seed: int = 0, outside_subset: Optional[int] = None,
+                     stream: bool = False) -> StreamedFaces:
+    """The split's images under PATH/SPLIT/CLASS/ (cwarp.data.walk: any depth, each real file once, links
+    that leave PATH/SPLIT warned about)."""
     check_split(split)
     if not os.path.isdir(path):
         what = "is not a folder" if os.path.exists(path) else "does not exist"
@@ -45,11 +41,18 @@ def load_imagefolder(path: str, split: str, image_size: int, *, cache: bool = Tr
         raise FileNotFoundError(f"imagefolder: {split_dir} does not exist; expected PATH/train/CLASS/*.jpg|png "
                                 f"and PATH/test/CLASS/*")
     classes = find_classes(path)
+    walker = ImageWalker(split_dir)
     paths, labels = [], []
     for label, name in enumerate(classes):
-        for file in list_images(os.path.join(split_dir, name)):
-            paths.append(file)
+        class_dir = os.path.join(split_dir, name)
+        if not os.path.isdir(class_dir):
+            continue
+        for file in walker.list(class_dir):
+            paths.append(os.path.join(class_dir, file))
             labels.append(label)
+    message = walker.warning("imagefolder")
+    if message:
+        warnings.warn(message, stacklevel=2)
     if not paths:
         raise ValueError(f"imagefolder: the {split} split is empty: no {'|'.join(IMAGE_EXTENSIONS)} files in "
                          f"class folders under {split_dir}")
@@ -57,5 +60,8 @@ def load_imagefolder(path: str, split: str, image_size: int, *, cache: bool = Tr
         keep = indices_left_out(len(paths), num_samples, seed, outside_subset)
     except ValueError as err:
         raise ValueError(f"imagefolder: the {split} split: {err}") from None
-    return ImageFiles([paths[i] for i in keep], [labels[i] for i in keep], classes, channels=3,
-                      image_size=image_size, cache=cache, skip_corrupt=skip_corrupt, source="imagefolder")
+    paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
+    if stream:
+        return streamed_files(paths, labels, classes, image_size, skip_corrupt, "imagefolder")
+    return ImageFiles(paths, labels, classes, channels=3, image_size=image_size, cache=cache,
+                      skip_corrupt=skip_corrupt, source="imagefolder")

@@ -5,7 +5,8 @@ import os
 from typing import List, Optional, Tuple
 
 from .common import EXPRESSIONS, check_split, indices_left_out
-from .files import ImageFiles
+from .files import ImageFiles, streamed_files
+from .streamed import StreamedFaces
 
 # The file name carries RAF-DB's own spelling.
 LABEL_FILE = os.path.join("EmoLabel", "list_patition_label.txt")
@@ -62,8 +63,8 @@ def aligned_path(root: str, name: str) -> str:
 
 
 def load_rafdb(path: str, split: str, image_size: int, *, cache: bool = True, skip_corrupt: bool = False,
-               num_samples: Optional[int] = None, seed: int = 0,
-               outside_subset: Optional[int] = None) -> ImageFiles:
+               num_samples: Optional[int] = None, seed: int = 0, outside_subset: Optional[int] = None,
+               stream: bool = False) -> StreamedFaces:
     check_split(split)
     root = find_root(path)
     if split == "val":
@@ -76,6 +77,9 @@ def load_rafdb(path: str, split: str, image_size: int, *, cache: bool = True, sk
         entries = [entries[i] for i in indices_left_out(len(entries), num_samples, seed, outside_subset)]
     except ValueError as err:
         raise ValueError(f"rafdb: the {split} split: {err}") from None
-    return ImageFiles([aligned_path(root, name) for name, _ in entries], [label for _, label in entries],
-                      EXPRESSIONS, channels=3, image_size=image_size, cache=cache,
+    paths = [aligned_path(root, name) for name, _ in entries]
+    labels = [label for _, label in entries]
+    if stream:
+        return streamed_files(paths, labels, EXPRESSIONS, image_size, skip_corrupt, "rafdb")
+    return ImageFiles(paths, labels, EXPRESSIONS, channels=3, image_size=image_size, cache=cache,
                       skip_corrupt=skip_corrupt, source="rafdb")

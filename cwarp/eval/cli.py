@@ -19,7 +19,7 @@ import time
 from typing import Optional, Sequence
 
 from cwarp import _cli
-from cwarp._constants import ARCHS, FORMATS
+from cwarp._constants import ARCHS, LABELLED_FORMATS, TIMM_PREFIX
 
 __all__ = ["main", "build_parser", "run"]
 
@@ -34,7 +34,7 @@ def build_parser() -> _cli.Parser:
     source.add_argument("--checkpoint", metavar="RUN_DIR/checkpoint.pt", help="probe a cwarp-train checkpoint")
     source.add_argument("--random-init", action="store_true", help="probe an untrained backbone (see --arch)")
     source.add_argument("--raw-pixels", action="store_true", help="probe the pixels themselves: the baseline")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="the data set's format")
+    parser.add_argument("--format", required=True, choices=LABELLED_FORMATS, help="the labelled data set's format")
     parser.add_argument("--data", metavar="PATH",
                         help="the data set (rafdb: its basic/ folder; fer2013: the csv; imagefolder: a folder "
                              "with train/ and test/); synthetic: an optional cache folder")
@@ -42,8 +42,9 @@ def build_parser() -> _cli.Parser:
                         help="where to write the scores (RESULT_confusion.png goes beside it)")
     parser.add_argument("--image-size", type=_cli.positive_int, default=None, metavar="S",
                         help=f"images are resized to S x S (default: the checkpoint's, else {DEFAULT_IMAGE_SIZE})")
-    parser.add_argument("--arch", choices=ARCHS, default=None,
-                        help=f"backbone for --random-init (default: {DEFAULT_ARCH}); checked against a "
+    parser.add_argument("--arch", type=_cli.arch_type(ARCHS), default=None, metavar="ARCH",
+                        help=f"backbone for --random-init: {', '.join(ARCHS)} or {TIMM_PREFIX}NAME (a timm model, "
+                             f"untrained; pip install 'cwarp[timm]') (default: {DEFAULT_ARCH}); checked against a "
                              "checkpoint's when given with --checkpoint")
     parser.add_argument("--seed", type=_cli.non_negative_int, default=0,
                         help="seed of the synthetic faces, the subsets and the probe")

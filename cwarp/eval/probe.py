@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from cwarp._constants import GRAY_WEIGHTS, IMAGENET_MEAN, IMAGENET_STD, KNN_K, KNN_TEMPERATURE
 from cwarp.data.common import TensorFaces
+from cwarp.nn.augment import per_channel
 
 WEIGHT_DECAYS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 VALIDATION_FRACTION = 0.2
@@ -88,7 +89,8 @@ def extract_features(backbone: nn.Module, dataset, batch_size: int = 256, device
     """Features (N, feature_dim) float32 on the CPU of every image of ``dataset``, in order.
 
     Images go in as uint8 / 255, normalized per channel by ``mean``/``std``
-    (default: DEFAULT_MEAN/STD), with grey images repeated to the backbone's
+    (default: DEFAULT_MEAN/STD; 3 values are averaged to one for a 1-channel
+    backbone, as ContraWarpAugment does), with grey images repeated to the backbone's
     channel count or colour images turned to luma. The backbone runs in eval
     mode and is restored to its previous mode afterwards.
     """
@@ -100,9 +102,11 @@ def extract_features(backbone: nn.Module, dataset, batch_size: int = 256, device
         raise ValueError("cannot extract features of an empty data set")
     device = torch.device(device)
     channels = int(getattr(backbone, "in_channels", dataset.channels))
-    mean_t = torch.tensor(mean if mean is not None else DEFAULT_MEAN[3 if channels == 3 else 1],
+    default = 3 if channels == 3 else 1
+    # A run's mean/std are ContraWarpAugment's (3 values for grey images too): fitted to the channels as it does.
+    mean_t = torch.tensor(per_channel(mean if mean is not None else DEFAULT_MEAN[default], channels),
                           device=device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std if std is not None else DEFAULT_STD[3 if channels == 3 else 1],
+    std_t = torch.tensor(per_channel(std if std is not None else DEFAULT_STD[default], channels),
                          device=device).view(1, -1, 1, 1)
     was_training = backbone.training
     backbone.eval().to(device)

@@ -5,6 +5,8 @@
 (as for CIFAR), so a 64x64 face keeps an 8x8 map at the last stage.
 "resnet18-small" is ResNet-18 at half width and "convnet-small" a plain stack
 of conv-BN-ReLU blocks (widths 32-64-128-256); both are for short CPU runs.
+"timm:NAME" is any model of the optional timm package
+(cwarp.models.timm_backbone).
 """
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from torchvision.models import resnet18, resnet50
 from torchvision.models.resnet import BasicBlock
 
 from cwarp._constants import ARCHS
+from cwarp.models import timm_backbone
 
-__all__ = ["ARCHS", "build_backbone", "check_backbone_args", "Backbone"]
+__all__ = ["ARCHS", "build_backbone", "check_backbone_args", "Backbone", "convert_sync_batchnorm"]
 
 # Up to this size the stem keeps full resolution; above it, the ImageNet stem.
 SMALL_STEM_MAX = 96
@@ -34,13 +37,18 @@ def _stem(in_channels: int, width: int, image_size: int) -> List[nn.Module]:
 
 
 def check_backbone_args(arch: str, in_channels: int, image_size: int) -> None:
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    """ValueError unless build_backbone can take these arguments (for timm:NAME, that timm has NAME; whether
+    the model takes such images is found when it is built)."""
+    timm = timm_backbone.is_timm_arch(arch)
+    if not timm and arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)} or timm:NAME")
     if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
         raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
     if isinstance(image_size, bool) or not isinstance(image_size, int):
         raise ValueError(f"image_size must be an int, got {image_size!r}")
-    if image_size < MIN_IMAGE_SIZE:
+    if timm:
+        timm_backbone.check_timm_arch(arch)
+    elif image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size {image_size} is too small for {arch}: it needs at least {MIN_IMAGE_SIZE} "
                          f"pixels (the last stage downsamples by 8)")
 
@@ -119,12 +127,22 @@ def _init(module: nn.Module) -> None:
 def build_backbone(arch: str, in_channels: int = 3, image_size: int = 64) -> nn.Module:
     """An untrained backbone for (B, in_channels, image_size, image_size) inputs.
 
-    Raises ValueError for an unknown arch or an image size it cannot take.
+    Raises ValueError for an unknown arch or an image size it cannot take
+    (timm:NAME: also when timm is not installed).
     The result has ``feature_dim`` (int), ``arch``, ``in_channels`` and ``image_size``.
     """
     check_backbone_args(arch, in_channels, image_size)
+    if timm_backbone.is_timm_arch(arch):
+        return timm_backbone.build_timm_backbone(arch, in_channels, image_size)
     if arch in ("resnet18", "resnet50"):
         return _torchvision_resnet(arch, in_channels, image_size)
     if arch == "resnet18-small":
         return _resnet18_small(in_channels, image_size)
     return _convnet_small(in_channels, image_size)
+
+
+def convert_sync_batchnorm(model: nn.Module, arch: str) -> nn.Module:
+    """``model`` (a backbone of ``arch`` with its heads) with its BatchNorm layers as SyncBatchNorm."""
+    if timm_backbone.is_timm_arch(arch):
+        return timm_backbone.convert_sync_batchnorm(model)
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)

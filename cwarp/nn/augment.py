@@ -133,6 +133,16 @@ class Views:
         return self.params.view_landmarks(self.kind)
 
 
+def per_channel(values: Sequence[float], channels: int) -> list:
+    """Normalization statistics (1 or 3 values) for images of ``channels`` channels: one value repeated,
+    or 3 values averaged to one for a 1-channel image."""
+    if len(values) == channels:
+        return list(values)
+    if len(values) == 1:
+        return list(values) * channels
+    return [sum(values) / len(values)]
+
+
 def _prob(name: str, p) -> float:
     p = float(p)
     if not 0.0 <= p <= 1.0:
@@ -268,18 +278,12 @@ class ContraWarpAugment(nn.Module):
         return images
 
     def _norm_stats(self, C: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
-        def fit(vals):
-            if len(vals) == C:
-                return list(vals)
-            if len(vals) == 1:
-                return list(vals) * C
-            return [sum(vals) / len(vals)]  # 3 values, 1 channel
         # Cached per (C, device): building them is a host-to-device copy on GPUs.
         key = (C, str(device))
         cache = self.__dict__.setdefault("_stats_cache", {})
         if key not in cache:
             f32 = dict(dtype=torch.float32, device=device)
-            cache[key] = (torch.tensor(fit(self.mean), **f32), torch.tensor(fit(self.std), **f32))
+            cache[key] = (torch.tensor(per_channel(self.mean, C), **f32), torch.tensor(per_channel(self.std, C), **f32))
         return cache[key]
 
     # --------------------------------------------------------------- sampling

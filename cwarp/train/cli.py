@@ -4,15 +4,15 @@
     cwarp-train --config run.toml --lr 0.001
     cwarp-train --out runs/cw --resume
 
-Exit status: 0 when done (the last line says where the checkpoint is), 2 with
-one line ``cwarp-train: error: ...`` on bad input (flags, config file, data,
-checkpoint, a run folder another run holds), 3 when the loss diverged, 4 with
-one line naming the file and the system's reason when the run folder cannot
-be written (a full disk, no permission; the last checkpoint is kept), 130
-when stopped by Ctrl-C or SIGTERM (a first one saves a resumable checkpoint
-after the current step; a second Ctrl-C quits at once; before training
-starts either stops at once). Parsing imports neither torch nor torchvision,
-so ``--help`` is quick.
+Exit status: 0 when done or stopped at --max-steps (the last line says where
+the checkpoint is), 2 with one line ``cwarp-train: error: ...`` on bad input
+(flags, config file, data, checkpoint, a run folder another run holds), 3 when
+the loss diverged, 4 with one line naming the file and the system's reason
+when the run folder cannot be written (a full disk, no permission; the last
+checkpoint is kept), 130 when stopped by Ctrl-C or SIGTERM (a first one saves
+a resumable checkpoint after the current step; a second Ctrl-C quits at once;
+before training starts either stops at once). Parsing imports neither torch
+nor torchvision, so ``--help`` is quick.
 """
 from __future__ import annotations
 
@@ -38,6 +38,11 @@ def _report(result: dict) -> int:
     if result.get("already_complete"):
         print(f"{PROG}: {result['out']} is already complete (step {result['step']}); nothing to do. "
               f"Checkpoint at {result['checkpoint']}")
+        return 0
+    if result["status"] == "max_steps":
+        print(f"{PROG}: stopped at --max-steps, step {result['step']}/{result['total_steps']}; checkpoint at "
+              f"{result['checkpoint']}. Continue with the same command plus --resume and a larger --max-steps "
+              f"(0: to the end).")
         return 0
     if result["status"] == "interrupted":
         print(f"{PROG}: interrupted at step {result['step']}/{result['total_steps']}; checkpoint saved to "

@@ -24,18 +24,22 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple
 
-from cwarp._constants import ARCHS, FORMATS, KNN_K, KNN_TEMPERATURE, WARP_KINDS
+from cwarp._cli import arch_expected, arch_type, is_arch
+from cwarp._constants import (ARCHS, FORMATS, KNN_K, KNN_TEMPERATURE, LABELLED_FORMATS, TIMM_PREFIX, UNLABELLED_FORMATS,
+                              WARP_KINDS)
 
 __all__ = ["RunConfig", "DataConfig", "OptimConfig", "ByolConfig", "NegativesConfig", "ViewsConfig",
            "BookkeepingConfig", "EvalConfig", "ConfigError", "METHODS", "FORMATS", "ARCHS", "PRECISIONS", "OPTIMIZERS",
-           "NEGATIVE_NETWORKS", "NCE_PREDICTIONS", "WARP_KINDS", "DEFAULTS", "METHOD_DEFAULTS", "defaults_for",
-           "FORMER_DEFAULTS", "RESUME_MUTABLE", "CONFIG_VERSION",
+           "NEGATIVE_NETWORKS", "NCE_PREDICTIONS", "WARP_KINDS", "EVAL_FORMATS", "DEFAULTS", "METHOD_DEFAULTS",
+           "defaults_for", "FORMER_DEFAULTS", "RESUME_MUTABLE", "CONFIG_VERSION", "DECODE_DEVICES", "default_workers",
            "build_parser", "parse_command_line", "config_from_argv", "load_config_file", "validate", "migrate",
            "run_differences", "config_differences", "compact_arch", "resolve_arch", "write_config_files"]
 
 METHODS = ("contrawarp", "byol", "supervised")
 OPTIMIZERS = ("lars", "sgd", "adamw")
 DEVICES = ("cpu", "cuda")
+# Where streamed JPEGs are decoded: in the DataLoader workers (libjpeg-turbo) or on the training GPU (nvJPEG).
+DECODE_DEVICES = ("cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 NEGATIVE_NETWORKS = ("target", "online")
 # Which predictions the warped negatives (copies of view 2) score against: only
@@ -44,8 +48,11 @@ NEGATIVE_NETWORKS = ("target", "online")
 # them without seeing any warp).
 NCE_PREDICTIONS = ("p1", "both")
 AUTO_ARCH = "auto"
+# What --eval-format reads: the formats with labels.
+EVAL_FORMATS = LABELLED_FORMATS
 # The version of the flat config written into checkpoints and config.json.
-CONFIG_VERSION = 2
+# 3: "workers" became DataLoader worker processes; the CPU threads it meant before are "threads".
+CONFIG_VERSION = 3
 
 
 class ConfigError(ValueError):
@@ -95,7 +102,13 @@ class DataConfig:
     num_train: Optional[int] = _opt(None, "training images (synthetic: how many faces to render; else a seeded "
                                           "subset; default: all)", type=int)
     data_seed: int = _opt(0, "seed of the data set (not of training)", type=int)
-    workers: int = _opt(0, "CPU threads (0: torch's default)", type=int)
+    threads: int = _opt(0, "CPU threads of each training process (0: torch's default)", type=int)
+    workers: Optional[int] = _opt(None, "DataLoader worker processes that decode streamed images (folder, list, "
+                                        "webdataset, and labelled sets too large for memory); 0: decode in the "
+                                        "training process; default: one per CPU core of this process's share of "
+                                        "the machine, at most 8", type=int, metavar="N")
+    decode_device: str = _opt("cpu", "where streamed JPEGs are decoded: cpu (libjpeg-turbo, in the workers) or cuda "
+                                     "(nvJPEG on the training GPU; needs --device cuda)", choices=DECODE_DEVICES)
     skip_corrupt: bool = _opt(False, "skip unreadable images with one warning instead of stopping",
                               action="store_true")
     # Set by the trainer from the data set; saved for the probe.
@@ -169,6 +182,9 @@ class BookkeepingConfig:
     resume: bool = _opt(False, "continue the checkpoint in --out exactly where it stopped", action="store_true")
     log_every: int = _opt(10, "write a log.jsonl row every K steps", type=int)
     save_every: int = _opt(0, "also checkpoint every K steps (0: at the end of each epoch only)", type=int)
+    max_steps: int = _opt(0, "stop after step N with a checkpoint, exit 0 (0: run every epoch); the schedule still "
+                             "spans --epochs, so --resume with a larger N (or 0) continues the same run",
+                          type=int, metavar="N")
     progress: bool = _opt(True, "show a progress bar (true/false)", type=_bool)
     tensorboard: bool = _opt(False, "also log to RUN/tb for TensorBoard", action="store_true")
 
@@ -185,15 +201,23 @@ class EvalConfig:
     eval_every: int = _opt(0, "every N steps and at the last one, score the online backbone by kNN on held-out "
                               "labelled images and log knn_acc (0: never)", type=int, metavar="N")
     eval_size: int = _opt(1000, "held-out images scored: the validation split (synthetic, fer2013 PublicTest, "
-                                "imagefolder val/), else training-split images outside --num-train; never the "
-                                "test split", type=int, metavar="N")
-    eval_bank: int = _opt(2000, "training images (a fixed subset drawn with --data-seed) whose features the "
-                                "held-out ones are matched against", type=int, metavar="N")
+                                "imagefolder val/), else training-split images outside --num-train (with "
+                                "--eval-data: outside the bank); never the test split", type=int, metavar="N")
+    eval_bank: int = _opt(2000, "training images (a fixed subset drawn with --data-seed; with --eval-data, of its "
+                                "train split) whose features the held-out ones are matched against", type=int,
+                          metavar="N")
     eval_knn_k: int = _opt(KNN_K, "neighbours that vote", type=int, metavar="K")
     eval_knn_temperature: float = _opt(KNN_TEMPERATURE, "each neighbour's vote is exp(cosine similarity / T)",
                                        type=float, metavar="T")
     eval_linear: bool = _opt(False, "also fit cwarp-probe's linear probe on the bank and log linear_acc (slower)",
                              action="store_true")
+    eval_data: Optional[str] = _opt(None, "evaluate on this labelled set instead of the training set (e.g. RAF-DB "
+                                          "while pretraining on unlabelled faces): its train split gives the bank, "
+                                          "its validation split the held-out images (without one: train images "
+                                          "outside the bank); its test split is never read; needs --eval-format",
+                                    metavar="PATH")
+    eval_format: Optional[str] = _opt(None, "format of --eval-data (synthetic needs no --eval-data)",
+                                      choices=EVAL_FORMATS)
 
 
 GROUPS = {"data": DataConfig, "optimisation": OptimConfig, "BYOL": ByolConfig, "negatives": NegativesConfig,
@@ -204,8 +228,11 @@ GROUPS = {"data": DataConfig, "optimisation": OptimConfig, "BYOL": ByolConfig, "
 class RunConfig:
     method: str = _opt("contrawarp", "what to train: contrawarp (BYOL + warped negatives), byol (no negatives) "
                                      "or supervised (the labels, same backbone and budget)", choices=METHODS)
-    arch: str = _opt(AUTO_ARCH, "backbone; auto: convnet-small on the CPU, resnet18 on CUDA",
-                     choices=(AUTO_ARCH,) + ARCHS)
+    arch: str = _opt(AUTO_ARCH, f"backbone: {', '.join((AUTO_ARCH,) + ARCHS)} or {TIMM_PREFIX}NAME; auto: "
+                                f"convnet-small on the CPU, resnet18 on CUDA; {TIMM_PREFIX}NAME: timm's model NAME, "
+                                f"untrained, its pooled features (pip install 'cwarp[timm]'; names: python -c "
+                                f"\"import timm; print(timm.list_models())\")",
+                     type=arch_type((AUTO_ARCH,) + ARCHS), metavar="ARCH")
     seed: int = _opt(0, "seed of the weights, the sampler and the views", type=int)
     device: str = _opt("cpu", "training device", choices=DEVICES)
     precision: str = _opt("auto", "autocast dtype of the networks; auto: bf16 on CUDA, fp32 on the CPU (bf16 "
@@ -295,14 +322,22 @@ FORMER_DEFAULTS: Dict[str, Any] = {"nce_on": "both", "negatives_through": "targe
                                    "warp_magnitude": (0.05, 0.15)}
 
 # Fields a resumed run may change; every other field must match the checkpoint.
-RESUME_MUTABLE = {"device", "precision", "reuse_freed_memory", "resume", "workers", "log_every", "save_every",
-                  "progress", "tensorboard", "out", "data", "skip_corrupt",
+RESUME_MUTABLE = {"device", "precision", "reuse_freed_memory", "resume", "threads", "workers", "decode_device",
+                  "log_every", "save_every", "max_steps", "progress", "tensorboard", "out", "data", "skip_corrupt",
                   *(f.name for f in dataclasses.fields(EvalConfig))}
 
 
 def compact_arch() -> str:
     """The CPU-friendly backbone: what --arch auto picks on the CPU."""
     return "convnet-small"
+
+
+def default_workers() -> int:
+    """--workers' default: one loader process per CPU core of this process's share of the machine (the cores
+    it may run on, divided among torchrun's processes on this node), at least 1, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(8, cores // local))
 
 
 def resolve_arch(arch: str, device: str) -> str:
@@ -321,9 +356,9 @@ HELP = """BYOL pretraining with ContraWarping negatives: writes RUN/checkpoint.p
     cwarp-train --config runs/cw/config.toml --out runs/cw2 --lr 0.001
     cwarp-train --out runs/cw --resume
 
-Exit status: 0 done, 2 bad input, 3 the loss diverged, 4 the run folder could not be written (a full disk, no
-permission: one line names the file; the last checkpoint is kept), 130 stopped by Ctrl-C or SIGTERM (the first one
-saves a checkpoint that --resume continues; a second Ctrl-C quits at once).
+Exit status: 0 done (or stopped at --max-steps), 2 bad input, 3 the loss diverged, 4 the run folder could not be
+written (a full disk, no permission: one line names the file; the last checkpoint is kept), 130 stopped by Ctrl-C
+or SIGTERM (the first one saves a checkpoint that --resume continues; a second Ctrl-C quits at once).
 """
 
 
@@ -454,7 +489,7 @@ def load_config_file(path: str) -> Dict[str, Any]:
         raise ConfigError(f"--config {path}: expected a table of settings, got a {type(mapping).__name__}")
     flat = _flatten_sections(path, mapping)
     if "in_channels" in flat or "config_version" in flat:   # a run's saved config
-        flat = {**FORMER_DEFAULTS, **flat} if "config_version" not in flat else flat
+        flat = _upgrade(flat)
     flat = {k: v for k, v in flat.items() if k not in DERIVED and k not in ("resume", "config_version")}
     unknown = sorted(set(flat) - set(FIELD_GROUP))
     if unknown:
@@ -546,12 +581,15 @@ def _value_checks(c: Dict[str, Any]) -> Iterable[Tuple[bool, str, str]]:
     yield c["negatives_through"] in NEGATIVE_NETWORKS, "negatives_through", f"expected one of {NEGATIVE_NETWORKS}"
     yield c["nce_on"] in NCE_PREDICTIONS, "nce_on", f"expected one of {NCE_PREDICTIONS}"
     yield c["warp_kind"] in WARP_KINDS, "warp_kind", f"expected one of {WARP_KINDS}"
-    yield c["arch"] in (AUTO_ARCH,) + ARCHS, "arch", f"expected one of {(AUTO_ARCH,) + ARCHS}"
+    yield is_arch(c["arch"], (AUTO_ARCH,) + ARCHS), "arch", arch_expected((AUTO_ARCH,) + ARCHS)
     yield c["image_size"] >= 16, "image_size", "expected >= 16"
     yield c["epochs"] >= 1, "epochs", "expected >= 1"
     yield c["batch_size"] >= 2, "batch_size", "expected >= 2 (BatchNorm needs two samples)"
     yield c["num_train"] is None or c["num_train"] >= 1, "num_train", "expected >= 1"
-    yield c["workers"] >= 0, "workers", "expected >= 0"
+    yield c["threads"] >= 0, "threads", "expected >= 0 (0: torch's default)"
+    yield c["workers"] is None or c["workers"] >= 0, "workers", "expected >= 0 (0: decode in the training process)"
+    yield c["decode_device"] in DECODE_DEVICES, "decode_device", f"expected one of {DECODE_DEVICES}"
+    yield c["max_steps"] >= 0, "max_steps", "expected >= 0 (0: no limit)"
     yield math.isfinite(c["lr"]) and c["lr"] > 0, "lr", "expected a finite number > 0"
     yield math.isfinite(c["weight_decay"]) and c["weight_decay"] >= 0, "weight_decay", "expected >= 0"
     yield 0 <= c["momentum"] < 1, "momentum", "expected in [0, 1)"
@@ -576,6 +614,8 @@ def _value_checks(c: Dict[str, Any]) -> Iterable[Tuple[bool, str, str]]:
     yield 1 <= c["eval_knn_k"] <= c["eval_bank"], "eval_knn_k", f"expected in [1, --eval-bank = {c['eval_bank']}]"
     yield (math.isfinite(c["eval_knn_temperature"]) and c["eval_knn_temperature"] > 0, "eval_knn_temperature",
            "expected a finite number > 0")
+    yield c["eval_format"] is None or c["eval_format"] in EVAL_FORMATS, "eval_format", \
+        f"expected one of {EVAL_FORMATS}"
 
 
 # The (min, max) fields and their bounds, checked by cwarp.ops._checks.check_range, the check that
@@ -619,6 +659,25 @@ def _resolve_method(c: Dict[str, Any]) -> None:
         raise ConfigError("--byol-weight/--nce-weight: the loss would be 0; give one of them a weight > 0")
 
 
+def _check_evaluation_set(c: Mapping[str, Any]) -> None:
+    """--eval-data and --eval-format name a labelled set apart from the training set, or are both unset."""
+    fmt, path = c["eval_format"], c["eval_data"]
+    if fmt is None:
+        if path is not None:
+            raise ConfigError(f"--eval-data: give its format with --eval-format (one of {', '.join(EVAL_FORMATS)})")
+        if c["eval_every"] and c["format"] in UNLABELLED_FORMATS:
+            raise ConfigError(f"--eval-every: --format {c['format']} has no labels to score; score a labelled set "
+                              f"with --eval-data PATH --eval-format FORMAT, or pass --eval-every 0")
+        return
+    if path is None and fmt != "synthetic":
+        raise ConfigError(f"--eval-format: {fmt} needs --eval-data PATH")
+    same_path = (path is None and c["data"] is None) or (
+        path is not None and c["data"] is not None and os.path.realpath(path) == os.path.realpath(c["data"]))
+    if fmt == c["format"] and same_path:
+        raise ConfigError(f"--eval-data: {path if path is not None else 'synthetic'} is the training set itself; "
+                          f"leave --eval-data and --eval-format out to score its own held-out images")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check every value once; return the effective config (arch resolved, method-specific fields fixed).
 
@@ -633,6 +692,13 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_ranges(c)
     if c["out"] is None:
         raise ConfigError("--out: a run folder is required (on the command line or in --config)")
+    _check_evaluation_set(c)
+    if c["method"] == "supervised" and c["format"] in UNLABELLED_FORMATS:
+        raise ConfigError(f"--method: supervised trains on labels and --format {c['format']} has none; use a "
+                          f"labelled format ({', '.join(LABELLED_FORMATS)}) or webdataset shards with a .cls per "
+                          f"sample")
+    if c["decode_device"] == "cuda" and c["device"] != "cuda":
+        raise ConfigError("--decode-device: cuda decodes on the training GPU; it needs --device cuda")
     if c["sync_bn"] and c["device"] != "cuda":
         raise ConfigError("--sync-bn: PyTorch's SyncBatchNorm runs on CUDA only; drop it or use --device cuda")
     if c["device"] == "cuda":
@@ -640,6 +706,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         if not torch.cuda.is_available():
             raise ConfigError("--device: cuda was asked for but torch.cuda.is_available() is False")
     c["arch"] = resolve_arch(c["arch"], c["device"])
+    if c["arch"].startswith(TIMM_PREFIX):
+        from cwarp.models.timm_backbone import check_timm_arch
+        try:
+            check_timm_arch(c["arch"])
+        except ValueError as err:
+            raise ConfigError(f"--arch: {err}") from None
     _resolve_method(c)
     return RunConfig.from_flat(c)
 
@@ -668,15 +740,24 @@ def migrate(saved: Mapping[str, Any]) -> RunConfig:
 
     A config from before config_version 2 lacks the fields added since: those
     ran with the value they had then (FORMER_DEFAULTS where the default has
-    changed, else today's default).
+    changed, else today's default). Before version 3, ``workers`` meant CPU
+    threads: it becomes ``threads``.
     """
     if not isinstance(saved, Mapping):
         raise ConfigError(f"a saved config must be a dict, got a {type(saved).__name__}")
     version = saved.get("config_version", 1)
-    flat = dict(saved)
-    if version < 2:
-        flat = {**FORMER_DEFAULTS, **flat}
     if version > CONFIG_VERSION:
         raise ConfigError(f"the saved config has config_version {version}, newer than this cwarp's "
                           f"{CONFIG_VERSION}; upgrade cwarp to read it")
-    return RunConfig.from_flat(flat)
+    return RunConfig.from_flat(_upgrade(saved))
+
+
+def _upgrade(saved: Mapping[str, Any]) -> Dict[str, Any]:
+    """A saved flat config of an older version in today's field names (values it ran with kept)."""
+    version = saved.get("config_version", 1)
+    flat = dict(saved)
+    if version < 2:
+        flat = {**FORMER_DEFAULTS, **flat}
+    if version < 3 and "workers" in flat:
+        flat["threads"] = flat.pop("workers")   # the CPU threads; the loader's worker processes are new
+    return flat

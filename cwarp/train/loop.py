@@ -28,7 +28,7 @@ from cwarp.train.host_memory import keep_freed_memory
 from cwarp.train.run_folder import OutputError, RunFolder, read_log, resume_state
 from cwarp.train.signals import StopFlag
 from cwarp.train.trainer import Trainer
-from cwarp.train.training_data import DataError, load_data, recorded_data_warnings
+from cwarp.train.training_data import DataError, TrainingData, load_data, make_feed, recorded_data_warnings
 
 __all__ = ["train", "TrainingDiverged"]
 
@@ -57,18 +57,19 @@ def train(cfg: RunConfig, explicit: Optional[Set[str]] = None,
     # Rank 0 writes the folder, so it alone holds the lock (torchrun's RANK; 0 without torchrun).
     with folder.claim(create=fresh) if int(os.environ.get("RANK", "0")) == 0 else folder:
         cfg, state = resume_state(cfg, explicit)
-        if state is not None and int(state["epoch"]) >= cfg.optimisation.epochs:
+        max_steps = cfg.bookkeeping.max_steps
+        if state is not None and (int(state["epoch"]) >= cfg.optimisation.epochs
+                                  or (max_steps and int(state["step"]) >= max_steps)):
             return {"status": "done", "already_complete": True, "out": cfg.out, "step": int(state["step"]),
                     "total_steps": int(state["step"]), "checkpoint": folder.checkpoint_path, "config": cfg}
-        if cfg.data.workers:
-            torch.set_num_threads(cfg.data.workers)
+        if cfg.data.threads:
+            torch.set_num_threads(cfg.data.threads)
         keep_freed_memory(cfg.reuse_freed_memory)
         device = torch.device(cfg.device)
         info = cdist.init_from_env(device.type)
         if device.type == "cuda":
             device = torch.device("cuda", info.local_rank)
-        ds, images, labels, landmarks = load_data(cfg)
-        run = _Run(cfg, info, device, ds, (images, labels, landmarks), step_hook, folder)
+        run = _Run(cfg, info, device, load_data(cfg), step_hook, folder)
         if state is not None:
             run.restore(state)
         elif run.main_rank:
@@ -80,24 +81,21 @@ def train(cfg: RunConfig, explicit: Optional[Set[str]] = None,
 class _Run:
     """One training job's loop state: sampler, trainer, log, checkpoints."""
 
-    def __init__(self, cfg: RunConfig, info, device, ds, tensors, step_hook, folder: RunFolder):
-        from torch.utils.data.distributed import DistributedSampler
-
+    def __init__(self, cfg: RunConfig, info, device, data: TrainingData, step_hook, folder: RunFolder):
         self.info, self.device, self.step_hook = info, device, step_hook
-        self.images, self.labels, self.landmarks = tensors
+        self.data = data
         self.main_rank = info.rank == 0
-        batch, n = cfg.optimisation.batch_size, len(self.images)
+        batch, n = cfg.optimisation.batch_size, len(data)
         if info.world_size > 1 and batch % info.world_size:
             raise ConfigError(f"--batch-size: {batch} is not divisible by the {info.world_size} processes")
         if n < batch:
             raise ConfigError(f"--batch-size: the training set has {n} images, fewer than one batch of "
                               f"{batch}; lower --batch-size or add data")
         self.local_batch = batch // info.world_size
-        self.sampler = DistributedSampler(range(n), num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                          seed=cfg.seed, drop_last=True)
-        self.steps_per_epoch = len(self.sampler) // self.local_batch
-        self.trainer = Trainer(cfg, info, device, int(ds.channels), self.steps_per_epoch,
-                               num_classes=len(ds.classes))
+        self.feed = make_feed(data, cfg, info, device, self.local_batch)
+        self.steps_per_epoch = self.feed.steps_per_epoch
+        self.trainer = Trainer(cfg, info, device, data.channels, self.steps_per_epoch,
+                               num_classes=len(data.classes))
         self.cfg = self.trainer.cfg
         self.out = cfg.out
         self.folder = folder
@@ -110,16 +108,21 @@ class _Run:
         self.loss_count = 0
         self.t_last, self.imgs_since = time.perf_counter(), 0
         self.progress = self.writer = None
-        self.monitor = self._build_monitor(ds) if self.main_rank and self.cfg.evaluation.eval_every else None
+        self.monitor = self._build_monitor(data) if self.main_rank and self.cfg.evaluation.eval_every else None
 
-    def _build_monitor(self, ds):
+    def _build_monitor(self, data: TrainingData):
         """The online evaluation's bank and held-out set, made before the first step so a problem stops the run
         at once (one rank evaluates; the others wait at the next collective)."""
-        from cwarp.train.monitor import OnlineEvaluator
+        from cwarp.train.monitor import OnlineEvaluator, evaluation_sets
 
+        if self.cfg.evaluation.eval_format is None and not data.has_labels:
+            raise DataError(f"--eval-every: the {self.cfg.data.format} training set has no labels for the online "
+                            f"evaluation's kNN; score a labelled set with --eval-data PATH --eval-format FORMAT, "
+                            f"or pass --eval-every 0")
         try:
             with recorded_data_warnings() as caught:
-                monitor = OnlineEvaluator(self.cfg, self.images, self.labels, ds.classes, self.device)
+                bank, heldout = evaluation_sets(self.cfg, len(data), data.bank, data.classes)
+                monitor = OnlineEvaluator(self.cfg, bank, heldout, self.device)
         except (ValueError, OSError, RuntimeError) as e:
             raise DataError(f"--eval-every: {' '.join(str(e).split())}") from e
         for w in caught:
@@ -136,6 +139,9 @@ class _Run:
             raise ckpt.CheckpointError(f"--resume: checkpoint {self.ckpt_path} does not fit this run's model or "
                                        f"optimizer: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
         self.start = (int(state["epoch"]), int(state["step_in_epoch"]))
+        warning = self.feed.restore(state.get("data"), self.start)
+        if warning and self.main_rank:
+            print(f"cwarp-train: warning: {warning}", file=sys.stderr)
         self.last_good_step = self.trainer.step
         if self.main_rank:
             if self.folder.truncate_log(self.trainer.step):
@@ -190,27 +196,36 @@ class _Run:
             self._close_outputs()
         t = self.trainer
         status = "interrupted" if interrupted else "done"
+        if interrupted and self.cfg.bookkeeping.max_steps and t.step >= self.cfg.bookkeeping.max_steps:
+            status = "max_steps"
         return {"status": status, "out": self.out, "step": t.step, "total_steps": t.total_steps,
                 "checkpoint": self.ckpt_path, "config": self.cfg,
                 "eval_seconds": self.monitor.seconds if self.monitor is not None else 0.0}
 
     def _epoch(self, epoch: int, first: int, stop: StopFlag) -> bool:
-        """Steps first.. of one epoch; True when a stop was requested before the run's last step."""
+        """Steps first.. of one epoch; True when a stop (a signal or --max-steps) came before the run's last
+        step."""
+        batches = self.feed.epoch(epoch, first)
+        try:
+            return self._steps(epoch, first, stop, batches)
+        finally:
+            batches.close()   # a stream's worker processes end with it
+
+    def _steps(self, epoch: int, first: int, stop: StopFlag, batches) -> bool:
         t = self.trainer
-        self.sampler.set_epoch(epoch)
-        order = torch.tensor(list(self.sampler), dtype=torch.long)
         last = self.steps_per_epoch - 1
-        for s in range(first, self.steps_per_epoch):
-            idx = order[s * self.local_batch:(s + 1) * self.local_batch]
-            lm = self.landmarks[idx] if self.landmarks is not None else None
-            loss = t.train_step(*t.make_views(self.images[idx], lm), self.labels[idx])
+        max_steps = self.cfg.bookkeeping.max_steps
+        for s, (images, labels, landmarks) in enumerate(batches, start=first):
+            loss = t.train_step(*t.make_views(images, landmarks), labels)
             self.bad |= ~torch.isfinite(loss)
             self.loss_sum += loss
             self.loss_count += 1
             self.imgs_since += self.cfg.optimisation.batch_size
             if self.progress is not None:
                 self.progress.update(1)
-            stop_now = self._agree(stop.requested)
+            stop_now = self._agree(stop.requested) or (max_steps and t.step >= max_steps)
+            if s == last or stop_now:
+                self._warn_skipped(epoch, final=s == last)
             if t.step % self.cfg.bookkeeping.log_every == 0 or s == last or stop_now:
                 self._log(epoch, s, loss)
                 stop_now = stop_now or stop.requested   # the hook may have sent a signal
@@ -225,6 +240,16 @@ class _Run:
             if s == last or (save_every and t.step % save_every == 0):
                 self._save(resume_at)
         return False
+
+    def _warn_skipped(self, epoch: int, final: bool) -> None:
+        """The epoch's one warning about images --skip-corrupt left out (so far, when the run stops in it)."""
+        line = self.feed.warning(epoch, final)
+        if line and self.main_rank:
+            line = f"cwarp-train: warning: {line}"
+            if self.progress is not None:
+                self.progress.write(line, file=sys.stderr)
+            else:
+                print(line, file=sys.stderr)
 
     def _evaluate(self) -> None:
         """One online evaluation, logged; its time is left out of the next images_per_s."""
@@ -266,7 +291,8 @@ class _Run:
         self._check_finite()
         if self.main_rank:
             try:
-                self.folder.save_checkpoint(self.trainer.state_dict(*resume_at))
+                self.folder.save_checkpoint({**self.trainer.state_dict(*resume_at),
+                                             "data": self.feed.state(resume_at)})
             except OutputError as err:
                 kept = (f"the checkpoint of step {self.last_good_step} is kept" if os.path.exists(self.ckpt_path)
                         else "no checkpoint was written")

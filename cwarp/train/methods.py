@@ -3,7 +3,8 @@
 The trainer owns the loop, checkpoints and logging; a method owns
 
 - ``build_model(backbone, num_classes)``: the network around the backbone;
-- ``step_loss(net, pos1, pos2, neg, labels, autocast)``: forward and loss of one step;
+- ``step_loss(net, pos1, pos2, neg, labels, autocast)``: forward and loss of one step,
+  both under ``autocast`` (the losses' own autocast policy runs them in float32);
 - ``after_step(model, step, total_steps)``: e.g. BYOL's EMA update;
 - ``log_fields(step, total_steps)``: what it adds to a log.jsonl row.
 
@@ -61,8 +62,7 @@ class Supervised(Method):
         if labels is None:
             raise ValueError("Trainer.train_step: --method supervised needs labels")
         with autocast:
-            logits = net(pos1)
-        return nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
+            return nn.functional.cross_entropy(net(pos1), labels.to(pos1.device))
 
 
 class BYOLMethod(Method):
@@ -82,7 +82,7 @@ class BYOLMethod(Method):
     def step_loss(self, net, pos1, pos2, neg, labels, autocast):
         with autocast:
             emb = net(pos1, pos2, neg, online_negatives=self.cfg.negatives.negatives_through == "online")
-        return self.loss(*emb)
+            return self.loss(*emb)
 
     def after_step(self, model, step, total_steps):
         model.update_target(cosine_momentum(step, total_steps, self.cfg.byol.base_momentum))
@@ -120,8 +120,6 @@ class BYOLMethod(Method):
         # local (expression-like) deformations: hard negatives for p1, whose
         # positive is view 2's embedding. For p2 they are copies of its own
         # view, so --nce-on p1 (the default) leaves them out of that half.
-        p1, p2, z1, z2 = p1.float(), p2.float(), z1.float(), z2.float()
-        zneg = zneg.float() if zneg is not None else None
         zneg2 = zneg if n.nce_on == "both" else None
         if not online:
             loss = 0.5 * (cwarp.contrastive_loss(p1, z2, zneg, **kw) + cwarp.contrastive_loss(p2, z1, zneg2, **kw))
@@ -129,7 +127,6 @@ class BYOLMethod(Method):
         else:
             # The same sum, with the BYOL term against the target and the
             # InfoNCE against online embeddings: two calls of the fused loss.
-            z1_online, z2_online = z1_online.float(), z2_online.float()
             byol = dict(kw, nce_weight=0.0, in_batch=False)  # no InfoNCE here: no keys needed
             nce = dict(kw, byol_weight=0.0)
             loss = 0.5 * (cwarp.contrastive_loss(p1, z2, None, **byol) + cwarp.contrastive_loss(p2, z1, None, **byol)
@@ -159,6 +156,9 @@ class BYOLMethod(Method):
         """
         import torch.nn.functional as F
 
+        # In float32 whatever dtype autocast gave the embeddings: these are
+        # read as measurements, the loss itself is float32 by its own policy.
+        p1, p2, z1, z2, zneg, nce_pos = (None if t is None else t.float() for t in (p1, p2, z1, z2, zneg, nce_pos))
         n = self.cfg.negatives
         n1, n2 = F.normalize(p1, dim=-1), F.normalize(p2, dim=-1)
         t1, t2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)

@@ -7,10 +7,18 @@ each held-out image is classified by a weighted kNN vote of the bank
 (cwarp-probe's, on features standardized by the bank's statistics), and
 optionally by cwarp-probe's linear probe fitted on the bank.
 
-The held-out set is never the test split and never a training image: the
-data set's validation split where it has one (synthetic: its own random
-stream; fer2013: PublicTest; imagefolder: PATH/val/), else the training
-split's images that --num-train leaves out (rafdb, imagefolder without val/).
+By default the bank is a fixed subset of the training set and the held-out
+set is never the test split and never a training image: the data set's
+validation split where it has one (synthetic: its own random stream;
+fer2013: PublicTest; imagefolder: PATH/val/), else the training split's
+images that --num-train leaves out (rafdb, imagefolder without val/).
+
+With --eval-data PATH --eval-format FORMAT (a labelled set apart from the
+training set, e.g. RAF-DB while pretraining on unlabelled faces) both come
+from that set instead: the bank from its train split (--eval-bank images,
+drawn with --data-seed), the held-out images from its validation split, or,
+where it has none, from its train images outside the bank. Its test split
+is never read, so a final cwarp-probe on it stays a clean measurement.
 
 Monitoring must not change the run: features come in eval mode under
 no_grad (BatchNorm's running statistics stay as they are), the backbone goes
@@ -21,7 +29,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -31,7 +39,8 @@ from cwarp.data.common import FaceDataset
 from cwarp.eval import probe
 from cwarp.train.config import RunConfig
 
-__all__ = ["OnlineEvaluator", "heldout_split", "FEATURE_BATCH"]
+__all__ = ["OnlineEvaluator", "evaluation_sets", "heldout_split", "separate_evaluation_sets", "bank_indices",
+           "FEATURE_BATCH"]
 
 # Images per forward pass while extracting features.
 FEATURE_BATCH = 256
@@ -60,6 +69,39 @@ def heldout_split(cfg: RunConfig) -> FaceDataset:
                          f"--eval-every 0") from None
 
 
+def separate_evaluation_sets(cfg: RunConfig) -> Tuple[FaceDataset, FaceDataset]:
+    """(bank, held-out) of --eval-data / --eval-format (see the module docstring); ValueError naming them."""
+    d, ev = cfg.data, cfg.evaluation
+    fmt, path = ev.eval_format, ev.eval_data
+    where = f"the evaluation set (--eval-format {fmt}{f' --eval-data {path}' if path is not None else ''})"
+    common = dict(seed=d.data_seed, skip_corrupt=d.skip_corrupt)
+    try:
+        bank = build_dataset(fmt, path, "train", d.image_size, num_samples=ev.eval_bank, **common)
+        if _has_validation_split(fmt, path):
+            held = build_dataset(fmt, path, "val", d.image_size, num_samples=ev.eval_size, **common)
+        else:
+            held = build_dataset(fmt, path, "train", d.image_size, num_samples=ev.eval_size,
+                                 outside_subset=ev.eval_bank, **common)
+    except (ValueError, OSError, RuntimeError) as err:
+        hint = ""
+        if "leaves none out" in str(err):
+            hint = (f"; {fmt} has no validation split here, so its held-out images are the train images outside "
+                    f"the --eval-bank subset: lower --eval-bank below the train split's size")
+        raise ValueError(f"{where}: {' '.join(str(err).split())}{hint}") from None
+    return bank, held
+
+
+def evaluation_sets(cfg: RunConfig, num_train: int, read_train: Callable[[Tensor], Tuple[Tensor, Tensor]],
+                    classes: Sequence[str]) -> Tuple[FaceDataset, FaceDataset]:
+    """(bank, held-out) of a run: from --eval-data when given, else a fixed subset of the training set and
+    heldout_split(cfg). ``read_train(indices)`` gives the training set's (uint8 images, labels) at those
+    indices, of ``num_train``; it is called only without --eval-data."""
+    if cfg.evaluation.eval_format is not None:
+        return separate_evaluation_sets(cfg)
+    images, labels = read_train(bank_indices(num_train, cfg.evaluation.eval_bank, cfg.data.data_seed))
+    return TensorFaces(images, labels, classes), heldout_split(cfg)
+
+
 def bank_indices(n: int, size: int, seed: int) -> Tensor:
     """A fixed, sorted subset of ``size`` of n training indices, from its own generator (no global RNG)."""
     if size >= n:
@@ -68,28 +110,23 @@ def bank_indices(n: int, size: int, seed: int) -> Tensor:
 
 
 class OnlineEvaluator:
-    """The bank and the held-out set of one run, and ``evaluate(backbone, step)`` on them.
+    """The bank and the held-out set of one run (``evaluation_sets``), and ``evaluate(backbone, step)`` on them.
 
-    ``images`` / ``labels`` are the run's training set (uint8 (N, C, S, S),
-    int64 (N,)); ``cfg`` is the trainer's config (with the views' mean/std).
+    ``cfg`` is the trainer's config (with the views' mean/std); ``bank`` and
+    ``heldout`` are labelled sets of the same classes, read into memory once.
     """
 
-    def __init__(self, cfg: RunConfig, images: Tensor, labels: Tensor, classes: Sequence[str],
-                 device: torch.device, heldout: Optional[FaceDataset] = None):
+    def __init__(self, cfg: RunConfig, bank: FaceDataset, heldout: FaceDataset, device: torch.device):
         started = time.perf_counter()
         self.cfg, self.device = cfg, device
         ev = cfg.evaluation
         self.every = ev.eval_every
-        pick = bank_indices(len(images), ev.eval_bank, cfg.data.data_seed)
-        self.bank = TensorFaces(images[pick], labels[pick], classes)
-        held = heldout if heldout is not None else heldout_split(cfg)
-        if tuple(held.classes) != tuple(classes):
-            raise ValueError(f"the held-out images' classes {held.classes} differ from the training split's "
-                             f"{tuple(classes)}")
-        # In memory once: every evaluation then slices it instead of decoding or indexing image by image.
-        held_images, held_labels, _ = held.tensors()
-        self.heldout = TensorFaces(held_images, held_labels, held.classes)
-        self.num_classes = len(classes)
+        if tuple(heldout.classes) != tuple(bank.classes):
+            raise ValueError(f"the held-out images' classes {tuple(heldout.classes)} differ from the bank's "
+                             f"{tuple(bank.classes)}")
+        # In memory once: every evaluation then slices them instead of decoding or indexing image by image.
+        self.bank, self.heldout = (TensorFaces(*part.tensors()[:2], part.classes) for part in (bank, heldout))
+        self.num_classes = len(bank.classes)
         self.k = min(ev.eval_knn_k, len(self.bank))
         self.seconds = time.perf_counter() - started   # setup, then every evaluation added
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from cwarp.models import build_backbone
+from cwarp.models import build_backbone, convert_sync_batchnorm
 from cwarp.train import distributed as cdist
 from cwarp.train.config import RunConfig
 from cwarp.train.methods import build_method
@@ -89,7 +89,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         model = self.method.build_model(build_backbone(cfg.arch, in_channels, cfg.data.image_size), num_classes)
         if cfg.byol.sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = convert_sync_batchnorm(model, cfg.arch)
         model = model.to(device)
         # channels_last only on CUDA: on the CPU, torch's fp32 backward of the
         # whole backbone in channels_last at 16 px is far less accurate than

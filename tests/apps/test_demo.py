@@ -1,7 +1,12 @@
 """The demo end to end at a toy budget: every representation probed, summary and plots written."""
 import json
 
+import pytest
+
 from cwarp.apps import demo
+
+# The whole demo at a toy size: several trainings and probes.
+pytestmark = pytest.mark.slow
 
 
 def test_demo_runs_every_method_and_writes_summary_and_plots(tmp_path, capsys):

@@ -23,6 +23,7 @@ def steps(out):
         return [row["step"] for row in map(json.loads, f) if "loss" in row]
 
 
+@pytest.mark.slow
 def test_finished_matching_run_is_reused_and_a_changed_one_retrained(tmp_path, capsys):
     out = tmp_path / "byol"
     first = demo.pretrain(argv(out))
@@ -36,6 +37,7 @@ def test_finished_matching_run_is_reused_and_a_changed_one_retrained(tmp_path, c
     assert not fresh.get("already_complete") and steps(out) == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_a_run_stopped_half_way_resumes(tmp_path):
     out = tmp_path / "byol"
 
@@ -91,6 +93,7 @@ def test_loss_plot_shows_contrawarp_warp_accuracy_against_its_chance(tmp_path, m
     assert len(plotted) == 3 and len(warp) == 1 and hlines == [pytest.approx(100 / 3)]
 
 
+@pytest.mark.slow
 def test_demo_runs_evaluate_once_per_epoch_and_the_learning_curve_plots_them(tmp_path, monkeypatch):
     import matplotlib.axes
 
@@ -146,6 +149,7 @@ def test_the_demo_pretrains_two_methods_and_the_reference_on_request(monkeypatch
         assert list(demo._pretrain_all(args, {}, demo.DEMO_RECIPE)) == expected == trained
 
 
+@pytest.mark.slow
 def test_views_figure_is_previews(tmp_path, monkeypatch):
     from cwarp.apps import preview
 
@@ -164,6 +168,7 @@ def test_demo_flags_exist(flag):
     assert flag in demo._parser().format_help()
 
 
+@pytest.mark.slow
 def test_the_demo_times_cwarp_against_the_eager_reference_only(monkeypatch):
     import subprocess
 

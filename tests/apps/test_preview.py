@@ -1,27 +1,22 @@
 """cwarp-preview: the figure (panels, warp arrows, landmarks) and the CLI's exit statuses, in process."""
-import re
-
 import pytest
 import torch
 
 import cwarp
 from cwarp.apps import preview
 
+from console_scripts import assert_one_error_line_in_process, in_process
+
 needs_cpp = pytest.mark.skipif(not cwarp.backends()["cpp"], reason="cwarp._C was not built")
 
 
 def run_cli(argv, capsys):
-    status = preview.main(argv)
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+    """(exit status, stdout, stderr) of cwarp-preview's main in this process."""
+    return in_process(preview.main, argv, capsys)
 
 
 def assert_error(argv, capsys, pattern):
-    status, _, err = run_cli(argv, capsys)
-    assert status == 2, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cwarp-preview: error: "), err
-    assert re.search(pattern, lines[0]), lines[0]
+    assert_one_error_line_in_process(preview.main, "cwarp-preview", argv, capsys, pattern)
 
 
 def write_images(tmp_path, sizes):
@@ -120,21 +115,11 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
     assert not (tmp_path / "v.png").exists()
 
 
-def test_ctrl_c_exits_130_without_traceback(tmp_path, capsys, monkeypatch):
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(preview, "make_figure", interrupted)
-    status, _, err = run_cli(["--synthetic", "1", "--size", "16", "--out", str(tmp_path / "v.png")], capsys)
-    assert status == 130 and err == "cwarp-preview: interrupted\n"
-
-
 def test_help_lists_every_option_with_its_default(capsys):
     status, out, _ = run_cli(["--help"], capsys)
     assert status == 0
+    # Each option's help text: tests/test_console_scripts.py.
     actions = [a for a in preview.build_parser()._actions if a.dest != "help"]
     assert len(actions) == 8
-    for action in actions:
-        assert action.help, action.dest
     flat = " ".join(out.split())  # help lines wrap with the terminal width
     assert "{translate,gaussian}" in flat and "(default: 112)" in flat and "(default: 0)" in flat

@@ -1,12 +1,12 @@
-"""The installed cwarp-preview script, run as a user runs it: exit statuses, output lines, the figure written."""
-import sys
+"""The installed cwarp-preview script, run as a user runs it: exit statuses, output lines, the figure written.
 
+What every console script shares (help, Ctrl-C, unknown flags): tests/test_console_scripts.py."""
 import pytest
 from console_scripts import assert_one_error_line as assert_one_error_line_of
-from console_scripts import interrupted, run_script, timed_help, torch_modules_after_import
+from console_scripts import run_script
 
-# Generous: --help must not wait for torch, whose import alone takes seconds.
-HELP_SECONDS = 5.0
+# Every test here runs the installed script in a fresh interpreter that imports torch.
+pytestmark = pytest.mark.slow
 
 
 def preview(*args):
@@ -37,27 +37,4 @@ def test_bad_inputs(tmp_path):
     assert_one_error_line(preview(str(junk), *out), f"image {junk} cannot be read")
     assert_one_error_line(preview("--size", "-3", *out), "argument --size: expected an integer >= 1, got -3")
     assert_one_error_line(preview("--size", "5000", *out), "--size must be at most 1024, got 5000")
-    assert_one_error_line(preview("--wobble", *out), "unrecognized arguments: --wobble")
-    assert not (tmp_path / "v.png").exists()
-
-
-def test_help_is_fast_and_complete():
-    done, elapsed = timed_help("cwarp-preview")
-    assert done.returncode == 0 and done.stderr == ""
-    assert done.stdout.startswith("usage: cwarp-preview")
-    assert "--negatives" in done.stdout and "{translate,gaussian}" in done.stdout
-    assert elapsed < HELP_SECONDS, f"cwarp-preview --help took {elapsed:.1f} s"
-
-
-def test_preview_module_does_not_import_torch():
-    assert torch_modules_after_import("cwarp.apps.preview") == []
-
-
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is how Ctrl-C reaches a POSIX process")
-def test_ctrl_c_exits_130_without_traceback(tmp_path):
-    # Long enough to be still running when the signal comes.
-    status, _, stderr = interrupted("cwarp-preview", ["--synthetic", "400", "--size", "64", "--out",
-                                                      str(tmp_path / "v.png")], after=1.0)
-    assert status == 130, stderr
-    assert "Traceback" not in stderr and stderr.splitlines()[-1] == "cwarp-preview: interrupted"
     assert not (tmp_path / "v.png").exists()

@@ -37,8 +37,11 @@ def test_every_kernel_compiles_for_sm90_without_spills(tmp_path):
     rows = json.loads(out.read_text())
     assert {r["kernel"] for r in rows} == set(check_triton_kernels.REQUIRED_KERNELS)
     assert all(r["ok"] and r["arch"] == 90 and r["REG"] > 0 for r in rows)
-    # The default projection size, in-batch: the tiles that used to spill.
-    assert any(r["kernel"] == "_contrastive_bwd_col_kernel" and "D=128" in r["case"] for r in rows)
+    # The default projection size, in-batch, both passes of the backward (the
+    # column pass's tiles are the ones that used to spill).
+    for by_row in (True, False):
+        assert any(r["kernel"] == "_contrastive_loss_bwd_kernel" and "D=128" in r["case"]
+                   and f"BY_ROW={by_row}" in r["constexprs"] for r in rows)
 
 
 @needs_triton

@@ -85,6 +85,7 @@ def test_expression_shapes_follow_action_units(faces):
     assert rise[faces.labels == 3].mean() < rise[faces.labels == 6].mean()
 
 
+@pytest.mark.slow
 def test_raw_pixels_are_a_poor_representation():
     train = SyntheticFaces(420, 24, seed=0, split="train")
     test = SyntheticFaces(280, 24, seed=0, split="test")

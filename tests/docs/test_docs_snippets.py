@@ -133,6 +133,7 @@ def _snippet_env() -> dict:
     return env
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[f"{b.path}:{b.line}" for b in PYTHON_BLOCKS])
 def test_python_block_runs_as_pasted(block: Block, tmp_path):
     proc = subprocess.run([sys.executable, "-c", block.code], cwd=tmp_path, env=_snippet_env(),

@@ -1,6 +1,5 @@
 """cwarp-probe: the metrics on known inputs, the CLI end to end in process, and its errors."""
 import json
-import re
 
 import pytest
 import torch
@@ -10,6 +9,8 @@ from cwarp.data import TensorFaces
 from cwarp.models import build_backbone
 from cwarp.eval.cli import main
 from cwarp.eval.probe import evaluate_features, extract_features, map_at_r
+
+from console_scripts import assert_one_error_line_in_process, in_process
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
@@ -105,21 +106,27 @@ def test_extract_features_batches_and_adapts_channels():
     assert model.training  # its mode is restored
 
 
+def test_extract_features_fits_a_runs_three_value_statistics_to_a_grey_backbone():
+    # A run on grey images (FER2013) saves ContraWarpAugment's 3-value mean/std, which it averages for one channel.
+    torch.manual_seed(0)
+    grey = TensorFaces(torch.randint(0, 256, (6, 1, 24, 24), dtype=torch.uint8), torch.zeros(6), ("x",))
+    model = build_backbone("convnet-small", 1, 24)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    features = extract_features(model, grey, 4, "cpu", mean=mean, std=std, progress=False)
+    averaged = extract_features(model, grey, 4, "cpu", mean=(0.4,), std=(0.25,), progress=False)
+    assert features.shape == (6, 256)
+    torch.testing.assert_close(features, averaged)
+
+
 # ---------------------------------------------------------------- CLI
 
 def run_cli(argv, capsys):
     """(exit status, stdout, stderr) of cwarp-probe's main in this process."""
-    status = main(argv)
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+    return in_process(main, argv, capsys)
 
 
 def assert_error(argv, capsys, pattern):
-    status, out, err = run_cli(argv, capsys)
-    assert status == 2, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cwarp-probe: error: "), err
-    assert re.search(pattern, lines[0]), lines[0]
+    assert_one_error_line_in_process(main, "cwarp-probe", argv, capsys, pattern)
 
 
 def test_raw_pixels_cli_writes_json_and_png(tmp_path, capsys):
@@ -136,6 +143,7 @@ def test_raw_pixels_cli_writes_json_and_png(tmp_path, capsys):
     assert (tmp_path / "res" / "raw_confusion.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_random_init_and_checkpoint_cli(tmp_path, capsys):
     assert run_cli(["--random-init", "--arch", "convnet-small", "--out", str(tmp_path / "r.json"), *SMALL],
                    capsys)[0] == 0
@@ -227,25 +235,14 @@ def test_argument_errors_are_one_line(tmp_path, capsys, argv, pattern):
     assert not (tmp_path / "x.json").exists()
 
 
-def test_ctrl_c_exits_130_without_traceback(tmp_path, capsys, monkeypatch):
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(probe, "evaluate_features", interrupted)
-    status, _, err = run_cli(["--raw-pixels", "--out", str(tmp_path / "x.json"), *SMALL], capsys)
-    assert status == 130 and err == "cwarp-probe: interrupted\n"
-    assert not (tmp_path / "x.json").exists()
-
-
 def test_help_lists_every_option_with_its_default(capsys):
     from cwarp.eval.cli import build_parser
 
     status, out, _ = run_cli(["--help"], capsys)
     assert status == 0
+    # Each option's help text: tests/test_console_scripts.py.
     options = [a for a in build_parser()._actions if a.option_strings and a.dest != "help"]
     assert len(options) == 17
-    for action in options:
-        assert action.help and action.option_strings[0] in out, action.option_strings
     flat = " ".join(out.split())  # help lines wrap with the terminal width
     assert "{synthetic,rafdb,fer2013,imagefolder}" in flat and "(default: 256)" in flat and "(default: 0)" in flat
 

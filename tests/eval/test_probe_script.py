@@ -1,14 +1,16 @@
-"""The installed cwarp-probe script, run as a user runs it: exit statuses, output lines, files written."""
+"""The installed cwarp-probe script, run as a user runs it: exit statuses, output lines, files written.
+
+What every console script shares (help, Ctrl-C, unknown flags): tests/test_console_scripts.py."""
 import json
-import sys
 
 import pytest
 from console_scripts import assert_one_error_line as assert_one_error_line_of
-from console_scripts import interrupted, run_script, timed_help, torch_modules_after_import
+from console_scripts import run_script
+
+# Every test here runs the installed script in a fresh interpreter that imports torch.
+pytestmark = pytest.mark.slow
 
 TINY = ["--format", "synthetic", "--num-train", "42", "--num-test", "21", "--image-size", "16", "--no-progress"]
-# Generous: --help must not wait for torch, whose import alone takes seconds.
-HELP_SECONDS = 5.0
 
 
 def probe(*args):
@@ -60,27 +62,3 @@ def test_missing_data_folder(tmp_path):
 ])
 def test_bad_arguments(args, pattern):
     assert_one_error_line(probe(*args), pattern)
-
-
-def test_help_is_fast_and_complete():
-    done, elapsed = timed_help("cwarp-probe")
-    assert done.returncode == 0 and done.stderr == ""
-    assert done.stdout.startswith("usage: cwarp-probe")
-    assert "--checkpoint" in done.stdout and "--trust-checkpoint" in done.stdout
-    assert elapsed < HELP_SECONDS, f"cwarp-probe --help took {elapsed:.1f} s"
-
-
-def test_cli_module_does_not_import_torch():
-    assert torch_modules_after_import("cwarp.eval.cli") == []
-
-
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is how Ctrl-C reaches a POSIX process")
-def test_ctrl_c_exits_130_without_traceback(tmp_path):
-    # Long enough to be still running when the signal comes (thousands of faces at 64 x 64).
-    args = ["--random-init", "--format", "synthetic", "--num-train", "5000", "--no-progress",
-            "--out", str(tmp_path / "x.json")]
-    status, _, stderr = interrupted("cwarp-probe", args, after=1.0)
-    assert status == 130, stderr
-    assert "Traceback" not in stderr
-    assert stderr.splitlines()[-1] == "cwarp-probe: interrupted"
-    assert not (tmp_path / "x.json").exists()

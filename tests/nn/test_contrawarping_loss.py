@@ -32,6 +32,7 @@ def test_module_rejects_bad_arguments():
         cwarp.ContraWarpingLoss(reduction="max")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("be", backends("cpp"))
 def test_torch_compile_inductor(be):
     torch._dynamo.reset()

@@ -121,6 +121,7 @@ def _line_roots(q, d, c, r, kind="translate", n=200001):
     return ([0.0] if g[0] == 0 else []) + [(t[i] + t[i + 1]).item() / 2 for i in idx]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_fold_returns_nearest_preimage(backend):
     """A translate warp with |d| < 0.6 r folds near the rim d points into:
@@ -187,7 +188,8 @@ def test_nan_point_leaves_other_gradients_finite(gen, backend):
     assert prm.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# Finite differences through the PyTorch solver's iterations are what is slow.
+@pytest.mark.parametrize("backend", ["cpp", pytest.param("torch", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("kind", ["translate", "gaussian"])
 def test_gradcheck(gen, backend, kind):
     pts, prm, theta = _problem(gen, batch=2, points=4, warps=3)

@@ -100,6 +100,7 @@ def ranks():
     return sorted(results, key=lambda r: r["rank"])
 
 
+@pytest.mark.slow
 def test_gather_with_grad_sums_gradients_over_ranks(ranks):
     full = torch.cat([torch.arange(6.0).view(3, 2) + 10 * r for r in range(WORLD)])
     w = torch.arange(12.0).view(6, 2)
@@ -115,6 +116,7 @@ def test_gather_is_identity_without_process_group():
     assert D.gather_with_grad(x) is x
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("in_batch", [False, True])
 def test_two_processes_match_one_on_the_same_global_batch(ranks, in_batch):
     dist_losses, dist_params = ranks[0][in_batch]

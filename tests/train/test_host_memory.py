@@ -47,6 +47,7 @@ def _has_mallinfo2() -> bool:
     return malloc_is_glibc() and hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2")
 
 
+@pytest.mark.slow
 @glibc_only
 @pytest.mark.skipif(not _has_mallinfo2(), reason="mallinfo2 needs glibc 2.33 or later")
 def test_a_freed_buffer_stays_in_the_heap_instead_of_going_back_to_the_os():
@@ -92,6 +93,7 @@ def test_train_applies_the_setting(monkeypatch, tmp_path):
     assert calls == [False]
 
 
+@pytest.mark.slow
 @glibc_only
 def test_training_is_bitwise_the_same_with_and_without_it(tmp_path):
     import torch

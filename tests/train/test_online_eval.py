@@ -15,12 +15,11 @@ from cwarp.train import monitor as MON
 from cwarp.train import loop as T
 from cwarp.models import build_backbone
 
+import tiny_runs
+
 
 def tiny_args(out, *extra):
-    return ["--out", str(out), "--format", "synthetic", "--arch", C.compact_arch(), "--image-size", "16",
-            "--num-train", "24", "--batch-size", "8", "--epochs", "2", "--log-every", "1", "--progress", "false",
-            "--hidden-dim", "64", "--proj-dim", "32", "--num-negatives", "2", "--warps-per-negative", "2",
-            "--eval-size", "40", "--eval-bank", "24", *extra]
+    return tiny_runs.tiny_args(out, "--eval-size", "40", "--eval-bank", "24", *extra)
 
 
 def run(argv, **kw):
@@ -34,6 +33,7 @@ def read_log(out):
     return [r for r in rows if "loss" in r], [r for r in rows if "knn_acc" in r]
 
 
+@pytest.mark.slow
 def test_eval_rows_every_n_steps_and_at_the_last_and_training_unchanged(tmp_path):
     plain, watched = tmp_path / "plain", tmp_path / "watched"
     run(tiny_args(plain))
@@ -65,7 +65,7 @@ def test_evaluate_restores_mode_batchnorm_and_rng():
     images = torch.randint(0, 256, (32, 3, 16, 16), dtype=torch.uint8)
     labels = torch.arange(32) % 7
     held = TensorFaces(images[:16], labels[:16], EXPRESSIONS)
-    ev = MON.OnlineEvaluator(cfg, images, labels, EXPRESSIONS, torch.device("cpu"), heldout=held)
+    ev = MON.OnlineEvaluator(cfg, TensorFaces(images, labels, EXPRESSIONS), held, torch.device("cpu"))
     torch.manual_seed(0)
     backbone = build_backbone("convnet-small", 3, 16).train()
     backbone.register_forward_hook(lambda module, inputs, output: torch.rand(1).sum() and None)   # it draws
@@ -93,11 +93,12 @@ def test_knn_scores_separable_features_perfectly_and_shuffled_labels_poorly():
     images = (palette[labels][:, :, None, None] + torch.rand(140, 3, 16, 16, generator=g) * 4).to(torch.uint8)
     cfg = C.validate(C.RunConfig().replace(out="x", image_size=16, eval_every=1, eval_bank=70, eval_size=70,
                                            eval_knn_k=5))
+    bank = TensorFaces(images[:70], labels[:70], EXPRESSIONS)
     held = TensorFaces(images[70:], labels[70:], EXPRESSIONS)
-    ev = MON.OnlineEvaluator(cfg, images[:70], labels[:70], EXPRESSIONS, torch.device("cpu"), heldout=held)
+    ev = MON.OnlineEvaluator(cfg, bank, held, torch.device("cpu"))
     assert ev.evaluate(_MeanColour(), 1)["knn_acc"] == 1.0
     shuffled = TensorFaces(images[70:], labels[70:][torch.randperm(70, generator=g)], EXPRESSIONS)
-    ev = MON.OnlineEvaluator(cfg, images[:70], labels[:70], EXPRESSIONS, torch.device("cpu"), heldout=shuffled)
+    ev = MON.OnlineEvaluator(cfg, bank, shuffled, torch.device("cpu"))
     assert ev.evaluate(_MeanColour(), 1)["knn_acc"] < 0.5
 
 
@@ -105,11 +106,17 @@ def test_bank_is_a_fixed_subset_and_heldout_is_the_validation_split():
     assert torch.equal(MON.bank_indices(100, 10, 3), MON.bank_indices(100, 10, 3))
     assert MON.bank_indices(100, 10, 3).tolist() != MON.bank_indices(100, 10, 4).tolist()
     assert MON.bank_indices(5, 10, 0).tolist() == [0, 1, 2, 3, 4]
-    cfg = C.RunConfig().replace(image_size=16, eval_size=12)
+    cfg = C.RunConfig().replace(image_size=16, eval_size=12, eval_bank=5)
     held = MON.heldout_split(cfg)
     assert len(held) == 12 and held.split == "val"
+    images, labels = torch.randint(0, 256, (9, 3, 16, 16), dtype=torch.uint8), torch.arange(9) % 7
+    bank, held = MON.evaluation_sets(cfg, 9, lambda idx: (images[idx], labels[idx]), EXPRESSIONS)
+    assert torch.equal(bank.images, images[MON.bank_indices(9, 5, 0)]) and held.split == "val"
+    with pytest.raises(ValueError, match="different classes|differ from the bank's"):
+        MON.OnlineEvaluator(cfg, bank, TensorFaces(images, labels, ("a", "b", "c", "d", "e", "f", "g")), "cpu")
 
 
+@pytest.mark.slow
 def test_interrupted_on_a_due_step_makes_the_evaluation_up_on_resume(tmp_path):
     out = tmp_path / "cut"
 
@@ -126,6 +133,7 @@ def test_interrupted_on_a_due_step_makes_the_evaluation_up_on_resume(tmp_path):
                                 "eval_linear"}
 
 
+@pytest.mark.slow
 def test_tensorboard_and_progress_line(tmp_path, monkeypatch, capsys):
     scalars = []
 
@@ -146,6 +154,7 @@ def test_tensorboard_and_progress_line(tmp_path, monkeypatch, capsys):
     assert "step 3: online kNN accuracy" in err and "on 40 held-out images" in err
 
 
+@pytest.mark.slow
 def test_rafdb_without_held_out_images_is_one_error_line(tmp_path):
     from console_scripts import assert_one_error_line, run_script
 

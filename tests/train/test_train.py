@@ -15,12 +15,7 @@ from cwarp.train import trainer as T
 from cwarp.train.byol import cosine_momentum
 from cwarp.train.optim import LARS, WarmupCosine, build_optimizer
 
-
-def tiny_args(out, *extra):
-    return ["--out", str(out), "--format", "synthetic", "--arch", C.compact_arch(), "--image-size", "16",
-            "--num-train", "24", "--batch-size", "8", "--epochs", "2", "--log-every", "1", "--progress", "false",
-            "--hidden-dim", "64", "--proj-dim", "32", "--num-negatives", "2", "--warps-per-negative", "2",
-            *extra]
+from tiny_runs import tiny_args
 
 
 def read_log(out):
@@ -33,6 +28,7 @@ def run(argv, **kw):
     return loop.train(cfg, explicit, **kw)
 
 
+# The quick tier's one training run; the others here are marked slow.
 def test_run_writes_log_config_checkpoint(tmp_path):
     out = tmp_path / "run"
     assert cli.main(tiny_args(out)) == 0
@@ -51,6 +47,7 @@ def test_run_writes_log_config_checkpoint(tmp_path):
     assert not any(p.startswith(".checkpoint-") for p in os.listdir(out))
 
 
+@pytest.mark.slow
 def test_byol_baseline_has_no_negatives(tmp_path):
     out = tmp_path / "byol"
     res = run(tiny_args(out, "--method", "byol", "--epochs", "1"))
@@ -61,6 +58,7 @@ def test_byol_baseline_has_no_negatives(tmp_path):
     assert all(r["byol_term"] == pytest.approx(r["loss"], rel=1e-5) for r in rows)
 
 
+@pytest.mark.slow
 def test_log_carries_the_loss_parts(tmp_path):
     out = tmp_path / "parts"
     run(tiny_args(out, "--epochs", "1", "--nce-weight", "0.5", "--byol-weight", "2"))
@@ -127,6 +125,7 @@ def test_nce_on_p1_keeps_the_negatives_out_of_p2s_half():
         online.method.loss(p1, p2, z1, z2, zneg)
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_resume_matches_uninterrupted(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     run(tiny_args(full))
@@ -149,6 +148,7 @@ def test_ctrl_c_then_resume_matches_uninterrupted(tmp_path):
         assert torch.equal(sa[k], sb[k]), k
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     out = tmp_path / "nan"
     real_step = T.Trainer.train_step
@@ -191,6 +191,7 @@ def test_bad_input_messages(tmp_path, capsys, extra, match):
     assert match in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resume_conflict_names_the_field(tmp_path, capsys):
     out = tmp_path / "conf"
     assert cli.main(tiny_args(out, "--epochs", "1")) == 0
@@ -263,11 +264,35 @@ def test_online_negatives_carry_gradient_target_negatives_do_not():
     torch.testing.assert_close(e.z2_online, expect[4:8])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [["--negatives-through", "online"], ["--precision", "bf16"]])
 def test_run_with_online_negatives_or_bf16(tmp_path, extra):
     res = run(tiny_args(tmp_path / "run", "--epochs", "1", *extra))
     assert res["status"] == "done"
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in read_log(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("through", ["target", "online"])
+def test_bf16_step_loss_is_float32_without_casts(through):
+    """--precision bf16: the network and the loss run under one autocast region;
+    the loss is float32 by contrastive_loss's autocast policy, and equals the
+    loss of the bfloat16 embeddings cast to float32 by hand."""
+    argv = tiny_args("unused", "--precision", "bf16", "--negatives-through", through)
+    cfg = C.validate(C.parse_command_line(argv)[0])
+    trainer = T.Trainer(cfg, cdist.init_from_env("cpu"), torch.device("cpu"), in_channels=3, steps_per_epoch=3)
+    g = torch.Generator().manual_seed(0)
+    x1, x2 = torch.rand(4, 3, 16, 16, generator=g), torch.rand(4, 3, 16, 16, generator=g)
+    neg = torch.rand(4, 2, 3, 16, 16, generator=g)
+    model = trainer.model.eval()          # eval: batch norm's statistics stay as they are between the calls
+    loss = trainer.method.step_loss(model, x1, x2, neg, None, trainer.autocast)
+    assert loss.dtype == torch.float32
+    with trainer.autocast:
+        emb = model(x1, x2, neg, online_negatives=through == "online")
+    assert emb.p1.dtype == torch.bfloat16 and emb.zneg.dtype == torch.bfloat16
+    by_hand = trainer.method.loss(*(None if t is None else t.float() for t in emb))
+    torch.testing.assert_close(loss, by_hand, rtol=0, atol=0)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for _, p in model.online_parameters())
 
 
 def test_global_view_options_reach_the_augmentation():
@@ -303,6 +328,7 @@ def test_precision_resolution():
             C.validate(cfg.replace(**{key: value}))
 
 
+@pytest.mark.slow
 def test_resume_a_checkpoint_from_before_precision_negatives_through_and_nce_on(tmp_path):
     """Such a run trained with auto precision (today's default), target
     negatives and negatives on both halves (the former defaults of
@@ -332,6 +358,7 @@ def test_resume_a_checkpoint_from_before_precision_negatives_through_and_nce_on(
     assert [r["loss"] for r in read_log(old)] == [r["loss"] for r in read_log(full)]
 
 
+@pytest.mark.slow
 def test_supervised_reference_run(tmp_path):
     out = tmp_path / "sup"
     res = run(tiny_args(out, "--method", "supervised", "--epochs", "1"))
@@ -346,6 +373,7 @@ def test_supervised_reference_run(tmp_path):
     assert "classifier.weight" in state["model"]
 
 
+@pytest.mark.slow
 def test_supervised_step_fits_the_labels_and_needs_them():
     from cwarp.train import distributed as D
 
@@ -365,6 +393,7 @@ def test_supervised_step_fits_the_labels_and_needs_them():
             C.validate(cfg.replace(**{key: value}))
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_the_last_step_finishes_normally(tmp_path, capsys):
     out = tmp_path / "last"
 

@@ -1,21 +1,16 @@
-"""The installed cwarp-train script as a user meets it: exit statuses, one-line errors, files, Ctrl-C."""
+"""The installed cwarp-train script as a user meets it: its runs, files, one-line errors, the checkpoint a Ctrl-C saves.
+
+What every console script shares (help, Ctrl-C, unknown flags): tests/test_console_scripts.py."""
 import json
-import signal
-import subprocess
-import time
 
 import pytest
 import torch
-from console_scripts import TIMEOUT, assert_one_error_line, run_script, script_path, timed_help, torch_modules_after_import
+from console_scripts import assert_one_error_line, interrupted, run_script
 from cwarp.models import save_checkpoint
+from tiny_runs import tiny_script_args as tiny
 
-
-
-def tiny(out, *extra):
-    # --arch is left to auto: convnet-small on the CPU.
-    return ["--out", str(out), "--image-size", "16", "--num-train", "8", "--batch-size", "4", "--epochs", "1",
-            "--hidden-dim", "32", "--proj-dim", "16", "--num-negatives", "1", "--warps-per-negative", "1",
-            "--log-every", "1", "--progress", "false", *extra]
+# Every test here runs the installed script in a fresh interpreter that imports torch.
+pytestmark = pytest.mark.slow
 
 
 def run(args):
@@ -24,19 +19,6 @@ def run(args):
 
 def one_error_line(proc):
     return assert_one_error_line(proc, "cwarp-train")
-
-
-def test_help_is_quick_and_shows_choices_and_defaults():
-    proc, elapsed = timed_help("cwarp-train")
-    assert proc.returncode == 0
-    assert elapsed < 3.0, f"cwarp-train --help took {elapsed:.1f} s"
-    out = " ".join(proc.stdout.split())
-    assert "convnet-small" in out and "auto: convnet-small on the CPU, resnet18 on CUDA" in out
-    assert "(default: contrawarp)" in out and "--config FILE" in out and "--skip-corrupt" in out
-
-
-def test_parsing_imports_no_torch():
-    assert torch_modules_after_import("cwarp.train", "cwarp.train.cli", "cwarp.train.config") == []
 
 
 def test_tiny_run_then_resume_of_a_finished_run(tmp_path):
@@ -132,35 +114,14 @@ def test_bad_or_incompatible_checkpoint_on_resume(tmp_path):
     assert "does not fit this run's model" in one_error_line(run(tiny(good, "--epochs", "2", "--resume")))
 
 
-def _start_long_run(out):
-    proc = subprocess.Popen([script_path("cwarp-train"), *map(str, tiny(out, "--epochs", "200"))], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    log = out / "log.jsonl"
-    deadline = time.time() + TIMEOUT
-    while not (log.exists() and log.read_text().strip()):
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.2)
-    return proc
-
-
 def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
     out = tmp_path / "run"
-    proc = _start_long_run(out)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=TIMEOUT)
-    assert proc.returncode == 130, stderr
+    log = out / "log.jsonl"
+    status, _, stderr = interrupted("cwarp-train", tiny(out, "--epochs", "200"),
+                                    busy=lambda: log.exists() and log.read_text().strip() != "")
+    assert status == 130, stderr
     assert "stopping after this step" in stderr and "interrupted at step" in stderr and "--resume" in stderr
     assert "Traceback" not in stderr
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert 1 <= state["step"] < 400 and {"optimizer", "rng", "model"} <= set(state)
     assert state["epoch"] * 2 + state["step_in_epoch"] == state["step"]      # 2 steps per epoch
-
-
-def test_second_ctrl_c_quits_at_once(tmp_path):
-    proc = _start_long_run(tmp_path / "run")
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=TIMEOUT)
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr

@@ -1,4 +1,5 @@
 """cwarp.train.config: the dataclasses, the parser built from them, config files, validation and migration."""
+import argparse
 import dataclasses
 import json
 
@@ -21,7 +22,11 @@ def test_every_flag_kept_with_help_and_choices():
     for flag in FLAGS + ["--config", "--skip-corrupt"]:
         assert flag in actions, flag
         assert actions[flag].help, flag
-    assert set(actions["--arch"].choices) == {"auto", *C.ARCHS}
+    arch = actions["--arch"]
+    assert [arch.type(name) for name in ("auto", *C.ARCHS, "timm:resnet10t")] == ["auto", *C.ARCHS, "timm:resnet10t"]
+    for bad in ("vit", "timm:", "resnet"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected one of auto, resnet18, .* or timm:NAME"):
+            arch.type(bad)
     assert tuple(actions["--format"].choices) == C.FORMATS
     assert tuple(actions["--method"].choices) == C.METHODS
 

@@ -245,6 +245,7 @@ def _all_distinct(batch):
     return all(not torch.equal(flat[i], flat[j]) for i in range(len(flat)) for j in range(i + 1, len(flat)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [lambda seed: RandomLocalWarp(), lambda seed: RandomLocalWarp(generator=_seeded(seed)),
                                   lambda seed: ContraWarpViews(16, generator=_seeded(seed))],
                          ids=["global-rng", "generator", "views-generator"])

@@ -14,10 +14,12 @@
 // even at small B.
 //
 // In-batch mode adds a sweep in which the warp of row i walks every z_pos
-// row k (and, for z_pos's gradient, the warp of row k walks every p row i)
-// with an online logsumexp: no (B, B) matrix exists. That sweep is serial
-// over B; backend="auto" sends in-batch losses on CUDA to the tiled Triton
-// kernel when Triton is installed (cwarp/ops/contrastive_loss/api.py).
+// row k with an online logsumexp: no (B, B) matrix exists. The backward
+// runs one kernel for both sides, as the CPU's grad_tile
+// (backward_in_batch_kernel): the warp of row i of p walks every z_pos row,
+// then the warp of row k of z_pos every p row. That sweep is serial over B;
+// backend="auto" sends in-batch losses on CUDA to the tiled Triton kernel
+// when Triton is installed (cwarp/ops/contrastive_loss/api.py).
 // Every thread owns what it writes: no atomics, deterministic.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -285,58 +287,36 @@ __global__ void __launch_bounds__(kElementThreads, element_min_blocks<T>())
   }
 }
 
-// In-batch terms of p's gradient: the warp of row i walks every k != i.
-template <typename scalar_t, typename T>
+// In-batch terms of one side's gradient, as the CPU's grad_tile: the warp of
+// row r of `rows` walks every row c != r of `cols`, adding G_rc * inv(c) *
+// cols_c to acc[r] and G_rc * s_rc to t[r]. kByRow: rows = p, cols = z_pos
+// (p's gradient); else rows = z_pos, cols = p (z_pos's). lse and g_nce
+// belong to p's rows: the warp's own row when kByRow, each partner's else.
+template <bool kByRow, typename scalar_t, typename T>
 __global__ void __launch_bounds__(kBlockThreads, min_blocks<T>())
-    backward_in_batch_p_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ z,
-                               int64_t B, int64_t D, T inv_tau, const T* __restrict__ g_nce,
-                               const T* __restrict__ inv_p, const T* __restrict__ inv_z,
-                               const T* __restrict__ lse, T* __restrict__ acc_p, T* __restrict__ t_p) {
-  const int64_t i = warp_row();
+    backward_in_batch_kernel(const scalar_t* __restrict__ rows, const scalar_t* __restrict__ cols, int64_t B,
+                             int64_t D, T inv_tau, const T* __restrict__ g_nce, const T* __restrict__ inv_rows,
+                             const T* __restrict__ inv_cols, const T* __restrict__ lse, T* __restrict__ acc_out,
+                             T* __restrict__ t_out) {
+  const int64_t r = warp_row();
   const int lane = threadIdx.x % kWarp;
-  if (i >= B) return;
-  const scalar_t* pi = p + i * D;
-  T* acc = acc_p + i * D;
-  const T a = inv_p[i], l = lse[i], gn = g_nce[i];
-  T tp = T(0);
-  for (int64_t k = 0; k < B; ++k) {
-    if (k == i) continue;
-    const scalar_t* zk = z + k * D;
-    const T bk = inv_z[k];
-    const T s = a * bk * warp_dot<T>(pi, zk, D, lane);
-    const T g = logit_grad(s, l, inv_tau, gn);
-    tp += g * s;
-    const T w = g * bk;
-    for (int64_t d = lane; d < D; d += kWarp) acc[d] += w * static_cast<T>(zk[d]);
+  if (r >= B) return;
+  const scalar_t* x = rows + r * D;
+  T* acc = acc_out + r * D;
+  const T a = inv_rows[r];
+  const T l_row = kByRow ? lse[r] : T(0), gn_row = kByRow ? g_nce[r] : T(0);
+  T t = T(0);
+  for (int64_t c = 0; c < B; ++c) {
+    if (c == r) continue;  // the positive, handled by backward_rows_kernel
+    const scalar_t* y = cols + c * D;
+    const T bc = inv_cols[c];
+    const T s = a * bc * warp_dot<T>(x, y, D, lane);
+    const T g = logit_grad(s, kByRow ? l_row : lse[c], inv_tau, kByRow ? gn_row : g_nce[c]);
+    t += g * s;
+    const T w = g * bc;
+    for (int64_t d = lane; d < D; d += kWarp) acc[d] += w * static_cast<T>(y[d]);
   }
-  if (lane == 0) t_p[i] += tp;
-}
-
-// In-batch terms of z_pos's gradient: the warp of row k walks every p row i != k.
-template <typename scalar_t, typename T>
-__global__ void __launch_bounds__(kBlockThreads, min_blocks<T>())
-    backward_in_batch_z_kernel(const scalar_t* __restrict__ p, const scalar_t* __restrict__ z,
-                               int64_t B, int64_t D, T inv_tau, const T* __restrict__ g_nce,
-                               const T* __restrict__ inv_p, const T* __restrict__ inv_z,
-                               const T* __restrict__ lse, T* __restrict__ acc_z, T* __restrict__ t_z) {
-  const int64_t k = warp_row();
-  const int lane = threadIdx.x % kWarp;
-  if (k >= B) return;
-  const scalar_t* zk = z + k * D;
-  T* acc = acc_z + k * D;
-  const T b = inv_z[k];
-  T tz = T(0);
-  for (int64_t i = 0; i < B; ++i) {
-    if (i == k) continue;
-    const scalar_t* pi = p + i * D;
-    const T ai = inv_p[i];
-    const T s = ai * b * warp_dot<T>(pi, zk, D, lane);
-    const T g = logit_grad(s, lse[i], inv_tau, g_nce[i]);
-    tz += g * s;
-    const T w = g * ai;
-    for (int64_t d = lane; d < D; d += kWarp) acc[d] += w * static_cast<T>(pi[d]);
-  }
-  if (lane == 0) t_z[k] += tz;
+  if (lane == 0) t_out[r] += t;
 }
 
 // The in-batch gradients finished: finish_grad of every element, cast to the input dtype.
@@ -465,26 +445,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> contrastive_loss_backward_cuda(
         f.need_n ? gzn.mutable_data_ptr<scalar_t>() : nullptr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (!in_batch) return;
-    T* tp = t_p.mutable_data_ptr<T>();
-    T* tz = t_z.mutable_data_ptr<T>();
-    if (f.need_p) {
-      backward_in_batch_p_kernel<scalar_t, T><<<in_batch_blocks(B), kBlockThreads, 0, stream>>>(
-          p.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(), B, D, inv_tau, gn.const_data_ptr<T>(),
-          ip.const_data_ptr<T>(), iz.const_data_ptr<T>(), lse.const_data_ptr<T>(), accp, tp);
+    // One side's in-batch terms, then its gradient finished: p's (by_row) or z_pos's.
+    auto in_batch_side = [&](bool by_row, const at::Tensor& rows, const at::Tensor& cols, const at::Tensor& inv_rows,
+                             const at::Tensor& inv_cols, T* acc, T* t, at::Tensor& out) {
+      const auto kernel = by_row ? backward_in_batch_kernel<true, scalar_t, T>
+                                 : backward_in_batch_kernel<false, scalar_t, T>;
+      kernel<<<in_batch_blocks(B), kBlockThreads, 0, stream>>>(
+          rows.const_data_ptr<scalar_t>(), cols.const_data_ptr<scalar_t>(), B, D, inv_tau, gn.const_data_ptr<T>(),
+          inv_rows.const_data_ptr<T>(), inv_cols.const_data_ptr<T>(), lse.const_data_ptr<T>(), acc, t);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       finish_kernel<scalar_t, T><<<element_blocks(n), kElementThreads, 0, stream>>>(
-          accp, tp, ip.const_data_ptr<T>(), p.const_data_ptr<scalar_t>(), B, D, gp.mutable_data_ptr<scalar_t>());
+          acc, t, inv_rows.const_data_ptr<T>(), rows.const_data_ptr<scalar_t>(), B, D,
+          out.mutable_data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
-    if (f.need_z) {
-      backward_in_batch_z_kernel<scalar_t, T><<<in_batch_blocks(B), kBlockThreads, 0, stream>>>(
-          p.const_data_ptr<scalar_t>(), z.const_data_ptr<scalar_t>(), B, D, inv_tau, gn.const_data_ptr<T>(),
-          ip.const_data_ptr<T>(), iz.const_data_ptr<T>(), lse.const_data_ptr<T>(), accz, tz);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      finish_kernel<scalar_t, T><<<element_blocks(n), kElementThreads, 0, stream>>>(
-          accz, tz, iz.const_data_ptr<T>(), z.const_data_ptr<scalar_t>(), B, D, gz.mutable_data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
+    };
+    if (f.need_p) in_batch_side(true, p, z, ip, iz, accp, t_p.mutable_data_ptr<T>(), gp);
+    if (f.need_z) in_batch_side(false, z, p, iz, ip, accz, t_z.mutable_data_ptr<T>(), gz);
   });
   return {gp, gz, gzn};
 }

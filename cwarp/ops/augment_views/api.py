@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from cwarp.ops import _checks
+from cwarp.ops import _autocast, _checks
 from cwarp.ops._dispatch import resolve_backend
 from cwarp.ops.augment_views import reference, register
 
@@ -30,7 +30,15 @@ def augment_views(src: torch.Tensor, theta: torch.Tensor, warps: torch.Tensor, c
         color: (B, V, 5) brightness, contrast, saturation, hue shift, grayscale flag.
         mean, std: (C,) normalization.
         backend: "auto", "cpp", "triton" or "torch" (the reference).
+
+    Under ``torch.autocast`` it runs as outside it (docs/api.md, "Autocast").
     """
+    if _autocast.enabled(src):
+        src, theta, warps, color, mean, std = _autocast.cast(_autocast.POLICY["augment_views"], src, theta, warps,
+                                                             color, mean, std)
+        with _autocast.disabled(src.device.type):
+            return augment_views(src, theta, warps, color, mean, std, size, kind, padding_mode, out_dtype,
+                                 backend=backend)
     args = (src, theta, warps, color, mean, std, size, kind, padding_mode, out_dtype)
     backend = resolve_backend(_OP, backend, src.device)
     if backend == "torch":

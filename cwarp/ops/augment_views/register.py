@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from cwarp import _extension
-from cwarp.ops import _checks
+from cwarp.ops import _autocast, _checks
 
 __all__ = ["augment_views_op", "augment_views_fake", "check_augment_views_args"]
 
@@ -40,3 +40,4 @@ def augment_views_op(src, theta, warps, color, mean, std, size: int, kind: str, 
 
 if _extension.available():
     torch.library.register_fake(OP)(augment_views_fake(OP))
+    _autocast.register(OP, _autocast.POLICY["augment_views"])

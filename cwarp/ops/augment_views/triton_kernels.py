@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from cwarp.ops import _triton_runtime
+from cwarp.ops import _autocast, _triton_runtime
 from cwarp.ops._triton_runtime import INTERPRETED, register_op
 from cwarp.ops.augment_views import reference, register
 from cwarp.ops.triton_math import KINDS, PADDINGS, sample_setup
@@ -237,6 +237,7 @@ def augment_views_triton(src: torch.Tensor, theta: torch.Tensor, warps: torch.Te
 
 
 augment_views_triton.register_fake(register.augment_views_fake(_OP))
+_autocast.register(_OP, _autocast.POLICY["augment_views"])
 
 
 def augment_views(src, theta, warps, color, mean, std, size, kind, padding_mode, out_dtype) -> torch.Tensor:

@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from cwarp.ops import _checks
+from cwarp.ops import _autocast, _checks
 from cwarp.ops._dispatch import resolve_backend
 from cwarp.ops.contrastive_loss import reference, register
 
@@ -37,8 +37,14 @@ def contrastive_loss(p: torch.Tensor, z_pos: torch.Tensor, z_neg: Optional[torch
             installed (its in-batch sweep is tiled, the CUDA kernel's serial).
 
     Differentiable with respect to p, z_pos and z_neg. The result has p's
-    dtype; float16 / bfloat16 compute in float32.
+    dtype; float16 / bfloat16 compute in float32. Under ``torch.autocast``
+    the inputs are cast to float32 and so is the result (docs/api.md, "Autocast").
     """
+    if _autocast.enabled(p):
+        p, z_pos, z_neg = _autocast.cast(_autocast.POLICY["contrastive_loss"], p, z_pos, z_neg)
+        with _autocast.disabled(p.device.type):
+            return contrastive_loss(p, z_pos, z_neg, tau=tau, byol_weight=byol_weight, nce_weight=nce_weight,
+                                    in_batch=in_batch, reduction=reduction, backend=backend)
     _checks.check_contrastive_inputs(_OP, p, z_pos, z_neg, tau)
     if reduction not in _checks.REDUCTIONS:
         raise ValueError(f"{_OP}(): unknown reduction {reduction!r}; expected one of "

@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 
 from cwarp import _extension
+from cwarp.ops import _autocast
 from cwarp.ops._checks import check_contrastive_inputs, opmath
 
 __all__ = ["contrastive_forward_op", "register_contrastive_op",
@@ -76,6 +77,7 @@ def register_contrastive_op(forward_name: str, backward_name: str, backward_op) 
     torch.library.register_fake(forward_name)(contrastive_forward_fake)
     torch.library.register_fake(backward_name)(contrastive_backward_fake)
     register_contrastive_autograd(forward_name, backward_op)
+    _autocast.register(forward_name, _autocast.POLICY["contrastive_loss"])
 
 
 def contrastive_forward_op(p: torch.Tensor, z_pos: torch.Tensor, z_neg: Optional[torch.Tensor], tau: float,

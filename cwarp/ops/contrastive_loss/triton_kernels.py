@@ -5,8 +5,11 @@ _logit_grad, _positive_grad, _sim_grad_self) and the C++ kernels' plan: one
 program per row reads p_i, zpos_i and its N negatives once; in-batch mode
 sweeps z_pos in tiles of BLOCK_K rows with an online logsumexp, so no (B, B)
 matrix exists. The backward recomputes each logit's gradient from the saved
-logsumexp; in-batch mode adds one program per row of z_pos that sweeps p
-(z_pos's gradient), so every program owns the rows it writes: no atomics.
+logsumexp. One kernel serves both sides of the in-batch terms, as the CPU's
+grad_tile does: the row pass (BY_ROW) gives each row of p a program that
+sweeps z_pos; in-batch mode launches it again with the roles swapped, one
+program per row of z_pos sweeping p (z_pos's gradient). Every program owns
+the rows it writes: no atomics.
 
 Registered with torch.library.triton_op (torch.ops.cwarp.contrastive_loss_triton_*),
 so torch.compile sees the kernels; autograd comes from cwarp/ops/contrastive_loss/register.py.
@@ -22,7 +25,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
-from cwarp.ops import _checks, _triton_runtime
+from cwarp.ops import _autocast, _checks, _triton_runtime
 from cwarp.ops._checks import opmath
 from cwarp.ops.contrastive_loss import register
 
@@ -86,10 +89,10 @@ def _inverse_temperature(inv_tau_arg, inv_tau_ptr, COMPUTE: tl.constexpr):
 
 
 @triton.jit
-def _contrastive_fwd_kernel(p_ptr, z_ptr, zn_ptr, nce_ptr, s_pos_ptr, inv_p_ptr, inv_z_ptr, inv_n_ptr, lse_ptr,
-                            B, N, D, stride_p, stride_z, stride_nb, stride_nn, inv_tau_arg, inv_tau_ptr,
-                            COMPUTE: tl.constexpr, HAS_NEG: tl.constexpr, IN_BATCH: tl.constexpr,
-                            BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
+def _contrastive_loss_fwd_kernel(p_ptr, z_ptr, zn_ptr, nce_ptr, s_pos_ptr, inv_p_ptr, inv_z_ptr, inv_n_ptr, lse_ptr,
+                                 B, N, D, stride_p, stride_z, stride_nb, stride_nn, inv_tau_arg, inv_tau_ptr,
+                                 COMPUTE: tl.constexpr, HAS_NEG: tl.constexpr, IN_BATCH: tl.constexpr,
+                                 BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK_D)
     dmask = offs < D
@@ -128,85 +131,65 @@ def _contrastive_fwd_kernel(p_ptr, z_ptr, zn_ptr, nce_ptr, s_pos_ptr, inv_p_ptr,
 
 
 @triton.jit
-def _contrastive_bwd_kernel(p_ptr, z_ptr, zn_ptr, g_nce_ptr, g_s_ptr, inv_p_ptr, inv_z_ptr, inv_n_ptr, lse_ptr,
-                            gp_ptr, gz_ptr, gzn_ptr,
-                            B, N, D, stride_p, stride_z, stride_nb, stride_nn, inv_tau_arg, inv_tau_ptr,
-                            COMPUTE: tl.constexpr, HAS_NEG: tl.constexpr, IN_BATCH: tl.constexpr,
-                            NEED_P: tl.constexpr, NEED_Z: tl.constexpr, NEED_N: tl.constexpr,
-                            BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
-    # Row i: the gradient of p_i and of its negatives; z_pos_i's too unless in-batch.
+def _contrastive_loss_bwd_kernel(x_ptr, y_ptr, zn_ptr, g_nce_ptr, g_s_ptr, inv_x_ptr, inv_y_ptr, inv_n_ptr, lse_ptr,
+                                 gx_ptr, gy_ptr, gzn_ptr,
+                                 B, N, D, stride_x, stride_y, stride_nb, stride_nn, inv_tau_arg, inv_tau_ptr,
+                                 COMPUTE: tl.constexpr, BY_ROW: tl.constexpr, HAS_NEG: tl.constexpr,
+                                 IN_BATCH: tl.constexpr, NEED_X: tl.constexpr, NEED_Y: tl.constexpr,
+                                 NEED_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
+    # Program i owns row i of x, whose partners are the rows of y. BY_ROW (the
+    # row pass): x = p, y = z_pos; row i writes p_i's gradient, its negatives'
+    # and, unless in-batch, z_pos_i's. Otherwise (the column pass, in-batch
+    # only): x = z_pos, y = p; row i writes z_pos_i's gradient. lse and g_nce
+    # belong to p's rows: row i's own in the row pass, each partner's in the
+    # column pass.
+    tl.static_assert(BY_ROW or (IN_BATCH and not HAS_NEG and not NEED_Y and not NEED_N))
     i = tl.program_id(0).to(tl.int64)
     inv_tau = _inverse_temperature(inv_tau_arg, inv_tau_ptr, COMPUTE)
     offs = tl.arange(0, BLOCK_D)
     dmask = offs < D
-    x = _load_row(p_ptr + i * stride_p, offs, dmask, COMPUTE)
-    y = _load_row(z_ptr + i * stride_z, offs, dmask, COMPUTE)
-    a = tl.load(inv_p_ptr + i).to(COMPUTE)
-    b = tl.load(inv_z_ptr + i).to(COMPUTE)
+    x = _load_row(x_ptr + i * stride_x, offs, dmask, COMPUTE)
+    y = _load_row(y_ptr + i * stride_y, offs, dmask, COMPUTE)
+    a = tl.load(inv_x_ptr + i).to(COMPUTE)
+    b = tl.load(inv_y_ptr + i).to(COMPUTE)
     lse = tl.load(lse_ptr + i).to(COMPUTE)
     gn = tl.load(g_nce_ptr + i).to(COMPUTE)
     gs = tl.load(g_s_ptr + i).to(COMPUTE)
     s = a * b * tl.sum(x * y, axis=0)
     g0 = _positive_grad(s, lse, inv_tau, gn, gs)
     acc = g0 * b * y
-    tp = g0 * s
+    t = g0 * s
     if HAS_NEG:
         for j in range(N):
             w = _load_row(zn_ptr + i * stride_nb + j * stride_nn, offs, dmask, COMPUTE)
             c = tl.load(inv_n_ptr + i * N + j).to(COMPUTE)
             sj = a * c * tl.sum(x * w, axis=0)
             gj = _logit_grad(sj, lse, inv_tau, gn)
-            tp += gj * sj
+            t += gj * sj
             acc += gj * c * w
             if NEED_N:
                 gw = c * gj * a * x + _sim_grad_self(c, gj * sj) * w
                 tl.store(gzn_ptr + (i * N + j) * D + offs, gw.to(gzn_ptr.dtype.element_ty), mask=dmask)
-    if NEED_P:
+    if NEED_X:
         if IN_BATCH:
             for k0 in range(0, B, BLOCK_K):
-                ks, kmask, zt = _load_tile(z_ptr, k0, B, stride_z, offs, dmask, COMPUTE, BLOCK_K)
-                bk = tl.load(inv_z_ptr + ks, mask=kmask, other=0.0).to(COMPUTE)
-                sk = a * bk * tl.sum(zt * x[None, :], axis=1)
-                gk = tl.where(kmask & (ks != i), _logit_grad(sk, lse, inv_tau, gn), 0.0)
-                tp += tl.sum(gk * sk, axis=0)
-                acc += tl.sum((gk * bk)[:, None] * zt, axis=0)
-        gp = a * acc + _sim_grad_self(a, tp) * x
-        tl.store(gp_ptr + i * D + offs, gp.to(gp_ptr.dtype.element_ty), mask=dmask)
-    if NEED_Z:
+                ks, kmask, yt = _load_tile(y_ptr, k0, B, stride_y, offs, dmask, COMPUTE, BLOCK_K)
+                bk = tl.load(inv_y_ptr + ks, mask=kmask, other=0.0).to(COMPUTE)
+                if BY_ROW:
+                    lk, gnk = lse, gn
+                else:
+                    lk = tl.load(lse_ptr + ks, mask=kmask, other=0.0).to(COMPUTE)
+                    gnk = tl.load(g_nce_ptr + ks, mask=kmask, other=0.0).to(COMPUTE)
+                sk = a * bk * tl.sum(yt * x[None, :], axis=1)
+                gk = tl.where(kmask & (ks != i), _logit_grad(sk, lk, inv_tau, gnk), 0.0)
+                t += tl.sum(gk * sk, axis=0)
+                acc += tl.sum((gk * bk)[:, None] * yt, axis=0)
+        gx = a * acc + _sim_grad_self(a, t) * x
+        tl.store(gx_ptr + i * D + offs, gx.to(gx_ptr.dtype.element_ty), mask=dmask)
+    if NEED_Y:
         if not IN_BATCH:
-            gz = b * g0 * a * x + _sim_grad_self(b, g0 * s) * y
-            tl.store(gz_ptr + i * D + offs, gz.to(gz_ptr.dtype.element_ty), mask=dmask)
-
-
-@triton.jit
-def _contrastive_bwd_col_kernel(p_ptr, z_ptr, g_nce_ptr, g_s_ptr, inv_p_ptr, inv_z_ptr, lse_ptr, gz_ptr,
-                                B, D, stride_p, stride_z, inv_tau_arg, inv_tau_ptr,
-                                COMPUTE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
-    # In-batch mode, row k of z_pos: its positive (row k of p) and every p_i, i != k.
-    k = tl.program_id(0).to(tl.int64)
-    inv_tau = _inverse_temperature(inv_tau_arg, inv_tau_ptr, COMPUTE)
-    offs = tl.arange(0, BLOCK_D)
-    dmask = offs < D
-    y = _load_row(z_ptr + k * stride_z, offs, dmask, COMPUTE)
-    xk = _load_row(p_ptr + k * stride_p, offs, dmask, COMPUTE)
-    b = tl.load(inv_z_ptr + k).to(COMPUTE)
-    ak = tl.load(inv_p_ptr + k).to(COMPUTE)
-    s = ak * b * tl.sum(xk * y, axis=0)
-    g0 = _positive_grad(s, tl.load(lse_ptr + k).to(COMPUTE), inv_tau, tl.load(g_nce_ptr + k).to(COMPUTE),
-                        tl.load(g_s_ptr + k).to(COMPUTE))
-    acc = g0 * ak * xk
-    tz = g0 * s
-    for i0 in range(0, B, BLOCK_K):
-        rows, rmask, pt = _load_tile(p_ptr, i0, B, stride_p, offs, dmask, COMPUTE, BLOCK_K)
-        ai = tl.load(inv_p_ptr + rows, mask=rmask, other=0.0).to(COMPUTE)
-        li = tl.load(lse_ptr + rows, mask=rmask, other=0.0).to(COMPUTE)
-        gni = tl.load(g_nce_ptr + rows, mask=rmask, other=0.0).to(COMPUTE)
-        si = ai * b * tl.sum(pt * y[None, :], axis=1)
-        gi = tl.where(rmask & (rows != k), _logit_grad(si, li, inv_tau, gni), 0.0)
-        tz += tl.sum(gi * si, axis=0)
-        acc += tl.sum((gi * ai)[:, None] * pt, axis=0)
-    gz = b * acc + _sim_grad_self(b, tz) * y
-    tl.store(gz_ptr + k * D + offs, gz.to(gz_ptr.dtype.element_ty), mask=dmask)
+            gy = b * g0 * a * x + _sim_grad_self(b, g0 * s) * y
+            tl.store(gy_ptr + i * D + offs, gy.to(gy_ptr.dtype.element_ty), mask=dmask)
 
 
 def _compute(dtype: torch.dtype):
@@ -258,7 +241,7 @@ def contrastive_loss_forward(p: torch.Tensor, z_pos: torch.Tensor, z_neg: Option
     p, z_pos, zn, N, zn_strides, has_neg = _launch_inputs("cwarp::contrastive_loss_triton_forward", p, z_pos, z_neg)
     block_d, block_k, warps = _blocks(D, p.dtype)
     with _triton_runtime.launch_device(p.device):
-        _triton_runtime.launcher(_contrastive_fwd_kernel)[(B,)](
+        _triton_runtime.launcher(_contrastive_loss_fwd_kernel)[(B,)](
             p, z_pos, zn, nce, s_pos, inv_p, inv_z, inv_n, lse,
             B, N, D, p.stride(0), z_pos.stride(0), *zn_strides, *_inv_tau(tau, p),
             COMPUTE=_compute(p.dtype), HAS_NEG=has_neg, IN_BATCH=bool(in_batch),
@@ -288,22 +271,24 @@ def contrastive_loss_backward(grad_nce: torch.Tensor, grad_s_pos: torch.Tensor, 
     gn, gs, ip, iz, inn, ls = (t.to(dt).contiguous() for t in (grad_nce, grad_s_pos, inv_p, inv_z_pos,
                                                                 inv_z_neg, lse))
     block_d, block_k, warps = _blocks(D, p.dtype)
-    compute = _compute(p.dtype)
+    common = dict(COMPUTE=_compute(p.dtype), IN_BATCH=bool(in_batch), BLOCK_D=block_d, BLOCK_K=block_k,
+                  num_warps=warps)
     inv_tau = _inv_tau(tau, p)  # (inv_tau_arg, inv_tau_ptr), as _inv_tau says
+    row_z = need_z and not in_batch  # z_pos's gradient in the row pass, else in the column pass
     with _triton_runtime.launch_device(p.device):
-        _triton_runtime.launcher(_contrastive_bwd_kernel)[(B,)](
-            p, z_pos, zn, gn, gs, ip, iz, inn, ls,
-            gp if need_p else p, gz if need_z else p, gzn if need_n else p,
-            B, N, D, p.stride(0), z_pos.stride(0), *zn_strides, *inv_tau,
-            COMPUTE=compute, HAS_NEG=has_neg, IN_BATCH=bool(in_batch),
-            NEED_P=need_p, NEED_Z=need_z, NEED_N=need_n and N > 0, BLOCK_D=block_d, BLOCK_K=block_k,
-            num_warps=warps)
-    if in_batch and need_z:
-        with _triton_runtime.launch_device(p.device):
-            _triton_runtime.launcher(_contrastive_bwd_col_kernel)[(B,)](
-                p, z_pos, gn, gs, ip, iz, ls, gz, B, D, p.stride(0), z_pos.stride(0), *inv_tau,
-                COMPUTE=compute, BLOCK_D=block_d, BLOCK_K=block_k, num_warps=warps)
+        if need_p or need_n or row_z:
+            _triton_runtime.launcher(_contrastive_loss_bwd_kernel)[(B,)](
+                p, z_pos, zn, gn, gs, ip, iz, inn, ls,
+                gp if need_p else p, gz if row_z else p, gzn if need_n else p,
+                B, N, D, p.stride(0), z_pos.stride(0), *zn_strides, *inv_tau,
+                BY_ROW=True, HAS_NEG=has_neg, NEED_X=need_p, NEED_Y=row_z, NEED_N=need_n and N > 0, **common)
+        if need_z and in_batch:
+            _triton_runtime.launcher(_contrastive_loss_bwd_kernel)[(B,)](
+                z_pos, p, p, gn, gs, iz, ip, inn, ls, gz, p, p,
+                B, 0, D, z_pos.stride(0), p.stride(0), 0, 0, *inv_tau,
+                BY_ROW=False, HAS_NEG=False, NEED_X=True, NEED_Y=False, NEED_N=False, **common)
     return gp, gz, gzn
 
 
 register.register_contrastive_autograd("cwarp::contrastive_loss_triton_forward", contrastive_loss_backward)
+_autocast.register("cwarp::contrastive_loss_triton_forward", _autocast.POLICY["contrastive_loss"])

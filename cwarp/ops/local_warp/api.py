@@ -5,7 +5,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from cwarp.ops import _checks
+from cwarp.ops import _autocast, _checks
 from cwarp.ops._dispatch import resolve_backend
 from cwarp.ops.local_warp import register
 from cwarp.ops.local_warp import reference
@@ -40,7 +40,14 @@ def local_warp(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.
 
     Differentiable with respect to image, params and theta for floating
     images; with a uint8 image, params and theta requiring grad raise.
+    Under ``torch.autocast`` it runs as outside it: the result keeps the
+    image's dtype (docs/api.md, "Autocast").
     """
+    if _autocast.enabled(image):
+        image, params, theta = _autocast.cast(_autocast.POLICY["local_warp"], image, params, theta)
+        with _autocast.disabled(image.device.type):
+            return local_warp(image, params, theta, out_size=out_size, kind=kind, padding_mode=padding_mode,
+                              align_corners=align_corners, backend=backend)
     _checks.check_local_warp_inputs(_OP, image, params, theta)
     _checks.check_uint8_not_differentiated(_OP, image, params, theta)
     out_h, out_w = _checks.normalize_out_size(_OP, image, out_size)

@@ -14,7 +14,7 @@ import torch
 from torch._prims_common import suggest_memory_format
 
 from cwarp import _extension
-from cwarp.ops import _checks
+from cwarp.ops import _autocast, _checks
 
 __all__ = ["local_warp_op", "local_warp_fake", "local_warp_backward_fake", "register_local_warp_autograd",
            "empty_like_format"]
@@ -102,3 +102,4 @@ if _extension.available():
     torch.library.register_fake("cwarp::local_warp_backward")(local_warp_backward_fake("cwarp::local_warp_backward"))
     register_local_warp_autograd("cwarp::local_warp", "cwarp::local_warp",
                                  lambda *args: torch.ops.cwarp.local_warp_backward(*args))
+    _autocast.register("cwarp::local_warp", _autocast.POLICY["local_warp"])

@@ -97,7 +97,8 @@ def draw_local_warps(B: int, K: int, radius: Tuple[float, float], magnitude: Tup
         idx = torch.randint(0, L, (B, K), generator=generator, device=gen_device)
         c = torch.gather(pts, 1, idx[..., None].expand(B, K, 2))
         c = c + center_jitter * torch.randn(B, K, 2, generator=generator, **f32)
-    (r_lo, r_hi), (m_lo, m_hi) = radius, magnitude
+    r_lo, r_hi = radius
+    m_lo, m_hi = magnitude
     r = r_lo + (r_hi - r_lo) * torch.rand(B, K, generator=generator, **f32)
     m = m_lo + (m_hi - m_lo) * torch.rand(B, K, generator=generator, **f32)
     phi = (2 * math.pi) * torch.rand(B, K, generator=generator, **f32)

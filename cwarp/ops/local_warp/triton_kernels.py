@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 from torch._prims_common import suggest_memory_format
 
-from cwarp.ops import _checks, _triton_runtime
+from cwarp.ops import _autocast, _checks, _triton_runtime
 from cwarp.ops._checks import opmath
 from cwarp.ops._triton_runtime import INTERPRETED, register_op
 from cwarp.ops.local_warp import register
@@ -315,6 +315,7 @@ def local_warp_backward_triton(grad_out: torch.Tensor, image: torch.Tensor, para
 local_warp_triton.register_fake(register.local_warp_fake(_FWD_OP))
 local_warp_backward_triton.register_fake(register.local_warp_backward_fake(_BWD_OP))
 register.register_local_warp_autograd(_FWD_OP, local_warp_triton, local_warp_backward_triton)
+_autocast.register(_FWD_OP, _autocast.POLICY["local_warp"])
 
 
 def local_warp(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.Tensor], out_h: int, out_w: int,

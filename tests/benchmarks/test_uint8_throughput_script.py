@@ -35,6 +35,7 @@ def test_floor_report_verdicts(script):
     assert not met and any("GridDistortion: not measured" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_toy_run_writes_rows(script, tmp_path, capsys, threads_restored):
     pytest.importorskip("albumentations")
     out = tmp_path / "u8.json"

@@ -38,6 +38,7 @@ def test_the_former_step_is_the_former_defaults_and_the_system_malloc(script):
     assert script.CONTENDERS["cwarp-train default"] == []
 
 
+@pytest.mark.slow
 def test_one_contender_process_times_real_steps(script):
     import argparse
 

@@ -7,7 +7,7 @@ import torch
 from cwarp.train import cli
 from cwarp.train.config import DEFAULTS
 
-from test_train import tiny_args
+from tiny_runs import tiny_args
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,7 @@ def test_max_displacement_is_the_warp_peak(script):
     assert script.max_displacement_px(big, 33).item() < expected
 
 
+@pytest.mark.slow
 def test_rows(script, runs, tmp_path, capsys):
     out = tmp_path / "s.json"
     record = script.main([str(runs["contrawarp"]), str(runs["supervised"]), "--faces", "24", "--num-negatives", "2",
@@ -60,6 +61,7 @@ def test_rows(script, runs, tmp_path, capsys):
     assert out.stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_wider_warps_move_more(script, runs):
     kw = dict(faces=16, num_negatives=1, warps_per_negative=2)
     default = script.measure(str(runs["supervised"]), **kw)
@@ -71,6 +73,7 @@ def test_wider_warps_move_more(script, runs):
     assert wide["pixels_warp"] > small["pixels_warp"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, message", [
     (["--faces", "1"], "--faces: expected >= 2"),
     (["--num-negatives", "0"], "--num-negatives: expected >= 1"),
@@ -92,6 +95,7 @@ def test_missing_run(script, tmp_path):
         script.main([str(tmp_path / "nothing")])
 
 
+@pytest.mark.slow
 def test_a_last_batch_of_one_face_is_left_out(script, runs, monkeypatch):
     monkeypatch.setattr(script, "BATCH", 4)
     row = script.measure(str(runs["contrawarp"]), faces=9, num_negatives=1, warps_per_negative=1)

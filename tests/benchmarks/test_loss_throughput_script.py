@@ -31,3 +31,15 @@ def test_cuda_floors_hold_the_in_batch_routing_to_its_measurement(script):
     checks = script.check_floors(_cuda_rows(script, triton_ms=5.0), torch.device("cuda"))
     assert [c["ok"] for c in checks] == [True, False, False]
     assert "Triton (auto's choice)" in checks[1]["check"]
+
+
+def test_a_floor_whose_contender_failed_is_missed_and_one_not_run_is_absent(script):
+    from common import Row
+
+    rows = _cuda_rows(script, triton_ms=1.0)
+    rows[0] = Row(rows[0].case, "cwarp cpp", "float32", None, 1024, note="failed: RuntimeError: capture")
+    checks = script.check_floors(rows, torch.device("cuda"))
+    assert checks[0]["measured"] is None and checks[0]["ok"] is False
+    # Only the in-batch cases were run: the B=1024 floor is not checked at all.
+    checks = script.check_floors(rows[2:], torch.device("cuda"))
+    assert [c["check"] for c in checks if "B=1024" in c["check"]] == []

@@ -10,6 +10,7 @@ def script(load_script):
     return load_script("benchmarks/synthetic_probe.py")
 
 
+@pytest.mark.slow
 def test_rows_and_json(script, tmp_path):
     out = tmp_path / "probe.json"
     record = script.main(["--num-train", "128", "--num-test", "64", "--image-size", "16", "--random-init",
@@ -21,6 +22,7 @@ def test_rows_and_json(script, tmp_path):
     assert out.stat().st_size > 0 and record["supervised_faces"] == 256
 
 
+@pytest.mark.slow
 def test_supervised_training_fits_its_faces(script):
     # 30 steps on 64 faces, no augmentation: the classifier memorizes them, so
     # its backbone's features separate the classes far above chance.

@@ -74,6 +74,7 @@ def test_floors_met_and_each_one_missed(script):
     assert not close["gap_vs_byol"] and any("floor +5: NOT met" in line for line in close["lines"])
 
 
+@pytest.mark.slow
 def test_side_by_side_pretrainings_finish_each_run(script, tmp_path):
     jobs = [script.job("compare", m, 0, {"num_train": 64, "epochs": 1, "image_size": 16, "batch_size": 32},
                        str(tmp_path)) for m in ("byol", "supervised")]

@@ -13,6 +13,7 @@ TOY = ["--method", "byol", "--epochs", "2", "--num-train", "16", "--image-size",
        "--eval-bank", "20", "--eval-size", "12"]   # a bank of all 16 training faces
 
 
+@pytest.mark.slow
 def test_toy_run_rows_json_and_limit(script, tmp_path, capsys):
     out = tmp_path / "cost.json"
     assert script.main(TOY + ["--limit", "1e-9", "--json", str(out)]) == 1      # nothing is that cheap
