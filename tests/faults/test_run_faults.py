@@ -32,14 +32,14 @@ import torch
 
 from console_scripts import TIMEOUT, _wait_until_mapped, assert_one_error_line, run_script, script_path
 from cwarp.models import checkpoint as ckpt
+from tiny_runs import tiny_script_args
 
 PROG = "cwarp-train"
 
 
 def tiny(out, *extra):
-    return ["--out", str(out), "--image-size", "16", "--num-train", "8", "--batch-size", "4", "--epochs", "2",
-            "--hidden-dim", "32", "--proj-dim", "16", "--num-negatives", "1", "--warps-per-negative", "1",
-            "--log-every", "1", "--progress", "false", *extra]
+    """tiny_script_args for two epochs (4 steps; a later --epochs wins)."""
+    return tiny_script_args(out, "--epochs", "2", *extra)
 
 
 def run(args, **popen):
@@ -189,7 +189,8 @@ def test_a_checkpoint_without_epoch_is_refused_in_one_line(finished, tmp_path):
 
 RESUME_FLAGS = [
     (["--log-every", "0"], "--log-every: expected >= 1, got 0"),
-    (["--workers", "-3"], "--workers: expected >= 0, got -3"),
+    (["--workers", "-3"], "--workers: expected >= 0 (0: decode in the training process), got -3"),
+    (["--threads", "-3"], "--threads: expected >= 0 (0: torch's default), got -3"),
     (["--eval-knn-k", "0"], "--eval-knn-k: expected in [1, --eval-bank = 2000], got 0"),
     (["--save-every", "-1"], "--save-every: expected >= 0, got -1"),
     (["--eval-every", "-1"], "--eval-every: expected >= 0 (0: no online evaluation), got -1"),
