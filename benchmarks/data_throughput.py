@@ -134,7 +134,8 @@ def loader_benchmark(args) -> int:
 def _feed(root: str, fmt: str, args, threads: int):
     from cwarp.train import config as C
     from cwarp.train.distributed import DistInfo
-    from cwarp.train.training_data import load_data, make_feed
+    from cwarp.train.feeds import make_feed
+    from cwarp.train.training_data import load_data
 
     data_path = root if fmt == "imagefolder" else os.path.join(root, "train")
     cfg = C.validate(C.parse_command_line([

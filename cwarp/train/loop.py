@@ -28,7 +28,8 @@ from cwarp.train.host_memory import keep_freed_memory
 from cwarp.train.run_folder import OutputError, RunFolder, read_log, resume_state
 from cwarp.train.signals import StopFlag
 from cwarp.train.trainer import Trainer
-from cwarp.train.training_data import DataError, TrainingData, load_data, make_feed, recorded_data_warnings
+from cwarp.train.feeds import make_feed
+from cwarp.train.training_data import DataError, TrainingData, load_data, recorded_data_warnings
 
 __all__ = ["train", "TrainingDiverged"]
 

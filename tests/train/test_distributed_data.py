@@ -53,7 +53,8 @@ def _rank(rank, port, data, q):
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(WORLD))
     from cwarp.train import config as C
     from cwarp.train import distributed as D
-    from cwarp.train.training_data import load_data, make_feed
+    from cwarp.train.feeds import make_feed
+    from cwarp.train.training_data import load_data
 
     info = D.init_from_env("cpu")
     seen = {}

@@ -1,7 +1,6 @@
 """cwarp-train on streamed data (folder, list, webdataset) as a user runs it: the installed script, data the
 tests write, bad files in worker processes, --max-steps, an exact resume after SIGKILL mid-epoch."""
 import json
-import os
 import signal
 import subprocess
 import time
@@ -165,7 +164,8 @@ def test_decode_device_cuda_matches_the_cpu_decode(faces):
     from cwarp.data import build_dataset
     from cwarp.train import config as C
     from cwarp.train.distributed import DistInfo
-    from cwarp.train.training_data import TrainingData, make_feed
+    from cwarp.train.feeds import make_feed
+    from cwarp.train.training_data import TrainingData
 
     cfg = C.validate(C.parse_command_line(["--out", "x", "--format", "folder", "--data", str(faces / "folder"),
                                            "--image-size", "16", "--device", "cuda", "--decode-device", "cuda",
