@@ -105,6 +105,19 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE bool outside_disc(T rho2, T r2) {
   return r2 - rho2 <= T(0);
 }
 
+// One warp's row of params (cx, cy, r, dx, dy) with the two squares every
+// weight of it needs, r2 and m2, computed once per warp rather than once per
+// pixel (same expressions, so the same values).
+template <typename T>
+struct WarpConstants {
+  T cx, cy, r, dx, dy, r2, m2;
+};
+
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE WarpConstants<T> warp_constants(T cx, T cy, T r, T dx, T dy) {
+  return WarpConstants<T>{cx, cy, r, dx, dy, r * r, dx * dx + dy * dy};
+}
+
 // Gustafsson's local translation: ((r2 - rho2) / (r2 - rho2 + m2))^2 inside
 // the disc, 0 outside. Written without branches so loops over pixels vectorize.
 template <typename T>

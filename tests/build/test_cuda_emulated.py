@@ -97,7 +97,7 @@ def backward(cuda, grad_out, image, params, theta, kind="translate", padding="ze
 @pytest.mark.parametrize("dtype,kind,padding,align,with_theta", list(itertools.product(
     [torch.float32, torch.float64, torch.bfloat16, torch.float16], KINDS, PADDINGS, [False, True], [False, True])))
 def test_forward_parity(cuda, dtype, kind, padding, align, with_theta, gen):
-    # 60 x 70 = 4200 output pixels: 16 full blocks of 256 and a tail of 104.
+    # 60 x 70 output pixels: neither a multiple of the forward's tile nor of the backward's block.
     B, C, H, W, out_size = 2, 3, 23, 29, (60, 70)
     image = random_image((B, C, H, W), gen, dtype)
     params = random_params(B, 4, gen, torch.float32)
@@ -108,7 +108,8 @@ def test_forward_parity(cuda, dtype, kind, padding, align, with_theta, gen):
     assert out.dtype == dtype and out.shape == (B, C, *out_size)
     atol, rtol = TOL[dtype]
     assert_close_verbose(out, ref, atol * float(image.max() - image.min()), rtol, what=f"{dtype} {kind} {padding}")
-    assert cuda.launched() == [f"{LW}local_warp_forward_kernel<{CPP[dtype]}, int> grid=(17,2,1) block=(256,1,1) "
+    # Tiles of 32 x 16 pixels: 3 columns and 4 rows of them, both with a tail.
+    assert cuda.launched() == [f"{LW}local_warp_forward_kernel<{CPP[dtype]}, int> grid=(3,4,2) block=(16,16,1) "
                                "shared=0"]
 
 
@@ -118,7 +119,8 @@ def test_forward_parity(cuda, dtype, kind, padding, align, with_theta, gen):
     ((2, 2, 7, 5, (1, 1)), 6),
     ((2, 2, 6, 5, (13, 11)), 16),
     ((3, 1, 1, 8, (4, 1)), 2),
-    ((1, 2, 40, 3, (257, 1)), 3),  # one pixel past a block
+    ((1, 2, 40, 3, (257, 1)), 3),  # one row past a tile, one pixel past a backward block
+    ((1, 2, 9, 10, (17, 33)), 40),  # two passes over the warps; a tile column of one pixel
 ])
 def test_forward_shapes(cuda, shape, K, gen):
     B, C, H, W, out_size = shape
@@ -132,7 +134,7 @@ def test_forward_shapes(cuda, shape, K, gen):
 
 
 def test_forward_batch_beyond_the_grid(cuda, gen):
-    # blockIdx.y strides over images: 65535 of them per pass, so images 65535
+    # blockIdx.z strides over images: 65535 of them per pass, so images 65535
     # and up are the second pass of the loop over b.
     B = 65535 + 3
     image = random_image((B, 1, 2, 3), gen, torch.float64)
@@ -140,7 +142,7 @@ def test_forward_batch_beyond_the_grid(cuda, gen):
     out = warp(cuda, image, params, None, (1, 2))
     ref = reference.local_warp(image, params, None, out_size=(1, 2), padding_mode="zeros")
     assert_close_verbose(out, ref, *TOL[torch.float64], what="B = 65538")
-    assert cuda.launched() == [f"{LW}local_warp_forward_kernel<double, int> grid=(1,65535,1) block=(256,1,1) "
+    assert cuda.launched() == [f"{LW}local_warp_forward_kernel<double, int> grid=(1,1,65535) block=(16,16,1) "
                                "shared=0"]
 
 
@@ -180,6 +182,21 @@ def test_forward_layouts(cuda, layout, gen):
         assert torch.equal(out, warp(cuda, image.contiguous(), params, theta, out_size, kind, padding))
     if layout == "channels_last":
         assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
+def test_forward_vector_and_scalar_stores_agree(cuda, dtype, gen):
+    # An even output width in NCHW takes the forward's two-pixel vector
+    # store; a channels_last output stores pixel by pixel: the same bits.
+    image = random_image((2, 3, 19, 23), gen)
+    if dtype == torch.uint8:
+        image = (image * 255).round().to(torch.uint8)
+    params, theta = random_params(2, 3, gen), random_theta(2, gen)
+    for kind, padding in itertools.product(KINDS, PADDINGS):
+        dense = warp(cuda, image, params, theta, (21, 34), kind, padding)
+        cl = warp(cuda, image.contiguous(memory_format=torch.channels_last), params, theta, (21, 34), kind, padding)
+        assert dense.is_contiguous() and cl.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(dense, cl), f"{dtype} {kind} {padding}"
 
 
 @pytest.mark.parametrize("kind,padding,channels_last", list(itertools.product(KINDS, PADDINGS, [False, True])))

@@ -158,15 +158,16 @@ void warp_row(const WarpConfig& cfg, const T* prm, T py, RowScratch<T, index_t>&
   std::fill(s.qy.begin(), s.qy.end(), py);
   for (int64_t k = 0; k < cfg.K; ++k) {
     const T* w5 = prm + 5 * k;
-    const T cx = w5[0], cy = w5[1], r = w5[2], dx = w5[3], dy = w5[4];
-    const T r2 = r * r, m2 = dx * dx + dy * dy;
-    const T ey = py - cy, ey2 = ey * ey;
+    const WarpConstants<T> c = warp_constants(w5[0], w5[1], w5[2], w5[3], w5[4]);
+    const T ey = py - c.cy, ey2 = ey * ey;
     if (cfg.kind == WarpKind::Translate) {
       int64_t j0, j1;
       if (!disc_columns(w5, py, wo, cfg.align_corners, &j0, &j1)) continue;
-      warp_loop<WarpKind::Translate>(s.px.data(), s.qx.data(), s.qy.data(), cx, ey2, r2, m2, dx, dy, j0, j1);
+      warp_loop<WarpKind::Translate>(s.px.data(), s.qx.data(), s.qy.data(), c.cx, ey2, c.r2, c.m2, c.dx, c.dy, j0,
+                                     j1);
     } else {
-      warp_loop<WarpKind::Gaussian>(s.px.data(), s.qx.data(), s.qy.data(), cx, ey2, r2, m2, dx, dy, int64_t(0), wo);
+      warp_loop<WarpKind::Gaussian>(s.px.data(), s.qx.data(), s.qy.data(), c.cx, ey2, c.r2, c.m2, c.dx, c.dy,
+                                    int64_t(0), wo);
     }
   }
 }

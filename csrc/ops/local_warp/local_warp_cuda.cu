@@ -1,18 +1,27 @@
 // cwarp::local_warp on CUDA: forward (floating or uint8 images) and backward
 // (floating images).
 //
-// Layout of the work: a 2-D grid, blockIdx.y = image (grid-stride over B),
-// blockIdx.x * blockDim.x + threadIdx.x = output pixel of that image. Every
-// block therefore belongs to one image, which makes the per-image reductions
-// of the parameter and theta gradients one block reduction each.
+// Every block works on one image at a time, which makes the per-image
+// reductions of the backward's parameter and theta gradients one block
+// reduction each.
 //
-// Forward: one thread per output pixel. It computes the warp field once
-// (q, then s, then the four bilinear corners) and loops over the channels.
-// Backward: a few output pixels per thread (backward_pixels_per_thread). For each it
-// scatters w * g into the image gradient (atomics) and computes dL/ds, from
-// which the theta gradient and the parameter gradient of every warp k
-// follow; those are summed over the thread's pixels in registers, then over
-// the block in one pass (BlockReduction), and added once per block.
+// Forward: a 3-D grid of blocks of 16 x 16 threads, one block per tile of
+// 32 x 16 output pixels (x: column of tiles, y: row of tiles, z: image; y and
+// z grid-stride), two adjacent pixels of a row per thread. What is the same
+// for every pixel of the tile, each warp's constants, theta and the tile's
+// row and column coordinates, the block computes once into shared memory. A
+// thread computes its pixels' warp field (q, then s, then the four bilinear
+// corners) and loops over the channels, storing both pixels of a channel at
+// once where the output allows.
+// Backward: a 2-D grid, blockIdx.y = image (grid-stride over B),
+// blockIdx.x * blockDim.x + threadIdx.x = output pixel of that image; a few
+// output pixels per thread (backward_pixels_per_thread), whose normalized
+// coordinates it computes once and keeps in shared memory for every image
+// and every warp. For each pixel it scatters w * g into the image gradient
+// (atomics) and computes dL/ds, from which the theta gradient and the
+// parameter gradient of every warp k follow; those are summed over the
+// thread's pixels in registers, then over the block in one pass
+// (BlockReduction), and added once per block.
 //
 // Determinism (torch.use_deterministic_algorithms): float atomics sum in an
 // arbitrary order, so in that mode the image gradient is accumulated in 64-bit
@@ -34,6 +43,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <type_traits>
 
@@ -46,7 +56,8 @@ namespace cuda {
 
 constexpr int kThreads = 256;
 constexpr int kWarpSize = 32;
-constexpr int64_t kMaxGridY = 65535;
+// CUDA's limit on gridDim.y and gridDim.z.
+constexpr int64_t kMaxGridYZ = 65535;
 
 struct WarpConfig {
   int64_t C, H, W, Ho, Wo, B;
@@ -118,15 +129,15 @@ struct Sample {
   __device__ __forceinline__ index_t o11() const { return (bl.vx1 && bl.vy1) ? base + sh + sw : index_t(-1); }
 };
 
+// The sample of a pixel whose warped position q is known.
 template <typename index_t, typename T>
-__device__ __forceinline__ Sample<index_t, T> sample_point(const WarpConfig& cfg, const T* prm, const Affine<T>& A,
-                                                           int64_t i, int64_t j, index_t sh, index_t sw) {
+__device__ __forceinline__ Sample<index_t, T> sample_at(const WarpConfig& cfg, const Affine<T>& A, T qx, T qy,
+                                                        index_t sh, index_t sw) {
   Sample<index_t, T> s;
-  const T px = base_coord<T>(j, cfg.Wo, cfg.align_corners);
-  const T py = base_coord<T>(i, cfg.Ho, cfg.align_corners);
-  warp_point(cfg, prm, px, py, &s.qx, &s.qy);
+  s.qx = qx;
+  s.qy = qy;
   T sx, sy;
-  apply_affine(A, s.qx, s.qy, &sx, &sy);
+  apply_affine(A, qx, qy, &sx, &sy);
   const T ix = source_index(sx, cfg.W, cfg.padding, cfg.align_corners, &s.gmx);
   const T iy = source_index(sy, cfg.H, cfg.padding, cfg.align_corners, &s.gmy);
   s.bl = bilinear<index_t>(ix, iy, cfg.W, cfg.H);
@@ -140,6 +151,59 @@ __device__ __forceinline__ Sample<index_t, T> sample_point(const WarpConfig& cfg
 // Forward
 // ----------------------------------------------------------------------------
 
+// The forward's block is kFwdThreadsX x kFwdThreadsY threads over a tile of
+// kFwdTileW x kFwdThreadsY output pixels of one image; each thread takes
+// kFwdPixels adjacent pixels of a row, whose values of a channel are then one
+// vector store.
+constexpr int kFwdThreadsX = 16;
+constexpr int kFwdThreadsY = kThreads / kFwdThreadsX;
+constexpr int kFwdPixels = 2;
+constexpr int kFwdTileW = kFwdThreadsX * kFwdPixels;
+// Warps whose constants one pass of a block holds in shared memory; an image
+// with more takes more passes.
+constexpr int kSharedWarps = 32;
+
+// What every pixel of a tile needs and a block therefore computes once: each
+// warp's constants (its params with r^2 and |d|^2), theta, and the normalized
+// coordinate of each of the tile's columns and rows (base_coord, whose IEEE
+// division would otherwise run twice per pixel).
+template <typename T>
+struct ForwardShared {
+  WarpConstants<T> warps[kSharedWarps];  // warps [k0, k0 + kSharedWarps) of the current pass
+  T affine[6];                           // theta, or the identity
+  T cols[kFwdTileW];
+  T rows[kFwdThreadsY];
+};
+
+// q -= w(p) d of one warp for the P pixels (px[p], py) of a thread's row:
+// (py - cy)^2 once for all of them. A translate warp is zero outside its disc,
+// and at the usual radii most pixels are outside most discs: those skip the
+// weight and its division. translate_weight returns exactly 0 there
+// (outside_disc is its own test, NaN included), and w * d is still applied, so
+// a non-finite d propagates as it does in the reference.
+template <int P, typename T>
+__device__ __forceinline__ void displace(WarpKind kind, const WarpConstants<T>& c, const T (&px)[P], T py,
+                                         T (&qx)[P], T (&qy)[P]) {
+  const T ey = py - c.cy;
+  const T ey2 = ey * ey;
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    const T ex = px[p] - c.cx;
+    const T rho2 = ex * ex + ey2;
+    T w = T(0);
+    if (kind != WarpKind::Translate || !outside_disc(rho2, c.r2)) w = warp_weight(kind, rho2, c.r2, c.m2);
+    qx[p] -= w * c.dx;
+    qy[p] -= w * c.dy;
+  }
+}
+
+// The bilinear interpolation of one channel at a sample.
+template <typename T, typename index_t, typename scalar_t>
+__device__ __forceinline__ T interpolate(const scalar_t* src, const Sample<index_t, T>& s) {
+  return corner_value<T>(src, s.o00()) * (s.bl.wx0 * s.bl.wy0) + corner_value<T>(src, s.o01()) * (s.bl.wx1 * s.bl.wy0) +
+         corner_value<T>(src, s.o10()) * (s.bl.wx0 * s.bl.wy1) + corner_value<T>(src, s.o11()) * (s.bl.wx1 * s.bl.wy1);
+}
+
 // Blocks per SM the forward must leave room for: the register cap the
 // compiler works to (65536 / (blocks * kThreads) per thread). Left at one
 // block, ptxas spends registers freely and the SM holds too few warps to hide
@@ -150,29 +214,93 @@ constexpr int forward_min_blocks() {
   return std::is_same<compute_t<scalar_t>, double>::value ? 2 : 4;
 }
 
+// A thread's two values of a channel as one aligned store.
+template <typename scalar_t>
+struct alignas(2 * sizeof(scalar_t)) StorePair {
+  scalar_t v[2];
+};
+
+// Grid: blockIdx.x = column of tiles, blockIdx.y = row of tiles, blockIdx.z =
+// image, the last two grid-striding past CUDA's 65535: a pixel's row and
+// column come from the block and thread indices, without a division.
 template <typename scalar_t, typename index_t>
 __global__ void __launch_bounds__(kThreads, forward_min_blocks<scalar_t>()) local_warp_forward_kernel(
     const scalar_t* __restrict__ in, scalar_t* __restrict__ out, const compute_t<scalar_t>* __restrict__ params,
-    const compute_t<scalar_t>* __restrict__ theta, WarpConfig cfg, Strides<index_t> in_s,
-    Strides<index_t> out_s) {
+    const compute_t<scalar_t>* __restrict__ theta, WarpConfig cfg, Strides<index_t> in_s, Strides<index_t> out_s,
+    bool pair_stores) {
   using T = compute_t<scalar_t>;
-  const index_t n_pix = static_cast<index_t>(cfg.Ho * cfg.Wo);
-  const index_t pix = static_cast<index_t>(blockIdx.x) * kThreads + static_cast<index_t>(threadIdx.x);
-  if (pix >= n_pix) return;
-  const index_t i = pix / static_cast<index_t>(cfg.Wo), j = pix % static_cast<index_t>(cfg.Wo);
-  for (int64_t b = blockIdx.y; b < cfg.B; b += gridDim.y) {
-    const Sample<index_t, T> s =
-        sample_point<index_t>(cfg, params + b * cfg.K * 5, load_affine(theta, b), i, j, in_s.h, in_s.w);
-    const T w00 = s.bl.wx0 * s.bl.wy0, w01 = s.bl.wx1 * s.bl.wy0;
-    const T w10 = s.bl.wx0 * s.bl.wy1, w11 = s.bl.wx1 * s.bl.wy1;
-    const scalar_t* src = in + b * in_s.b;
-    scalar_t* dst = out + b * out_s.b + i * out_s.h + j * out_s.w;
-    for (int64_t c = 0; c < cfg.C; ++c) {
-      const T v = corner_value<T>(src, s.o00()) * w00 + corner_value<T>(src, s.o01()) * w01 + corner_value<T>(src, s.o10()) * w10 +
-                  corner_value<T>(src, s.o11()) * w11;
-      *dst = store_value<scalar_t>(v);
-      src += in_s.c;
-      dst += out_s.c;
+  constexpr int P = kFwdPixels;
+  static_assert(P == 2, "the forward's vector store holds two pixels");
+  __shared__ ForwardShared<T> sh;
+  const int rank = static_cast<int>(threadIdx.y) * kFwdThreadsX + static_cast<int>(threadIdx.x);
+  const int col = static_cast<int>(threadIdx.x) * P;  // the thread's first column in the tile
+  // Rows and columns in index_t: below Ho and Wo plus a tile, which the
+  // 32-bit offsets' slack (pixels_fit_int32) covers.
+  const index_t j0 = static_cast<index_t>(blockIdx.x) * kFwdTileW;
+  const index_t j = j0 + col;
+  const bool valid0 = j < cfg.Wo, valid1 = j + 1 < cfg.Wo;
+  const unsigned row_tiles = static_cast<unsigned>((cfg.Ho + kFwdThreadsY - 1) / kFwdThreadsY);
+  for (int64_t b = blockIdx.z; b < cfg.B; b += gridDim.z) {
+    for (unsigned tile_row = blockIdx.y; tile_row < row_tiles; tile_row += gridDim.y) {
+      const index_t i0 = static_cast<index_t>(tile_row) * kFwdThreadsY;
+      T px[P], py = T(0), qx[P], qy[P];
+      // Passes over the warps, kSharedWarps at a time (at least one pass,
+      // which also stages theta and the tile's coordinates). The loop's
+      // bounds are uniform, so every thread meets every barrier.
+      for (int k0 = 0; k0 == 0 || k0 < cfg.K; k0 += kSharedWarps) {
+        const int n = cfg.K - k0 < kSharedWarps ? cfg.K - k0 : kSharedWarps;
+        __syncthreads();  // the block is done with the last pass's values
+        if (rank < n) {
+          const T* w5 = params + (b * cfg.K + k0 + rank) * 5;
+          sh.warps[rank] = warp_constants(__ldg(w5), __ldg(w5 + 1), __ldg(w5 + 2), __ldg(w5 + 3), __ldg(w5 + 4));
+        }
+        if (k0 == 0) {
+          // One warp of threads per table, so that the staging warps do not diverge.
+          const int t = rank % kWarpSize, w = rank / kWarpSize;
+          if (w == 1 && t < 6) {
+            const Affine<T> I = identity_affine<T>();
+            const T id[6] = {I.a, I.b, I.c, I.d, I.e, I.f};
+            sh.affine[t] = theta != nullptr ? __ldg(theta + 6 * b + t) : id[t];
+          } else if (w == 2 && t < kFwdThreadsY) {
+            sh.rows[t] = base_coord<T>(i0 + t, cfg.Ho, cfg.align_corners);
+          } else if (w == 3 && t < kFwdTileW) {
+            sh.cols[t] = base_coord<T>(j0 + t, cfg.Wo, cfg.align_corners);
+          }
+        }
+        __syncthreads();
+        if (k0 == 0) {
+          py = sh.rows[threadIdx.y];
+#pragma unroll
+          for (int p = 0; p < P; ++p) {
+            px[p] = sh.cols[col + p];
+            qx[p] = px[p];
+            qy[p] = py;
+          }
+        }
+        for (int k = 0; k < n; ++k) displace(cfg.kind, sh.warps[k], px, py, qx, qy);
+      }
+      const index_t i = i0 + static_cast<index_t>(threadIdx.y);
+      if (i >= cfg.Ho || !valid0) continue;  // no barrier before the next tile's
+      const Affine<T> A{sh.affine[0], sh.affine[1], sh.affine[2], sh.affine[3], sh.affine[4], sh.affine[5]};
+      // Both pixels are sampled (a column past the output's edge still gives
+      // in-image corners); only the stores are held to the output.
+      const Sample<index_t, T> s0 = sample_at<index_t>(cfg, A, qx[0], qy[0], in_s.h, in_s.w);
+      const Sample<index_t, T> s1 = sample_at<index_t>(cfg, A, qx[1], qy[1], in_s.h, in_s.w);
+      const scalar_t* src = in + b * in_s.b;
+      scalar_t* dst = out + b * out_s.b + i * out_s.h + j * out_s.w;
+      const bool pair = pair_stores && valid1;
+      for (int64_t c = 0; c < cfg.C; ++c) {
+        const scalar_t v0 = store_value<scalar_t>(interpolate(src, s0));
+        const scalar_t v1 = store_value<scalar_t>(interpolate(src, s1));
+        if (pair) {
+          *reinterpret_cast<StorePair<scalar_t>*>(dst) = StorePair<scalar_t>{{v0, v1}};
+        } else {
+          dst[0] = v0;
+          if (valid1) dst[out_s.w] = v1;
+        }
+        src += in_s.c;
+        dst += out_s.c;
+      }
     }
   }
 }
@@ -320,13 +448,26 @@ __global__ void __launch_bounds__(kThreads, backward_min_blocks<scalar_t>()) loc
   const bool need_coord = gprm.n > 0 || gth.n > 0;
   const bool translate = cfg.kind == WarpKind::Translate;
   const double sc = gimg.fix != nullptr ? *gimg.scale : 1.0;
+  constexpr int P = backward_pixels_per_thread<index_t>();
+  // The normalized coordinates of the thread's pixels, the same in every
+  // image: computed once (base_coord's IEEE divisions) and kept in the
+  // thread's own column of shared memory (no other thread reads it, so no
+  // barrier), from which the sampling and the parameter gradient's loop over
+  // the warps read them rather than recomputing them per image and per warp.
+  __shared__ T coords[2 * P][kThreads];
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    const index_t pix = backward_pixel<index_t>(p);
+    if (pix >= n_pix) continue;
+    coords[2 * p][threadIdx.x] = base_coord<T>(pix % wo, cfg.Wo, cfg.align_corners);
+    coords[2 * p + 1][threadIdx.x] = base_coord<T>(pix / wo, cfg.Ho, cfg.align_corners);
+  }
 
   for (int64_t b = blockIdx.y; b < cfg.B; b += gridDim.y) {
     const T* prm = params + b * cfg.K * 5;
     const Affine<T> A = load_affine(theta, b);
     // Per pixel, dL/dq = A^T dL/ds (zero for pixels past the end); summed
     // over the pixels, the theta gradient sum dL/ds (x) (qx, qy, 1).
-    constexpr int P = backward_pixels_per_thread<index_t>();
     T gqx[P], gqy[P];
     T gtheta[6] = {T(0), T(0), T(0), T(0), T(0), T(0)};
 #pragma unroll
@@ -336,7 +477,9 @@ __global__ void __launch_bounds__(kThreads, backward_min_blocks<scalar_t>()) loc
       const index_t pix = backward_pixel<index_t>(p);
       if (pix >= n_pix) continue;
       const index_t i = pix / wo, j = pix % wo;
-      const Sample<index_t, T> s = sample_point<index_t>(cfg, prm, A, i, j, in_s.h, in_s.w);
+      T qx, qy;
+      warp_point(cfg, prm, coords[2 * p][threadIdx.x], coords[2 * p + 1][threadIdx.x], &qx, &qy);
+      const Sample<index_t, T> s = sample_at<index_t>(cfg, A, qx, qy, in_s.h, in_s.w);
       const T w00 = s.bl.wx0 * s.bl.wy0, w01 = s.bl.wx1 * s.bl.wy0;
       const T w10 = s.bl.wx0 * s.bl.wy1, w11 = s.bl.wx1 * s.bl.wy1;
       const scalar_t* src = in + b * in_s.b;
@@ -388,8 +531,8 @@ __global__ void __launch_bounds__(kThreads, backward_min_blocks<scalar_t>()) loc
         for (int p = 0; p < P; ++p) {
           const index_t pix = backward_pixel<index_t>(p);
           if (pix >= n_pix) continue;
-          const T ex = base_coord<T>(pix % wo, cfg.Wo, cfg.align_corners) - cx;
-          const T ey = base_coord<T>(pix / wo, cfg.Ho, cfg.align_corners) - cy;
+          const T ex = coords[2 * p][threadIdx.x] - cx;
+          const T ey = coords[2 * p + 1][threadIdx.x] - cy;
           // Most pixels lie outside most discs: no divisions for them.
           if (translate && translate_param_grad_vanishes(ex, ey, r, dx, dy, gqx[p], gqy[p])) continue;
           warp_param_grad(cfg.kind, ex, ey, r, dx, dy, gqx[p], gqy[p], acc);
@@ -455,12 +598,31 @@ bool pixels_fit_int32(int64_t out_h, int64_t out_w) {
   return out_h * out_w < int64_t(std::numeric_limits<int32_t>::max()) - kThreads * kBwdPixelsPerThread;
 }
 
-// blockIdx.x covers an image's pixels, pixels_per_thread per thread;
-// blockIdx.y strides over the batch.
+// The forward's grid: one block per tile of the output (column of tiles,
+// row of tiles, image), y and z capped at CUDA's limit, beyond which the
+// kernel strides.
+dim3 forward_grid(int64_t out_h, int64_t out_w, int64_t B) {
+  return dim3(static_cast<unsigned>((out_w + kFwdTileW - 1) / kFwdTileW),
+              static_cast<unsigned>(std::min<int64_t>((out_h + kFwdThreadsY - 1) / kFwdThreadsY, kMaxGridYZ)),
+              static_cast<unsigned>(std::min<int64_t>(B, kMaxGridYZ)));
+}
+
+// Whether the forward may store a thread's two pixels of a channel as one
+// aligned vector: adjacent columns, and every pair's offset (even column,
+// even row, channel and image strides) a multiple of two elements from an
+// aligned base.
+bool pairs_aligned(const at::Tensor& out) {
+  const auto even = [&](int d) { return out.size(d) == 1 || out.stride(d) % 2 == 0; };
+  const auto base = reinterpret_cast<uintptr_t>(out.const_data_ptr());
+  return out.stride(3) == 1 && even(0) && even(1) && even(2) && base % (2 * out.element_size()) == 0;
+}
+
+// The backward's grid: blockIdx.x covers an image's pixels, pixels_per_thread
+// per thread; blockIdx.y strides over the batch.
 dim3 grid_for(int64_t n_pix, int64_t B, int pixels_per_thread) {
   const int64_t per_block = int64_t(kThreads) * pixels_per_thread;
   return dim3(static_cast<unsigned>((n_pix + per_block - 1) / per_block),
-              static_cast<unsigned>(std::min<int64_t>(B, kMaxGridY)));
+              static_cast<unsigned>(std::min<int64_t>(B, kMaxGridYZ)));
 }
 
 WarpConfig make_config(const char* op, const at::Tensor& image, int64_t K, int64_t out_h, int64_t out_w,
@@ -484,6 +646,7 @@ at::Tensor local_warp_cuda(const at::Tensor& image, const at::Tensor& params, co
   if (out.numel() == 0) return out;
   const bool has_theta = theta.has_value() && theta->defined();
   const bool i32 = offsets_fit_int32(image) && offsets_fit_int32(out) && pixels_fit_int32(out_h, out_w);
+  const bool pairs = pairs_aligned(out);
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
 
   AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, image.scalar_type(), "cwarp_local_warp_cuda",
@@ -492,16 +655,17 @@ at::Tensor local_warp_cuda(const at::Tensor& image, const at::Tensor& params, co
     const at::Tensor prm = as_opmath<T>(params);
     const at::Tensor th = has_theta ? as_opmath<T>(theta->reshape({B, 6})) : at::Tensor();
     const WarpConfig cfg = make_config(kFwd, image, params.size(1), out_h, out_w, k, pad, align_corners);
-    const dim3 grid = grid_for(out_h * out_w, B, 1);
+    const dim3 grid = forward_grid(out_h, out_w, B);
+    const dim3 block(kFwdThreadsX, kFwdThreadsY);
     const T* th_ptr = has_theta ? th.const_data_ptr<T>() : nullptr;
     if (i32) {
-      local_warp_forward_kernel<scalar_t, int32_t><<<grid, kThreads, 0, stream>>>(
+      local_warp_forward_kernel<scalar_t, int32_t><<<grid, block, 0, stream>>>(
           image.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), prm.const_data_ptr<T>(), th_ptr, cfg,
-          strides_of<int32_t>(image), strides_of<int32_t>(out));
+          strides_of<int32_t>(image), strides_of<int32_t>(out), pairs);
     } else {
-      local_warp_forward_kernel<scalar_t, int64_t><<<grid, kThreads, 0, stream>>>(
+      local_warp_forward_kernel<scalar_t, int64_t><<<grid, block, 0, stream>>>(
           image.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), prm.const_data_ptr<T>(), th_ptr, cfg,
-          strides_of<int64_t>(image), strides_of<int64_t>(out));
+          strides_of<int64_t>(image), strides_of<int64_t>(out), pairs);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
