@@ -96,6 +96,15 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE T base_coord(int64_t i, int64_t size, bool ali
 // rho2 = |p - c|^2, r2 = r^2, m2 = |d|^2.
 // ---------------------------------------------------------------------------
 
+// Whether a point lies outside a translate warp's disc (u = r2 - rho2 <= 0),
+// where the weight is exactly 0. A NaN u (a NaN radius or centre) is not
+// outside: its weight is NaN, so that the NaN parameter shows in the output
+// instead of silently moving nothing.
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE bool outside_disc(T rho2, T r2) {
+  return r2 - rho2 <= T(0);
+}
+
 // One warp's row of params (cx, cy, r, dx, dy) with the two squares every
 // weight of it needs, r2 and m2, computed once per warp rather than once per
 // pixel (same expressions, so the same values).
@@ -115,7 +124,7 @@ template <typename T>
 C10_HOST_DEVICE C10_ALWAYS_INLINE T translate_weight(T rho2, T r2, T m2) {
   const T u = r2 - rho2;
   const T t = u / (u + m2);
-  return u > T(0) ? t * t : T(0);
+  return outside_disc(rho2, r2) ? T(0) : t * t;
 }
 
 // d w / d u (u = r2 - rho2) and d w / d m2 of translate_weight, inside the disc.
@@ -125,15 +134,25 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void translate_weight_grad(T rho2, T r2, T m2,
   const T v = u + m2;
   const T t = u / v;
   const T two_t_over_v2 = T(2) * t / (v * v);
-  const bool inside = u > T(0);
+  const bool inside = !outside_disc(rho2, r2);
   *dw_du = inside ? two_t_over_v2 * m2 : T(0);
   *dw_dm2 = inside ? -two_t_over_v2 * u : T(0);
 }
 
-// Gaussian falloff exp(-rho2 / (2 r2)).
+// r2 where it divides: 1 for a warp of radius 0, whose Gaussian weight and
+// slopes are 0 and must not be computed as 0 / 0.
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T nonzero_r2(T r2) {
+  return r2 == T(0) ? T(1) : r2;
+}
+
+// Gaussian falloff exp(-rho2 / (2 r2)). A warp of radius 0 weighs 0
+// everywhere, as a translate warp of radius 0 does: the limit away from its
+// centre, and at the centre itself, where the formula is 0 / 0 and which
+// pixel sits exactly there is a matter of rounding. A NaN r2 stays NaN.
 template <typename T>
 C10_HOST_DEVICE C10_ALWAYS_INLINE T gaussian_weight(T rho2, T r2) {
-  return CWARP_EXP(-rho2 / (T(2) * r2));
+  return r2 == T(0) ? T(0) : CWARP_EXP(-rho2 / (T(2) * r2));
 }
 
 template <typename T>
@@ -152,7 +171,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE T warp_weight_slope(WarpKind kind, T rho2, T r
     return translate_weight(rho2, r2, m2);
   }
   const T w = gaussian_weight(rho2, r2);
-  *dw_drho2 = -w / (T(2) * r2);
+  *dw_drho2 = -w / (T(2) * nonzero_r2(r2));
   return w;
 }
 
@@ -176,9 +195,10 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void warp_param_grad(
     dw_dr2 = dw_du;
   } else {
     w = gaussian_weight(rho2, r2);
-    const T inv_2r2 = T(1) / (T(2) * r2);
+    const T r2s = nonzero_r2(r2);
+    const T inv_2r2 = T(1) / (T(2) * r2s);
     dw_drho2 = -w * inv_2r2;
-    dw_dr2 = w * rho2 * inv_2r2 / r2;
+    dw_dr2 = w * rho2 * inv_2r2 / r2s;
     dw_dm2 = T(0);
   }
   // rho2 = |p - c|^2  =>  d rho2 / d c = -2 (p - c);  r2 = r^2;  m2 = |d|^2.
@@ -186,8 +206,15 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void warp_param_grad(
   grad[0] += T(-2) * g_rho2 * ex;
   grad[1] += T(-2) * g_rho2 * ey;
   grad[2] += T(2) * gw * dw_dr2 * r;
-  grad[3] += T(2) * gw * dw_dm2 * dx - w * gx;
-  grad[4] += T(2) * gw * dw_dm2 * dy - w * gy;
+  // The Gaussian weight does not depend on m2: no m2 term at all (rather than
+  // gw * 0, which is NaN where gw is), as in the reference's autograd.
+  if (kind == WarpKind::Translate) {
+    grad[3] += T(2) * gw * dw_dm2 * dx - w * gx;
+    grad[4] += T(2) * gw * dw_dm2 * dy - w * gy;
+  } else {
+    grad[3] -= w * gx;
+    grad[4] -= w * gy;
+  }
 }
 
 // warp_param_grad of a translate warp adds exactly zero at a point outside
@@ -216,8 +243,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE T unnormalize(T coord, int64_t size, bool alig
   return coord * *scale + T(size - 1) / T(2);
 }
 
-// Clamp to [0, size - 1]; *grad receives d(out)/d(in). NaN stays NaN (it is
-// caught by safe_coord below). Written with selects, not early returns, so
+// Clamp to [0, size - 1]; *grad receives d(out)/d(in). NaN stays NaN (see
+// safe_coord below); an infinity goes to the edge it points at. Written with selects, not early returns, so
 // that CPU loops over pixels if-convert and vectorize.
 template <typename T>
 C10_HOST_DEVICE C10_ALWAYS_INLINE T clip_coord(T in, int64_t size, T* grad) {
@@ -227,7 +254,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE T clip_coord(T in, int64_t size, T* grad) {
 }
 
 // Reflect `in` into [twice_low / 2, twice_high / 2]; *grad receives the sign.
-// Non-finite input comes out NaN (inf - inf) for safe_coord to catch.
+// Non-finite input comes out NaN (inf - inf): an infinity has no fold.
 template <typename T>
 C10_HOST_DEVICE C10_ALWAYS_INLINE T reflect_coord(T in, int64_t twice_low, int64_t twice_high, T* grad) {
   if (twice_low == twice_high) {
@@ -254,14 +281,18 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE T reflect_coord(T in, int64_t twice_low, int64
   return even ? extra + lo : span - extra + lo;
 }
 
-// ATen's safe_downgrade_to_int_range: NaN, infinities and values beyond the
-// int range become -100, a position whose four corners are all outside the
-// image, so they sample zeros, get zero gradient, and never reach a float ->
-// int cast that would be undefined.
+// ATen's safe_downgrade_to_int_range, but for NaN: infinities and values
+// beyond the int range become -100, a position whose four corners are all
+// outside the image, so they sample zeros, get zero gradient, and never reach
+// a float -> int cast that would be undefined. NaN stays NaN: bilinear()
+// gives it no corner inside the image and NaN weights, so a NaN position
+// samples NaN (ATen's kernels disagree with each other there: its CPU kernel
+// returns NaN with zeros padding and the first pixel with border, its CUDA
+// kernel 0 and the first pixel).
 template <typename T>
 C10_HOST_DEVICE C10_ALWAYS_INLINE T safe_coord(T x) {
   const T limit = T(2147483646.0);
-  return ((x > -limit) & (x < limit)) ? x : T(-100);
+  return (((x > -limit) & (x < limit)) | (x != x)) ? x : T(-100);
 }
 
 // Normalized coordinate -> padded pixel coordinate, with d(out)/d(in).
@@ -288,8 +319,11 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE T source_index(
 // The four bilinear corners of a padded coordinate (ix, iy): x0 = floor(ix),
 // weights as ATen writes them ((x1 - ix) rather than 1 - fx), and whether
 // each corner lies inside the image. `ix`, `iy` have passed safe_coord, so
-// floor(ix) fits in 32 bits and the casts are defined. Validity is decided on
-// the floats, which keeps the CPU loops free of 64-bit conversions.
+// floor(ix) fits in 32 bits and the casts are defined, except for NaN: a NaN
+// coordinate gets corner -100 (no corner inside, no cast of NaN) and NaN
+// weights, so that its sample (0 from each outside corner times a NaN
+// weight) is NaN. Validity is decided on the floats, which keeps the CPU
+// loops free of 64-bit conversions.
 template <typename index_t, typename T>
 struct Bilinear {
   index_t x0, y0;
@@ -302,8 +336,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Bilinear<index_t, T> bilinear(T ix, T iy, int6
   Bilinear<index_t, T> b;
   const T fx0 = CWARP_FLOOR(ix);
   const T fy0 = CWARP_FLOOR(iy);
-  b.x0 = static_cast<index_t>(fx0);
-  b.y0 = static_cast<index_t>(fy0);
+  b.x0 = static_cast<index_t>(fx0 == fx0 ? fx0 : T(-100));
+  b.y0 = static_cast<index_t>(fy0 == fy0 ? fy0 : T(-100));
   b.wx0 = fx0 + T(1) - ix;
   b.wx1 = ix - fx0;
   b.wy0 = fy0 + T(1) - iy;
@@ -339,13 +373,26 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE T corner_value(const scalar_t* src, index_t o)
   return o >= 0 ? static_cast<T>(src[o]) : T(0);
 }
 
+// A corner's weight for kernels that give a corner outside the image a valid
+// offset and weight 0, so that their gather needs no mask: 0 outside, but a
+// NaN position keeps its NaN weights, so that its sample is NaN as in
+// the kernels that mask their loads instead.
+template <typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T masked_corner_weight(bool inside, T w) {
+  return (inside | (w != w)) ? w : T(0);
+}
+
 // d(bilinear sample)/d(ix, iy) for corner values v00 (x0, y0), v01 (x0 + 1,
 // y0), v10 (x0, y0 + 1), v11 (x0 + 1, y0 + 1); invalid corners pass 0.
+// A position with no corner inside the image has zero gradient: selected
+// rather than computed, because a NaN position's weights are NaN (for any
+// other such position the formula gives that 0 too).
 template <typename index_t, typename T>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void bilinear_coord_grad(
     const Bilinear<index_t, T>& b, T v00, T v01, T v10, T v11, T* d_ix, T* d_iy) {
-  *d_ix = (v01 - v00) * b.wy0 + (v11 - v10) * b.wy1;
-  *d_iy = (v10 - v00) * b.wx0 + (v11 - v01) * b.wx1;
+  const bool some_inside = (b.vx0 | b.vx1) & (b.vy0 | b.vy1);
+  *d_ix = some_inside ? (v01 - v00) * b.wy0 + (v11 - v10) * b.wy1 : T(0);
+  *d_iy = some_inside ? (v10 - v00) * b.wx0 + (v11 - v01) * b.wx1 : T(0);
 }
 
 // ---------------------------------------------------------------------------

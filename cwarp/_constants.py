@@ -46,3 +46,9 @@ GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 # exp(similarity / temperature) (DINO's k = 20; InstDisc's temperature).
 KNN_K = 20
 KNN_TEMPERATURE = 0.07
+
+# The most warps per image cwarp.warp_points takes: a point's solver scans
+# along each warp and evaluates all K warps at every sample, so its work
+# grows as K^2 (csrc/ops/warp_points/point_solver.h kPointMaxWarps, the same
+# number). Training draws a few warps per view.
+WARP_POINTS_MAX_WARPS = 64

@@ -59,12 +59,6 @@ _MASK64 = (1 << 64) - 1
 # ------------------------------------------------------------------ helpers
 
 
-def _check_generator(op: str, generator) -> Optional[torch.Generator]:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"{op}(): expected generator to be a torch.Generator or None, got {type(generator).__name__}")
-    return generator
-
-
 def _mix_seeds(a: int, b: int) -> int:
     """A 64-bit seed from two (splitmix64 of a * golden + b): nearby inputs give unrelated seeds."""
     z = (a * 0x9E3779B97F4A7C15 + b) & _MASK64
@@ -206,7 +200,7 @@ class RandomLocalWarp(v2.Transform):
         if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
             raise ValueError(f"{op}(): expected p in [0, 1], got {p!r}")
         self.p = float(p)
-        self._generators = _GeneratorPerWorker(_check_generator(op, generator))
+        self._generators = _GeneratorPerWorker(_checks.check_generator(op, generator))
 
     @property
     def generator(self) -> Optional[torch.Generator]:
@@ -343,7 +337,7 @@ class ContraWarpViews(v2.Transform):
         self.augment = ContraWarpAugment(size, num_negatives=num_negatives, warps_per_negative=warps_per_negative,
                                          **augment_options)
         self.size = size
-        self._generators = _GeneratorPerWorker(_check_generator(self._OP, generator))
+        self._generators = _GeneratorPerWorker(_checks.check_generator(self._OP, generator))
 
     @property
     def generator(self) -> Optional[torch.Generator]:

@@ -1,6 +1,11 @@
 """Checkpoints: atomic writes, validated loads, and the backbone a checkpoint holds.
 
-A checkpoint is one ``torch.save`` dict. The probe relies on two keys:
+A checkpoint is one ``torch.save`` dict. Every checkpoint written by
+``save_checkpoint`` also holds ``"checksum"``, a SHA-256 of the rest of its
+contents (``payload_checksum``), which ``load_checkpoint`` verifies: a
+damaged file is refused in one line instead of loading wrong weights.
+Checkpoints written before the checksum existed have none and load
+unverified, as they always did. The probe relies on two keys:
 ``"config"`` (the run's flat config, ``RunConfig.to_flat()``, with at least
 arch, image_size and in_channels) and ``"backbone"`` (the state_dict of the online
 backbone built by ``cwarp.models.build_backbone``). The trainer adds what an
@@ -12,6 +17,7 @@ checkpoint's trained backbone back.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pickle
 import signal
@@ -25,11 +31,16 @@ from torch import Tensor, nn
 from cwarp.models.backbones import build_backbone
 
 __all__ = ["save_checkpoint", "load_checkpoint", "backbone_from_config", "backbone_from_checkpoint",
-           "REQUIRED_KEYS", "REQUIRED_CONFIG_KEYS", "CheckpointError", "CheckpointNotFoundError"]
+           "payload_checksum", "REQUIRED_KEYS", "REQUIRED_CONFIG_KEYS", "CHECKSUM_KEY", "TEMPORARY_PATTERN",
+           "CheckpointError", "CheckpointNotFoundError"]
 
 REQUIRED_KEYS = ("config", "backbone")
 # What the probe needs to rebuild the backbone.
 REQUIRED_CONFIG_KEYS = ("arch", "image_size", "in_channels")
+# The key of the checksum save_checkpoint adds, and the names of its temporary files.
+CHECKSUM_KEY = "checksum"
+TEMPORARY_PREFIX, TEMPORARY_SUFFIX = ".checkpoint-", ".tmp"
+TEMPORARY_PATTERN = f"{TEMPORARY_PREFIX}*{TEMPORARY_SUFFIX}"
 
 
 class CheckpointError(RuntimeError):
@@ -41,34 +52,106 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 
 def save_checkpoint(path: str, state: Mapping[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically.
+    """Write ``state`` to ``path`` atomically, with its checksum added.
 
     The dict goes to a temporary file in the same folder (same file system, so
     the rename is atomic), is flushed to disk, then replaces ``path`` with
     os.replace: a crash or Ctrl-C at any moment leaves either the old or the
-    new checkpoint, never a truncated one.
+    new checkpoint, never a truncated one (a kill can leave the temporary
+    file, ``TEMPORARY_PATTERN``, behind). A write that fails (a full disk, no
+    permission) raises OSError naming ``path`` and the system's reason, after
+    removing the temporary file.
     """
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise ValueError(f"save_checkpoint: state lacks the required keys {missing}")
+    payload = {k: v for k, v in state.items() if k != CHECKSUM_KEY}
+    payload[CHECKSUM_KEY] = payload_checksum(payload)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=folder)
     try:
-        # torch.save's zip writer turns an exception raised inside it into an
-        # unrelated RuntimeError; a Ctrl-C that arrives while it writes is
-        # held back until the new checkpoint is in place, then handled as usual.
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=TEMPORARY_SUFFIX, dir=folder)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, path) from err
+    try:
+        # A Ctrl-C that arrives while the file is written is held back until
+        # the new checkpoint is in place, then handled as usual.
         with _interrupts_held():
             with os.fdopen(fd, "wb") as f:
-                torch.save(dict(state), f)
+                writer = _WriteErrorRecorder(f)
+                try:
+                    torch.save(payload, writer)
+                except RuntimeError as err:
+                    # torch.save's zip writer turns a failed write into an
+                    # unrelated RuntimeError ("unexpected pos"): raise the
+                    # write's own OSError instead.
+                    if writer.error is None:
+                        raise
+                    raise writer.error from err
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+    except OSError as err:
+        _remove_quietly(tmp)
+        raise OSError(err.errno, err.strerror, path) from err
     except BaseException:
         # Includes KeyboardInterrupt: never leave the temporary file behind.
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _remove_quietly(tmp)
         raise
+
+
+class _WriteErrorRecorder:
+    """A file for torch.save that remembers the OSError of a failed write."""
+
+    def __init__(self, f):
+        self._f = f
+        self.error: Optional[OSError] = None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
+
+
+def payload_checksum(state: Mapping[str, Any]) -> str:
+    """"sha256:<hex>" of a checkpoint's contents (without its checksum): every
+    tensor's dtype, shape and bytes and every other value's type and repr, in
+    a fixed order (mapping keys sorted), so that the same contents give the
+    same checksum after a save and a load."""
+    digest = hashlib.sha256()
+    _feed(digest, {k: v for k, v in state.items() if k != CHECKSUM_KEY})
+    return "sha256:" + digest.hexdigest()
+
+
+def _feed(digest, value: Any) -> None:
+    if isinstance(value, Tensor):
+        t = value.detach().cpu().contiguous()
+        digest.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, Mapping):
+        digest.update(b"{")
+        for key in sorted(value, key=repr):
+            _feed(digest, key)
+            _feed(digest, value[key])
+        digest.update(b"}")
+    elif isinstance(value, (list, tuple)):
+        digest.update(b"[" if isinstance(value, list) else b"(")
+        for item in value:
+            _feed(digest, item)
+        digest.update(b"]")
+    else:
+        digest.update(f"{type(value).__name__}:{value!r};".encode())
 
 
 @contextlib.contextmanager
@@ -122,7 +205,18 @@ def load_checkpoint(path: str, *, trust: bool = False, map_location="cpu") -> Di
         raise CheckpointError(f"checkpoint {path} is corrupt or not a torch.save file: "
                               f"{type(err).__name__}: {' '.join(str(err).split())}") from err
     _check_contents(path, state)
+    _check_checksum(path, state)
     return state
+
+
+def _check_checksum(path: str, state: Dict[str, Any]) -> None:
+    """Refuse a checkpoint whose contents do not match its checksum (one written before checksums has none)."""
+    stored = state.get(CHECKSUM_KEY)
+    if stored is None:
+        return
+    if not isinstance(stored, str) or payload_checksum(state) != stored:
+        raise CheckpointError(f"checkpoint {path} is damaged: its contents do not match the checksum saved with "
+                              f"them; restore it from a copy or start the run again")
 
 
 def _check_contents(path: str, state: Any) -> None:

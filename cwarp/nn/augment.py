@@ -224,6 +224,8 @@ class ContraWarpAugment(nn.Module):
         mean, std = [float(m) for m in mean], [float(s) for s in std]
         if len(mean) not in (1, 3) or len(std) not in (1, 3):
             raise ValueError(f"{_OP}(): expected mean and std of 1 or 3 values, got {mean!r} and {std!r}")
+        if not all(math.isfinite(m) for m in mean):
+            raise ValueError(f"{_OP}(): expected finite mean values, got {mean!r}")
         if any(not (s > 0 and math.isfinite(s)) for s in std):
             raise ValueError(f"{_OP}(): expected std > 0, got {std!r}")
         self.mean, self.std = tuple(mean), tuple(std)
@@ -266,6 +268,7 @@ class ContraWarpAugment(nn.Module):
             raise ValueError(f"{_OP}(): expected images with C = 1 or 3 channels, got {list(images.shape)}")
         if images.shape[2] <= 0 or images.shape[3] <= 0:
             raise ValueError(f"{_OP}(): expected images with non-empty spatial dims, got {list(images.shape)}")
+        _checks.check_has_data(_OP, "images", images)
         if images.dtype not in _checks.SRC_DTYPES:
             # The kernels read uint8 and float32; other floats cost one conversion pass.
             images = images.to(torch.float32)
@@ -313,7 +316,7 @@ class ContraWarpAugment(nn.Module):
                              f"{list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
         B, _, H, W = images.shape
         device = images.device
-        gdev = generator.device if generator is not None else device
+        gdev = _checks.check_generator(_OP, generator).device if generator is not None else device
         f32 = dict(device=gdev, dtype=torch.float32)
         source_landmarks = None if landmarks is None else self._source_landmarks(landmarks, B, gdev)
 
@@ -394,6 +397,7 @@ class ContraWarpAugment(nn.Module):
                              f"got {list(landmarks.shape)}")
         if not landmarks.is_floating_point():
             raise TypeError(f"{_OP}(): expected landmarks of a floating dtype, got {landmarks.dtype}")
+        _checks.check_has_data(_OP, "landmarks", landmarks)
         pts = pts.to(device=gdev, dtype=torch.float32)
         _check_landmark_values(pts)
         return pts
@@ -420,12 +424,19 @@ class ContraWarpAugment(nn.Module):
             raise TypeError(f"{_OP}(): expected params to be AugmentParams, got {type(params).__name__}")
         B, C = images.shape[:2]
         dev = images.device
+        for name in ("theta", "warps", "color"):
+            value = getattr(params, name)
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{_OP}(): expected params.{name} to be a Tensor, got {type(value).__name__}")
+            _checks.check_has_data(_OP, f"params.{name}", value)
+        V = 2 + self.num_negatives
+        if params.theta.dim() != 4 or params.theta.shape[0] != B or params.theta.shape[1] != V:
+            raise ValueError(f"{_OP}(): expected params.theta of shape (B, V, 2, 3) with B = {B} and V = 2 + "
+                             f"num_negatives = {V}, got {list(params.theta.shape)} (params drawn by an augmenter "
+                             f"with another num_negatives or batch size)")
         theta = params.theta.to(device=dev, dtype=torch.float32)
         warps = params.warps.to(device=dev, dtype=torch.float32)
         color = params.color.to(device=dev, dtype=torch.float32)
-        if theta.dim() != 4 or theta.shape[0] != B:
-            raise ValueError(f"{_OP}(): expected params.theta of shape (B, V, 2, 3) with B = {B}, "
-                             f"got {list(theta.shape)}")
         mean, std = self._norm_stats(C, dev)
         args = (images, theta, warps, color, mean, std, self.size, self.kind, self.padding_mode, self.out_dtype)
         out = augment_views(*args, backend=self.backend)
@@ -436,6 +447,7 @@ class ContraWarpAugment(nn.Module):
         if params is not None and landmarks is not None:
             raise ValueError(f"{_OP}(): expected landmarks or params, not both: params already place the warps "
                              "(landmarks act through sample_params)")
+        _checks.check_generator(_OP, generator)
         images = self._check_images(images)
         if params is None:
             params = self.sample_params(images, landmarks, generator)

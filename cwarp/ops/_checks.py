@@ -14,7 +14,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
-from cwarp._constants import WARP_KINDS
+from cwarp._constants import WARP_KINDS, WARP_POINTS_MAX_WARPS
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 KINDS = WARP_KINDS
@@ -86,6 +86,19 @@ def check_range(where: str, name: Optional[str], value, *, low: float = -math.in
             rule = f"{rule} <= {_bound(high)}"
         raise ValueError(f"{where}: expected {what}(min, max) with {rule}, got {value!r}")
     return lo, hi
+
+
+def check_generator(op: str, generator) -> Optional[torch.Generator]:
+    """``generator`` itself when it is a torch.Generator or None, else TypeError naming it."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"{op}(): expected generator to be a torch.Generator or None, got {type(generator).__name__}")
+    return generator
+
+
+def check_has_data(op: str, name: str, t) -> None:
+    """A meta tensor has shapes but no values: refuse it where values are read (RuntimeError)."""
+    if isinstance(t, torch.Tensor) and t.device.type == "meta":
+        raise RuntimeError(f"{op}(): expected {name} with values (on a CPU or CUDA device), got a meta tensor")
 
 
 def check_local_warp_inputs(op: str, image: torch.Tensor, params: torch.Tensor,
@@ -261,3 +274,6 @@ def check_warp_points_inputs(op: str, points: torch.Tensor, params: torch.Tensor
         lambda: f"{op}(): expected points of a floating dtype (float16, bfloat16, float32, float64), "
                 f"got {points.dtype}")
     check_warp_params(op, params, theta, points.shape[0], points.device, "the points'", symbolic)
+    req(params.shape[1] <= WARP_POINTS_MAX_WARPS, ValueError,
+        lambda: f"{op}(): expected at most {WARP_POINTS_MAX_WARPS} warps per image (params of shape (B, K, 5) "
+                f"with K <= {WARP_POINTS_MAX_WARPS}), got K = {params.shape[1]}")

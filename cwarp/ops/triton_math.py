@@ -54,10 +54,16 @@ def base_coord(i, size, ALIGN_CORNERS: tl.constexpr, DTYPE: tl.constexpr):
 
 
 @triton.jit
+def outside_disc(rho2, r2):
+    """r2 - rho2 <= 0: the translate weight is exactly 0 there; a NaN u is not outside (its weight is NaN)."""
+    return r2 - rho2 <= 0.0
+
+
+@triton.jit
 def translate_weight(rho2, r2, m2):
     u = r2 - rho2
     t = u / (u + m2)
-    return tl.where(u > 0.0, t * t, 0.0)
+    return tl.where(outside_disc(rho2, r2), 0.0, t * t)
 
 
 @triton.jit
@@ -67,15 +73,22 @@ def translate_weight_grad(rho2, r2, m2):
     v = u + m2
     t = u / v
     two_t_over_v2 = 2.0 * t / (v * v)
-    inside = u > 0.0
+    inside = ~outside_disc(rho2, r2)
     dw_du = tl.where(inside, two_t_over_v2 * m2, 0.0)
     dw_dm2 = tl.where(inside, -two_t_over_v2 * u, 0.0)
     return dw_du, dw_dm2
 
 
 @triton.jit
+def nonzero_r2(r2):
+    """r2 where it divides: 1 for a warp of radius 0 (whose weight and slopes are 0)."""
+    return tl.where(r2 == 0.0, 1.0, r2)
+
+
+@triton.jit
 def gaussian_weight(rho2, r2):
-    return tl.exp(-rho2 / (2.0 * r2))
+    """exp(-rho2 / (2 r2)); 0 everywhere for a warp of radius 0."""
+    return tl.where(r2 == 0.0, 0.0, tl.exp(-rho2 / (2.0 * r2)))
 
 
 @triton.jit
@@ -99,18 +112,21 @@ def warp_param_grad(KIND: tl.constexpr, ex, ey, r, dx, dy, gx, gy):
         w = translate_weight(rho2, r2, m2)
         dw_drho2 = -dw_du
         dw_dr2 = dw_du
+        g_dx = 2.0 * gw * dw_dm2 * dx - w * gx
+        g_dy = 2.0 * gw * dw_dm2 * dy - w * gy
     else:
         w = gaussian_weight(rho2, r2)
-        inv_2r2 = 1.0 / (2.0 * r2)
+        r2s = nonzero_r2(r2)
+        inv_2r2 = 1.0 / (2.0 * r2s)
         dw_drho2 = -w * inv_2r2
-        dw_dr2 = w * rho2 * inv_2r2 / r2
-        dw_dm2 = 0.0
+        dw_dr2 = w * rho2 * inv_2r2 / r2s
+        # No m2 term: the Gaussian weight does not depend on m2.
+        g_dx = -w * gx
+        g_dy = -w * gy
     g_rho2 = gw * dw_drho2
     g_cx = -2.0 * g_rho2 * ex
     g_cy = -2.0 * g_rho2 * ey
     g_r = 2.0 * gw * dw_dr2 * r
-    g_dx = 2.0 * gw * dw_dm2 * dx - w * gx
-    g_dy = 2.0 * gw * dw_dm2 * dy - w * gy
     return g_cx, g_cy, g_r, g_dx, g_dy
 
 
@@ -159,8 +175,9 @@ def reflect_coord(x, twice_low, twice_high):
 
 @triton.jit
 def safe_coord(x):
+    """Infinities and values beyond the int range -> -100 (outside the image); NaN stays NaN."""
     limit = 2147483646.0
-    return tl.where((x > -limit) & (x < limit), x, -100.0)
+    return tl.where(((x > -limit) & (x < limit)) | (x != x), x, -100.0)
 
 
 @triton.jit
@@ -185,11 +202,12 @@ def source_index(coord, size, PADDING: tl.constexpr, ALIGN_CORNERS: tl.constexpr
 @triton.jit
 def bilinear(ix, iy, w, h):
     """The Bilinear struct as a tuple:
-    (x0, y0, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1), x0 / y0 int32."""
+    (x0, y0, wx0, wx1, wy0, wy1, vx0, vx1, vy0, vy1), x0 / y0 int32.
+    A NaN coordinate: corner -100 (none inside, no cast of NaN) and NaN weights."""
     fx0 = tl.floor(ix)
     fy0 = tl.floor(iy)
-    x0 = fx0.to(tl.int32)
-    y0 = fy0.to(tl.int32)
+    x0 = tl.where(fx0 == fx0, fx0, -100.0).to(tl.int32)
+    y0 = tl.where(fy0 == fy0, fy0, -100.0).to(tl.int32)
     wx0 = fx0 + 1.0 - ix
     wx1 = ix - fx0
     wy0 = fy0 + 1.0 - iy
@@ -204,10 +222,12 @@ def bilinear(ix, iy, w, h):
 
 
 @triton.jit
-def bilinear_coord_grad(wx0, wx1, wy0, wy1, v00, v01, v10, v11):
-    """(d sample / d ix, d sample / d iy); invalid corners pass 0."""
-    d_ix = (v01 - v00) * wy0 + (v11 - v10) * wy1
-    d_iy = (v10 - v00) * wx0 + (v11 - v01) * wx1
+def bilinear_coord_grad(wx0, wx1, wy0, wy1, m00, m01, m10, m11, v00, v01, v10, v11):
+    """(d sample / d ix, d sample / d iy); invalid corners pass 0. m00..m11: which
+    corners are inside. Zero where none is (selected: a NaN position's weights are NaN)."""
+    some_inside = m00 | m01 | m10 | m11
+    d_ix = tl.where(some_inside, (v01 - v00) * wy0 + (v11 - v10) * wy1, 0.0)
+    d_iy = tl.where(some_inside, (v10 - v00) * wx0 + (v11 - v01) * wx1, 0.0)
     return d_ix, d_iy
 
 

@@ -15,10 +15,12 @@ This module imports neither torch nor torchvision, so that ``cwarp-train
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple
 
@@ -382,8 +384,9 @@ HELP = """BYOL pretraining with ContraWarping negatives: writes RUN/checkpoint.p
     cwarp-train --config runs/cw/config.toml --out runs/cw2 --lr 0.001
     cwarp-train --out runs/cw --resume
 
-Exit status: 0 done (or stopped at --max-steps), 2 bad input, 3 the loss diverged, 130 stopped by Ctrl-C (the
-first Ctrl-C saves a checkpoint that --resume continues; a second quits at once).
+Exit status: 0 done (or stopped at --max-steps), 2 bad input, 3 the loss diverged, 4 the run folder could not be
+written (a full disk, no permission: one line names the file; the last checkpoint is kept), 130 stopped by Ctrl-C
+or SIGTERM (the first one saves a checkpoint that --resume continues; a second Ctrl-C quits at once).
 """
 
 
@@ -533,13 +536,36 @@ def _toml_value(v: Any) -> str:
     return json.dumps(str(v))
 
 
+def replace_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: a
+    failed write (a full disk) leaves the old file or none, never a cut one,
+    and raises OSError naming ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}-", suffix=".tmp", dir=folder)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, path) from err
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(err, OSError):
+            raise OSError(err.errno, err.strerror, path) from err
+        raise
+
+
 def write_config_files(cfg: "RunConfig", folder: str) -> Tuple[str, str]:
     """RUN/config.json (flat, with what the trainer derived) and RUN/config.toml
-    (the settings by group, for --config); returns both paths."""
+    (the settings by group, for --config), each written whole or not at all
+    (replace_text); returns both paths."""
     os.makedirs(folder, exist_ok=True)
     json_path, toml_path = os.path.join(folder, "config.json"), os.path.join(folder, "config.toml")
-    with open(json_path, "w") as f:
-        json.dump(cfg.to_flat(), f, indent=2, sort_keys=True)
+    replace_text(json_path, json.dumps(cfg.to_flat(), indent=2, sort_keys=True))
     lines = ["# cwarp-train settings of this run; load with: cwarp-train --config config.toml",
              f"config_version = {CONFIG_VERSION}"]
     lines += [f"{f.name} = {_toml_value(getattr(cfg, f.name))}" for f in _TOP_FIELDS]
@@ -548,8 +574,7 @@ def write_config_files(cfg: "RunConfig", folder: str) -> Tuple[str, str]:
         lines.append(f"\n[{title}]")
         lines += [f"{f.name} = {_toml_value(getattr(group, f.name))}" for f in dataclasses.fields(klass)
                   if getattr(group, f.name) is not None and f.name != "resume"]
-    with open(toml_path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    replace_text(toml_path, "\n".join(lines) + "\n")
     return json_path, toml_path
 
 

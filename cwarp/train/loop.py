@@ -14,7 +14,6 @@ DistributedDataParallel.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -24,9 +23,9 @@ import torch
 
 from cwarp.models import checkpoint as ckpt
 from cwarp.train import distributed as cdist
-from cwarp.train.config import ConfigError, RunConfig, write_config_files
+from cwarp.train.config import ConfigError, RunConfig, validate
 from cwarp.train.host_memory import keep_freed_memory
-from cwarp.train.run_folder import CHECKPOINT_NAME, LOG_NAME, resume_state, truncate_log
+from cwarp.train.run_folder import OutputError, RunFolder, read_log, resume_state
 from cwarp.train.signals import StopFlag
 from cwarp.train.trainer import Trainer
 from cwarp.train.feeds import make_feed
@@ -50,31 +49,40 @@ def train(cfg: RunConfig, explicit: Optional[Set[str]] = None,
     (tests use it to interrupt a run).
     """
     explicit = set(cfg.to_flat()) if explicit is None else set(explicit)
-    cfg, state = resume_state(cfg, explicit)
-    ckpt_path = os.path.join(cfg.out, CHECKPOINT_NAME)
-    max_steps = cfg.bookkeeping.max_steps
-    if state is not None and (int(state["epoch"]) >= cfg.optimisation.epochs
-                              or (max_steps and int(state["step"]) >= max_steps)):
-        return {"status": "done", "already_complete": True, "out": cfg.out, "step": int(state["step"]),
-                "total_steps": int(state["step"]), "checkpoint": ckpt_path, "config": cfg}
-    if cfg.data.threads:
-        torch.set_num_threads(cfg.data.threads)
-    keep_freed_memory(cfg.reuse_freed_memory)
-    device = torch.device(cfg.device)
-    info = cdist.init_from_env(device.type)
-    if device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-    run = _Run(cfg, info, device, load_data(cfg), step_hook)
-    if state is not None:
-        run.restore(state)
-    del state
-    return run.loop()
+    if cfg.out is None:
+        raise ConfigError("--out: a run folder is required (on the command line or in --config)")
+    fresh = not cfg.bookkeeping.resume
+    if fresh:
+        cfg = validate(cfg)   # before the folder exists: bad flags leave nothing behind
+    folder = RunFolder(cfg.out)
+    # Rank 0 writes the folder, so it alone holds the lock (torchrun's RANK; 0 without torchrun).
+    with folder.claim(create=fresh) if int(os.environ.get("RANK", "0")) == 0 else folder:
+        cfg, state = resume_state(cfg, explicit)
+        max_steps = cfg.bookkeeping.max_steps
+        if state is not None and (int(state["epoch"]) >= cfg.optimisation.epochs
+                                  or (max_steps and int(state["step"]) >= max_steps)):
+            return {"status": "done", "already_complete": True, "out": cfg.out, "step": int(state["step"]),
+                    "total_steps": int(state["step"]), "checkpoint": folder.checkpoint_path, "config": cfg}
+        if cfg.data.threads:
+            torch.set_num_threads(cfg.data.threads)
+        keep_freed_memory(cfg.reuse_freed_memory)
+        device = torch.device(cfg.device)
+        info = cdist.init_from_env(device.type)
+        if device.type == "cuda":
+            device = torch.device("cuda", info.local_rank)
+        run = _Run(cfg, info, device, load_data(cfg), step_hook, folder)
+        if state is not None:
+            run.restore(state)
+        elif run.main_rank:
+            folder.start_log()
+        del state
+        return run.loop()
 
 
 class _Run:
     """One training job's loop state: sampler, trainer, log, checkpoints."""
 
-    def __init__(self, cfg: RunConfig, info, device, data: TrainingData, step_hook):
+    def __init__(self, cfg: RunConfig, info, device, data: TrainingData, step_hook, folder: RunFolder):
         self.info, self.device, self.step_hook = info, device, step_hook
         self.data = data
         self.main_rank = info.rank == 0
@@ -91,8 +99,9 @@ class _Run:
                                num_classes=len(data.classes))
         self.cfg = self.trainer.cfg
         self.out = cfg.out
-        self.ckpt_path = os.path.join(self.out, CHECKPOINT_NAME)
-        self.log_path = os.path.join(self.out, LOG_NAME)
+        self.folder = folder
+        self.ckpt_path = folder.checkpoint_path
+        self.log_path = folder.log_path
         self.start = (0, 0)
         self.last_good_step = 0
         self.bad = torch.zeros((), dtype=torch.bool, device=device)   # any non-finite loss since the last check
@@ -136,12 +145,15 @@ class _Run:
             print(f"cwarp-train: warning: {warning}", file=sys.stderr)
         self.last_good_step = self.trainer.step
         if self.main_rank:
-            truncate_log(self.log_path, self.trainer.step)
+            if self.folder.truncate_log(self.trainer.step):
+                print(f"cwarp-train: warning: {self.log_path}: dropped a line cut short by an earlier stop",
+                      file=sys.stderr)
 
     def _open_outputs(self) -> None:
         if not self.main_rank:
             return
-        write_config_files(self.cfg, self.out)
+        self.folder.remove_stale_temporaries()
+        self.folder.write_config(self.cfg)
         if self.cfg.bookkeeping.progress:
             from tqdm import tqdm
             self.progress = tqdm(total=self.trainer.total_steps, initial=self.trainer.step, unit="step",
@@ -166,10 +178,7 @@ class _Run:
         step = self.trainer.step
         if self.monitor is None or step == 0 or not self.monitor.due(step, self.trainer.total_steps):
             return False
-        if not os.path.exists(self.log_path):
-            return True
-        with open(self.log_path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+        rows, _ = read_log(self.log_path)
         return not any(r.get("step") == step and "knn_acc" in r for r in rows)
 
     def loop(self) -> Dict[str, Any]:
@@ -249,8 +258,7 @@ class _Run:
         row = self.monitor.evaluate(t.model.backbone, t.step)
         row = {"step": row.pop("step"), "epoch": t.step / self.steps_per_epoch, **row}
         self.t_last += row["eval_seconds"]
-        with open(self.log_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        self.folder.append_log(row)
         if self.progress is not None:
             linear = f", linear {row['linear_acc']:.3f}" if "linear_acc" in row else ""
             self.progress.write(f"cwarp-train: step {t.step}: online kNN accuracy {row['knn_acc']:.3f}{linear} "
@@ -283,8 +291,13 @@ class _Run:
     def _save(self, resume_at: Tuple[int, int]) -> None:
         self._check_finite()
         if self.main_rank:
-            ckpt.save_checkpoint(self.ckpt_path, {**self.trainer.state_dict(*resume_at),
-                                                  "data": self.feed.state(resume_at)})
+            try:
+                self.folder.save_checkpoint({**self.trainer.state_dict(*resume_at),
+                                             "data": self.feed.state(resume_at)})
+            except OutputError as err:
+                kept = (f"the checkpoint of step {self.last_good_step} is kept" if os.path.exists(self.ckpt_path)
+                        else "no checkpoint was written")
+                raise OutputError(f"{err}; {kept}") from err
         cdist.barrier()
         self.last_good_step = self.trainer.step
 
@@ -302,8 +315,7 @@ class _Run:
         self.t_last, self.imgs_since = now, 0
         if not self.main_rank:
             return
-        with open(self.log_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        self.folder.append_log(row)
         if self.progress is not None:
             self.progress.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{ips:.0f}")
         if self.writer is not None:

@@ -1,7 +1,7 @@
 """Forward of cwarp.local_warp, one body per check run for every backend (cpp and
 triton on CPU, both on CUDA): parity with the float64 oracle
 cwarp.reference.local_warp over shapes, warps, paddings, dtypes and layouts;
-edge cases, non-finite parameters, opcheck and determinism; the CUDA-only
+edge cases, opcheck and determinism (non-finite parameters: tests/faults/test_op_faults.py); the CUDA-only
 checks (streams, 64-bit offsets, auto dispatch) at the end.
 
 The Triton backends take the small rows of each grid (`backend_grid`'s
@@ -250,97 +250,6 @@ def test_zero_warps_give_an_empty_params_gradient(be, gen):
     assert_close_verbose(out, reference.local_warp(image, params.detach(), theta), *TOL[torch.float32], what="K=0")
     out.sum().backward()
     assert params.grad.shape == (2, 0, 5)
-
-
-# ---------------------------------------------------------------------------
-# Non-finite and huge parameters
-#
-# What the oracle does here is not a sane contract: ATen's CPU grid_sample maps
-# a NaN or infinite coordinate to NaN under padding "zeros", and to the
-# first pixel (the coordinate clamped to 0) under "border" and "reflection";
-# for huge finite coordinates its reflection parity overflows an int. The
-# kernels instead follow ATen's scalar / CUDA `safe_downgrade_to_int_range`
-# (csrc/warp_math.h safe_coord, mirrored in cwarp/ops/triton_math.py): a NaN
-# coordinate, and an infinite one except under border (which clamps it to the
-# edge), contributes nothing, so such a pixel is exactly 0. The tests check
-# that contract, pixel by pixel, against the oracle's float64 grid:
-#   finite grid, |s| <= 1e6        -> equal to the oracle's value
-#   NaN in s                       -> 0
-#   +-inf in s                     -> border: the edge value (oracle on the
-#                                     clamped grid); zeros, reflection: 0
-#   |s| > 1e6 finite               -> zeros, border: oracle on the clamped grid;
-#                                     reflection: reflecting 1e29 has no
-#                                     meaningful bits, so only "a convex
-#                                     combination of pixels" is checked.
-# Output sizes are even so that no base coordinate is 0: theta = inf times a
-# q of 0 (or of rounding noise) would make the expected value depend on the
-# sign of noise.
-# ---------------------------------------------------------------------------
-
-
-def _expected_for_any_grid(image, grid_, padding, align):
-    nan_px = torch.isnan(grid_).any(-1)
-    inf_px = torch.isinf(grid_).any(-1) & ~nan_px
-    huge_px = (grid_.abs() > 1e6).any(-1) & ~nan_px & ~inf_px
-    zero_px = nan_px | (inf_px if padding != "border" else torch.zeros_like(inf_px))
-    unchecked = huge_px if padding == "reflection" else torch.zeros_like(huge_px)
-    g = torch.nan_to_num(grid_, nan=0.0).clamp(-10.0, 10.0)
-    exp = F.grid_sample(image, g, padding_mode=padding, align_corners=align)
-    exp = exp.masked_fill(zero_px[:, None], 0.0)
-    return exp, unchecked
-
-
-BAD_VALUES = [float("nan"), float("inf"), float("-inf"), 1e30, -1e30]
-WHERE = ["cx", "cy", "r", "dx", "dy", *(f"theta{i}" for i in range(6))]
-
-
-# The interpreter evaluates NaN and Inf coordinates in numpy, which warns about
-# the invalid products that the kernel then masks out.
-@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-@pytest.mark.parametrize(*backend_grid(
-    "bad,where,kind,padding", full=grid(BAD_VALUES, WHERE, KINDS, PADDINGS),
-    small=[(bad, where, "translate", padding) for bad, where in ((float("nan"), "cx"), (float("inf"), "dx"))
-           for padding in ("zeros", "reflection")]))
-def test_nonfinite_params_and_theta(be, bad, where, kind, padding, gen):
-    B, C, H, W, out = 2, 3, 9, 11, (10, 12)
-    image = random_image((B, C, H, W), gen, torch.float64)
-    params = random_params(B, 3, gen, torch.float64)
-    theta = random_theta(B, gen, torch.float64)
-    if where.startswith("theta"):
-        theta.view(B, 6)[1, int(where[-1])] = bad
-    else:
-        params[1, 1, "cx cy r dx dy".split().index(where)] = bad
-    out_t = cwarp.local_warp(*be.put(image, params, theta), out_size=out, kind=kind, padding_mode=padding,
-                             backend=be.name).cpu()
-    assert out_t.shape == (B, C, *out)
-    assert torch.isfinite(out_t).all(), "non-finite parameters must give a defined (finite) output"
-    grid_ = reference.local_warp_grid(params, out, theta, kind=kind)
-    expected, unchecked = _expected_for_any_grid(image, grid_, padding, False)
-    checked = ~unchecked[:, None].expand_as(out_t)
-    assert_close_verbose(out_t[checked], expected[checked], *TOL[torch.float64], what=f"{where}={bad}")
-    # Where the value is meaningless, it is still a convex combination of pixels.
-    lo = image.amin(dim=(2, 3), keepdim=True).expand_as(out_t)
-    hi = image.amax(dim=(2, 3), keepdim=True).expand_as(out_t)
-    assert bool(((out_t >= lo) & (out_t <= hi))[~checked].all())
-    # The untouched image is unaffected.
-    ref0 = reference.local_warp(image[:1], params[:1], theta[:1], out_size=out, kind=kind, padding_mode=padding)
-    assert_close_verbose(out_t[:1], ref0, *TOL[torch.float64], what="image 0")
-
-
-@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-@pytest.mark.parametrize(*backend_grid(
-    "dtype,bad", full=grid([torch.float32, torch.bfloat16, torch.float16], BAD_VALUES),
-    names=("cpp", "cuda-cpp")))
-def test_nonfinite_params_low_precision_defined(be, dtype, bad, gen):
-    image = random_image((2, 3, 9, 11), gen, dtype)
-    params = random_params(2, 3, gen, torch.float32)
-    theta = random_theta(2, gen, torch.float32)
-    params[1, 0, 3] = bad
-    theta[1, 0, 0] = bad
-    for padding, kind in itertools.product(PADDINGS, KINDS):
-        out = cwarp.local_warp(*be.put(image, params, theta), kind=kind, padding_mode=padding, backend=be.name)
-        assert out.shape == image.shape and out.dtype == dtype
-        assert torch.isfinite(out).all()
 
 
 # ---------------------------------------------------------------------------

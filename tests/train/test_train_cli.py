@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 from console_scripts import assert_one_error_line, interrupted, run_script
+from cwarp.models import save_checkpoint
 from tiny_runs import tiny_script_args as tiny
 
 # Every test here runs the installed script in a fresh interpreter that imports torch.
@@ -109,7 +110,7 @@ def test_bad_or_incompatible_checkpoint_on_resume(tmp_path):
     state = torch.load(good / "checkpoint.pt", weights_only=True)
     state["epoch"], state["step_in_epoch"] = 1, 0       # pretend it stopped half-way
     state["model"] = {k: v for i, (k, v) in enumerate(state["model"].items()) if i}
-    torch.save(state, good / "checkpoint.pt")
+    save_checkpoint(str(good / "checkpoint.pt"), state)     # a whole checkpoint, of another model
     assert "does not fit this run's model" in one_error_line(run(tiny(good, "--epochs", "2", "--resume")))
 
 

@@ -111,7 +111,8 @@ CWARP_CPU_MULTIVERSION void warp_row(const AugmentConfig& cfg, const float* prm,
 // valid address), so the gather below needs no branch: it reads as 0, as in
 // grid_sample. That holds while the pixel at offset 0 is finite; for an image
 // where it is not (NaN * 0 is NaN), `none` is -1 and the gather masks those
-// corners instead (gather_row's `masked`).
+// corners instead (gather_row's `masked`). A NaN position keeps its NaN
+// weights (masked_corner_weight), so that it samples NaN.
 // Two loops, source coordinates then corners, each taking its arrays as
 // __restrict parameters: GCC vectorizes each of them, not their fusion (the
 // fused loop ran scalar and cost more than the gather). The padding mode is a
@@ -140,10 +141,10 @@ CWARP_CPU_MULTIVERSION void corners_loop(int64_t W, int64_t H, index_t sh, index
     const Bilinear<index_t, float> b = bilinear<index_t>(ix[j], iy[j], W, H);
     // `&` rather than `&&`: no short-circuit branches in the vectorized loop.
     const bool v00 = b.vx0 & b.vy0, v01 = b.vx1 & b.vy0, v10 = b.vx0 & b.vy1, v11 = b.vx1 & b.vy1;
-    w00[j] = v00 ? b.wx0 * b.wy0 : 0.f;
-    w01[j] = v01 ? b.wx1 * b.wy0 : 0.f;
-    w10[j] = v10 ? b.wx0 * b.wy1 : 0.f;
-    w11[j] = v11 ? b.wx1 * b.wy1 : 0.f;
+    w00[j] = masked_corner_weight(v00, b.wx0 * b.wy0);
+    w01[j] = masked_corner_weight(v01, b.wx1 * b.wy0);
+    w10[j] = masked_corner_weight(v10, b.wx0 * b.wy1);
+    w11[j] = masked_corner_weight(v11, b.wx1 * b.wy1);
     const index_t base = corner_base_offset(b, W, H, sh, sw);
     o00[j] = v00 ? base : none;
     o01[j] = v01 ? base + sw : none;

@@ -82,8 +82,8 @@ __global__ void __launch_bounds__(kThreads) augment_views_kernel(const src_t* __
   const float iy = source_index(sy, p.H, p.padding, false, &gy);
   const Bilinear<index_t, float> bl = bilinear<index_t>(ix, iy, p.W, p.H);
   const bool v00 = bl.vx0 && bl.vy0, v01 = bl.vx1 && bl.vy0, v10 = bl.vx0 && bl.vy1, v11 = bl.vx1 && bl.vy1;
-  const float w00 = v00 ? bl.wx0 * bl.wy0 : 0.f, w01 = v01 ? bl.wx1 * bl.wy0 : 0.f;
-  const float w10 = v10 ? bl.wx0 * bl.wy1 : 0.f, w11 = v11 ? bl.wx1 * bl.wy1 : 0.f;
+  const float w00 = masked_corner_weight(v00, bl.wx0 * bl.wy0), w01 = masked_corner_weight(v01, bl.wx1 * bl.wy0);
+  const float w10 = masked_corner_weight(v10, bl.wx0 * bl.wy1), w11 = masked_corner_weight(v11, bl.wx1 * bl.wy1);
   const index_t sh = static_cast<index_t>(p.sh), sw = static_cast<index_t>(p.sw);
   const index_t base = corner_base_offset(bl, p.W, p.H, sh, sw);
   const index_t o00 = v00 ? base : -1, o01 = v01 ? base + sw : -1;

@@ -91,7 +91,7 @@ __device__ __forceinline__ Affine<T> load_affine(const T* theta, int64_t b) {
 // (one image per block), so the loads are broadcasts served by the L1.
 // A translate warp is zero outside its disc, and at the usual radii most
 // pixels are outside most discs: those skip the weight and its division.
-// translate_weight returns exactly 0 there (rho2 < r2 is its own u > 0 test,
+// translate_weight returns exactly 0 there (outside_disc is its own test,
 // NaN included), and w * d is still applied, so a non-finite d propagates
 // as it does in the reference.
 template <typename T>
@@ -105,7 +105,7 @@ __device__ __forceinline__ void warp_point(const WarpConfig& cfg, const T* prm, 
     const T rho2 = ex * ex + ey * ey;
     const T r2 = r * r;
     T w = T(0);
-    if (!translate || rho2 < r2) w = warp_weight(cfg.kind, rho2, r2, dx * dx + dy * dy);
+    if (!translate || !outside_disc(rho2, r2)) w = warp_weight(cfg.kind, rho2, r2, dx * dx + dy * dy);
     x -= w * dx;
     y -= w * dy;
   }
@@ -178,9 +178,9 @@ struct ForwardShared {
 // q -= w(p) d of one warp for the P pixels (px[p], py) of a thread's row:
 // (py - cy)^2 once for all of them. A translate warp is zero outside its disc,
 // and at the usual radii most pixels are outside most discs: those skip the
-// weight and its division. translate_weight returns exactly 0 there (rho2 < r2
-// is its own u > 0 test, NaN included), and w * d is still applied, so a
-// non-finite d propagates as it does in the reference.
+// weight and its division. translate_weight returns exactly 0 there
+// (outside_disc is its own test, NaN included), and w * d is still applied, so
+// a non-finite d propagates as it does in the reference.
 template <int P, typename T>
 __device__ __forceinline__ void displace(WarpKind kind, const WarpConstants<T>& c, const T (&px)[P], T py,
                                          T (&qx)[P], T (&qy)[P]) {
@@ -191,7 +191,7 @@ __device__ __forceinline__ void displace(WarpKind kind, const WarpConstants<T>& 
     const T ex = px[p] - c.cx;
     const T rho2 = ex * ex + ey2;
     T w = T(0);
-    if (kind != WarpKind::Translate || rho2 < c.r2) w = warp_weight(kind, rho2, c.r2, c.m2);
+    if (kind != WarpKind::Translate || !outside_disc(rho2, c.r2)) w = warp_weight(kind, rho2, c.r2, c.m2);
     qx[p] -= w * c.dx;
     qy[p] -= w * c.dy;
   }

@@ -35,6 +35,10 @@
 
 namespace cwarp {
 
+// The most warps per image: a point's work grows as K^2 (each warp's scan
+// evaluates every warp at each sample). cwarp/_constants.py's
+// WARP_POINTS_MAX_WARPS is the same number.
+constexpr int kPointMaxWarps = 64;
 // Samples per unit of t in the scan of a warp for a first root, and their cap.
 constexpr int kPointScanSteps = 32;
 constexpr int kPointScanSamples = 256;

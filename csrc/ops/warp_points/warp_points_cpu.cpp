@@ -25,8 +25,10 @@ at::Tensor warp_points(const at::Tensor& points, const at::Tensor& params, const
   const at::Tensor th = has_theta ? as_opmath<double>(*theta) : at::Tensor();
   at::Tensor out = at::empty_like(pts);
   const int64_t B = pts.size(0), P = pts.size(1);
+  TORCH_CHECK_VALUE(prm.size(1) <= kPointMaxWarps, op, "(): expected at most ", kPointMaxWarps,
+                    " warps per image (params of shape (B, K, 5) with K <= ", kPointMaxWarps, "), got K = ",
+                    prm.size(1));
   const int K = static_cast<int>(prm.size(1));
-  TORCH_CHECK_VALUE(prm.size(1) <= 1 << 20, op, "(): expected at most 2^20 warps per image, got ", prm.size(1));
   const double* src = pts.data_ptr<double>();
   const double* prm_ptr = prm.data_ptr<double>();
   const double* th_ptr = has_theta ? th.data_ptr<double>() : nullptr;

@@ -64,18 +64,37 @@ def local_warp_grid(params: torch.Tensor, out_size: Sequence[int],
         if kind == "translate":
             m2 = (d * d).sum(-1)
             u = r2 - rho2
-            inside = u > 0
-            # The inner where keeps 0/0 out of the unselected branch, whose
-            # NaN would otherwise leak into the gradient.
-            w = torch.where(inside, (u / torch.where(inside, u + m2, 1.0)) ** 2, 0.0)
+            # Outside the disc (u <= 0) the weight is 0; a NaN u is not
+            # outside, so a NaN radius or centre makes NaN positions. The
+            # inner where keeps 0/0 out of the unselected branch, whose NaN
+            # would otherwise leak into the gradient.
+            outside = u <= 0
+            w = torch.where(outside, 0.0, (u / torch.where(outside, 1.0, u + m2)) ** 2)
         else:
-            w = torch.exp(-rho2 / (2 * r2))
+            # Radius 0 weighs 0 everywhere (no 0 / 0 at the centre); the inner
+            # where keeps that NaN out of the gradient too.
+            flat = r2 == 0
+            w = torch.where(flat, 0.0, torch.exp(-rho2 / (2 * torch.where(flat, 1.0, r2))))
         q = q - w[..., None] * d
     if theta is None:
         return q
     th = theta.to(dtype)
     # s = A q + t, as F.affine_grid applies theta to the base grid.
     return torch.einsum("bhwj,bij->bhwi", q, th[:, :, :2]) + th[:, None, None, :, 2]
+
+
+def nan_samples(grid: torch.Tensor, in_size: Sequence[int], padding_mode: str,
+                align_corners: bool) -> torch.Tensor:
+    """(B, Ho, Wo): where the padded sample position is NaN, and so the sample
+    (docs/api.md, "Out-of-range and non-finite coordinates"): a NaN coordinate
+    or, under reflection, an infinite one (it has no fold). Judged on the
+    pixel coordinate x * scale, where an infinity times a zero scale (a
+    one-pixel axis with align_corners) is NaN too, as in the kernels."""
+    h, w = int(in_size[0]), int(in_size[1])
+    sizes = grid.new_tensor([w, h])
+    x = grid * ((sizes - 1) / 2 if align_corners else sizes / 2)
+    bad = ~torch.isfinite(x) if padding_mode == "reflection" else torch.isnan(x)
+    return bad.any(-1)
 
 
 def local_warp(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.Tensor] = None,
@@ -92,8 +111,23 @@ def local_warp(image: torch.Tensor, params: torch.Tensor, theta: Optional[torch.
         dtype = torch.float32 if image.dtype == torch.uint8 else image.dtype
     grid = local_warp_grid(params, out_size, theta, kind=kind, align_corners=align_corners,
                            compute_dtype=dtype)
+    # F.grid_sample is not the contract at non-finite positions (its CPU and
+    # CUDA kernels disagree there, and its CPU border backward crashes on
+    # NaN): a NaN position is given a finite stand-in and its sample set to
+    # NaN afterwards (zero gradient through it), and an infinity (far outside
+    # with zeros, the edge with border) a far finite one.
+    nan_at = nan_samples(grid, image.shape[-2:], padding_mode, align_corners)
+    grid = torch.where(torch.isinf(grid), torch.sign(grid) * _FAR, grid).masked_fill(nan_at[..., None], 0.0)
     out = F.grid_sample(image.to(dtype), grid, mode="bilinear",
                         padding_mode=padding_mode, align_corners=align_corners)
+    out = out.masked_fill(nan_at[:, None], float("nan"))
     if image.dtype == torch.uint8:
-        out = out.round().clamp(0, 255)
+        # As the kernels' round_to_uint8 stores it: a NaN sample becomes 0.
+        out = out.round().clamp(0, 255).nan_to_num(nan=0.0)
     return out.to(image.dtype)
+
+
+# A normalized coordinate whose four corners are outside any image (3 maps
+# past the far edge for every size but a one-pixel align_corners axis, which
+# maps every finite coordinate to its pixel).
+_FAR = 3.0

@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 import torch
 
 from cwarp._constants import DEFAULT_WARP_MAGNITUDE, DEFAULT_WARP_RADIUS
-from cwarp.ops._checks import check_range
+from cwarp.ops._checks import check_generator, check_has_data, check_range
 
 __all__ = ["FACE_LANDMARKS_5", "sample_local_warps", "draw_local_warps", "FACE_REGION", "DEFAULT_CENTER_JITTER"]
 
@@ -62,6 +62,7 @@ def sample_local_warps(batch_size: int, num_warps: int, *, radius=DEFAULT_WARP_R
         raise ValueError(f"{op}(): expected center_jitter >= 0, got {center_jitter!r}")
     if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise TypeError(f"{op}(): expected a floating dtype, got {dtype}")
+    check_generator(op, generator)
     if centers is not None:
         if not isinstance(centers, torch.Tensor):
             raise TypeError(f"{op}(): expected centers to be a Tensor, got {type(centers).__name__}")
@@ -71,6 +72,7 @@ def sample_local_warps(batch_size: int, num_warps: int, *, radius=DEFAULT_WARP_R
                              f"got {list(centers.shape)}")
         if centers.shape[-2] == 0:
             raise ValueError(f"{op}(): expected at least one centre, got centers of shape {list(centers.shape)}")
+        check_has_data(op, "centers", centers)
     return draw_local_warps(batch_size, num_warps, radius, magnitude, centers, float(center_jitter), generator,
                             device, dtype)
 

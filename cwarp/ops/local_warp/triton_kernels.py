@@ -139,7 +139,7 @@ def _local_warp_bwd_kernel(
             v01 = tl.load(in_ptr + off + in_sw, mask=m01, other=0.0).to(CT)
             v10 = tl.load(in_ptr + off + in_sh, mask=m10, other=0.0).to(CT)
             v11 = tl.load(in_ptr + off + in_sh + in_sw, mask=m11, other=0.0).to(CT)
-            gx, gy = bilinear_coord_grad(wx0, wx1, wy0, wy1, v00, v01, v10, v11)
+            gx, gy = bilinear_coord_grad(wx0, wx1, wy0, wy1, m00, m01, m10, m11, v00, v01, v10, v11)
             d_ix += g * gx
             d_iy += g * gy
 

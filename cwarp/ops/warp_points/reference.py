@@ -14,10 +14,13 @@ from typing import Optional, Tuple
 
 import torch
 
+from cwarp._constants import WARP_POINTS_MAX_WARPS
+
 __all__ = ["warp_points", "sampling_map", "invert_affine", "solve", "implicit_correction", "warp_displacement",
-           "SCAN_STEPS", "SCAN_SAMPLES", "BISECT_STEPS", "GRID_SIDE", "GRID_STARTS", "NEWTON_STEPS", "BACKTRACK_STEPS", "RESIDUAL_TOL"]
+           "MAX_WARPS", "SCAN_STEPS", "SCAN_SAMPLES", "BISECT_STEPS", "GRID_SIDE", "GRID_STARTS", "NEWTON_STEPS", "BACKTRACK_STEPS", "RESIDUAL_TOL"]
 
 # The constants of point_solver.h (kPoint*), by the same names.
+MAX_WARPS = WARP_POINTS_MAX_WARPS
 SCAN_STEPS = 32
 SCAN_SAMPLES = 256
 BISECT_STEPS = 24
@@ -32,12 +35,13 @@ def _weight_slope(kind: str, rho2: torch.Tensor, r2: torch.Tensor, m2: torch.Ten
     """warp_weight_slope of warp_math.h: the weight and d w / d rho2."""
     if kind == "translate":
         u = r2 - rho2
-        inside = u > 0
+        inside = ~(u <= 0)   # outside_disc: a NaN u is not outside
         v = torch.where(inside, u + m2, 1.0)
         t = torch.where(inside, u / v, 0.0)
         return t * t, torch.where(inside, -2 * t * m2 / (v * v), 0.0)
-    w = torch.exp(-rho2 / (2 * r2))
-    return w, -w / (2 * r2)
+    r2s = torch.where(r2 == 0, 1.0, r2)      # nonzero_r2: radius 0 weighs 0
+    w = torch.where(r2 == 0, 0.0, torch.exp(-rho2 / (2 * r2s)))
+    return w, -w / (2 * r2s)
 
 
 def warp_displacement(p: torch.Tensor, params: torch.Tensor, kind: str,
@@ -114,6 +118,18 @@ def _scan_lengths(kind: str, q: torch.Tensor, params: torch.Tensor) -> torch.Ten
     return torch.where((e * e).sum(-1) < r * r, length, 0.0)
 
 
+# The most (candidate, sample, warp) triples one step of the reference holds
+# at once: the scans and the fallback grid run in chunks of candidates that
+# fit, so its memory stays bounded (about 1 GB) whatever B, P and K are.
+CHUNK_ELEMENTS = 1 << 21
+
+
+def _chunks(m: int, per_item: int):
+    """Slices of range(m) whose items times per_item stay within CHUNK_ELEMENTS."""
+    step = max(1, CHUNK_ELEMENTS // max(1, per_item))
+    return [slice(s, min(m, s + step)) for s in range(0, m, step)]
+
+
 def _first_roots(q: torch.Tensor, params: torch.Tensor, kind: str, length: torch.Tensor):
     """first_root_along_warp of point_solver.h for every warp that can move its
     point (length > 0): positions (B, N, K, 2) and found (B, N, K)."""
@@ -121,10 +137,15 @@ def _first_roots(q: torch.Tensor, params: torch.Tensor, kind: str, length: torch
     starts = q.unsqueeze(-2).expand(batch, n, k, 2).clone()
     found = torch.zeros(batch, n, k, dtype=torch.bool, device=q.device)
     b, i, j = (length > 0).nonzero(as_tuple=True)
-    if len(b) == 0:
-        return starts, found
-    qm, prm, lm = q[b, i], params[b], length[b, i, j]                          # (M, 2), (M, K, 5), (M,)
-    d = params[b, j, 3:5]                                                        # (M, 2)
+    for part in _chunks(len(b), (SCAN_SAMPLES + 1) * k):
+        bp, ip, jp = b[part], i[part], j[part]
+        starts[bp, ip, jp], found[bp, ip, jp] = _first_roots_of(q[bp, ip], params[bp], params[bp, jp, 3:5],
+                                                                length[bp, ip, jp], kind)
+    return starts, found
+
+
+def _first_roots_of(qm: torch.Tensor, prm: torch.Tensor, d: torch.Tensor, lm: torch.Tensor, kind: str):
+    """The first root along d (M, 2) from qm (M, 2) within lm (M,), for params prm (M, K, 5): (positions, found)."""
 
     def g(t):                                                                    # t (M, S) -> (M, S)
         x = qm[:, None] + t.unsqueeze(-1) * d[:, None]
@@ -132,7 +153,7 @@ def _first_roots(q: torch.Tensor, params: torch.Tensor, kind: str, length: torch
         return ((x - disp - qm[:, None]) * d[:, None]).sum(-1)
 
     samples = (lm * SCAN_STEPS).ceil().clamp(1, SCAN_SAMPLES)                   # (M,)
-    steps = torch.arange(SCAN_SAMPLES + 1, dtype=q.dtype, device=q.device)
+    steps = torch.arange(SCAN_SAMPLES + 1, dtype=qm.dtype, device=qm.device)
     ts = lm[:, None] * steps / samples[:, None]                                  # (M, S + 1)
     neg = g(ts) < 0
     change = (neg[:, 1:] != neg[:, :1]) & (steps[1:] <= samples[:, None])
@@ -145,9 +166,7 @@ def _first_roots(q: torch.Tensor, params: torch.Tensor, kind: str, length: torch
         left = (g(mid[:, None])[:, 0] < 0) == neg0
         t0, t1 = torch.where(left, mid, t0), torch.where(left, t1, mid)
     t = 0.5 * (t0 + t1)
-    starts[b, i, j] = qm + t[:, None] * d
-    found[b, i, j] = hit
-    return starts, found
+    return qm + t[:, None] * d, hit
 
 
 def _grid_preimage(q: torch.Tensor, params: torch.Tensor, kind: str) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -192,8 +211,8 @@ def solve(q: torch.Tensor, params: torch.Tensor, kind: str) -> torch.Tensor:
     p = torch.gather(cand, -2, best[..., None, None].expand(-1, -1, 1, 2)).squeeze(-2)
     p = torch.where(ok.any(-1, keepdim=True), p, torch.nan)
     stuck = (~ok.any(-1) & torch.isfinite(q).all(-1)).nonzero()
-    if len(stuck):
-        b, i = stuck[:, 0], stuck[:, 1]
+    for part in _chunks(len(stuck), GRID_SIDE * GRID_SIDE * k):
+        b, i = stuck[part, 0], stuck[part, 1]
         fallback, found = _grid_preimage(q[b, i][:, None], params[b], kind)
         p[b, i] = torch.where(found, fallback, torch.nan)[:, 0]
     return p
