@@ -1,10 +1,12 @@
 """CPU training throughput: cwarp-train's step as it runs by default against the
 step it ran before (fp32, glibc's default malloc, the former defaults), at the
-demo's model; and, with --rendering, views rendered on the fly against
-pre-rendered ones.
+demo's model; with --levers, the default step against each cheaper-step
+option of cwarp-train (LEVERS); and, with --rendering, views rendered on the
+fly against pre-rendered ones.
 
     python benchmarks/train_throughput.py [--methods contrawarp byol] [--batch-size 128] [--steps 3]
                                           [--rounds 2] [--json PATH]
+    python benchmarks/train_throughput.py --levers [--batch-size 32] [--methods contrawarp byol]
     python benchmarks/train_throughput.py --rendering [--arch resnet18] [--image-size 64] [--batch-size 64]
 
 Each contender runs in its own process (malloc's settings are process-wide),
@@ -14,7 +16,12 @@ backward, optimizer, EMA. Each process warms up with one step, then times
 --steps steps with torch.utils.benchmark at its thread count; a contender's
 figure is its best round's median. Floors: the default step at least 3x the
 former one for each method (exit 1 when missed); --rendering: on the fly
-within 15 % of pre-rendered.
+within 15 % of pre-rendered. --levers has no floor: whether a lever is
+worth its cost in accuracy is judged on the validation faces
+(benchmarks/select_recipe.py --search levers); it reports each step's time,
+the first step's (which holds torch.compile's compilation), and the CPU
+seconds each takes (all threads; on a machine shared with other jobs, the
+work a step does, which its wall-clock time is not).
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 
 import torch
 
@@ -41,6 +49,16 @@ FORMER = ["--reuse-freed-memory", "false", "--num-negatives", "2", "--warps-per-
           "--negatives-through", "online", "--warp-radius", "0.15,0.35", "--warp-magnitude", "0.05,0.15",
           "--crop-scale", "0.5,1", "--rotation", "10", "--jitter-strength", "1"]
 CONTENDERS = {"former step": FORMER, "cwarp-train default": []}
+# The cheaper-step options of cwarp-train, each alone, and the two that cut the negatives' work together;
+# the methods each applies to (the negatives' options do nothing without negatives).
+LEVERS = {"cwarp-train default": ([], ("contrawarp", "byol")),
+          "detached negatives": (["--detach-negatives", "true"], ("contrawarp",)),
+          "negatives for half the anchors": (["--negative-anchors", "0.5"], ("contrawarp",)),
+          "detached, half the anchors": (["--detach-negatives", "true", "--negative-anchors", "0.5"],
+                                         ("contrawarp",)),
+          "channels_last": (["--memory-format", "channels_last"], ("contrawarp", "byol")),
+          "torch.compile": (["--compile", "true"], ("contrawarp", "byol")),
+          "stride-2 stem": (["--arch", "convnet-small-s2"], ("contrawarp", "byol"))}
 
 
 def _trainer(args, extra):
@@ -68,11 +86,16 @@ def worker(args) -> int:
     def step():
         trainer.train_step(*trainer.make_views(images, landmarks), labels)
 
-    step()   # warm-up: first-call allocations, oneDNN's kernel choice
+    t0, c0 = time.perf_counter(), time.process_time()
+    step()   # warm-up: first-call allocations, oneDNN's kernel choice, torch.compile's compilation
+    first, first_cpu = time.perf_counter() - t0, time.process_time() - c0
     timer = tbench.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads())
+    c0 = time.process_time()
     times = sorted(timer.timeit(1).mean for _ in range(args.steps))
+    cpu = (time.process_time() - c0) / args.steps
     n = cfg.negatives
-    print(json.dumps({"times_s": times, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    print(json.dumps({"times_s": times, "first_step_s": first, "cpu_s_per_step": cpu, "first_step_cpu_s": first_cpu,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "negatives": f"N={n.num_negatives}x{n.warps_per_negative} {n.negatives_through}",
                       "dtype": str(trainer.amp_dtype or torch.float32).replace("torch.", "")}))
     return 0
@@ -120,6 +143,41 @@ def compare(args) -> int:
     return 1 if missed else 0
 
 
+def levers(args) -> int:
+    """The default step against each lever of LEVERS, alternating in separate processes; no floor."""
+    rows, record = [], {}
+    for method in args.methods:
+        names = [name for name, (_, methods) in LEVERS.items() if method in methods]
+        best = {}
+        for _ in range(args.rounds):
+            for name in names:
+                r = _run_contender(args, method, LEVERS[name][0])
+                median = r["times_s"][len(r["times_s"]) // 2]
+                if name not in best or median < best[name]["median"]:
+                    best[name] = dict(r, median=median)
+                print(f"[{method}] {name}: {median:.2f} s per step, {r['cpu_s_per_step']:.2f} CPU s "
+                      f"(first step {r['first_step_s']:.1f} s)", flush=True)
+        for name in names:
+            r = best[name]
+            t = Timing(p50_ms=r["median"] * 1e3, p20_ms=quantile_ms(r["times_s"], 0.2),
+                       p80_ms=quantile_ms(r["times_s"], 0.8))
+            case = f"{method} {args.arch} B={args.batch_size} {args.image_size}x{args.image_size}"
+            base_cpu = best["cwarp-train default"]["cpu_s_per_step"]
+            rows.append(Row(case=case, contender=name, dtype=r["dtype"], timing=t, items=args.batch_size,
+                            note=f"{r['cpu_s_per_step']:.2f} CPU s a step ({base_cpu / r['cpu_s_per_step']:.2f}x); "
+                                 f"first step {r['first_step_s']:.1f} s", peak_mem_mb=r["peak_rss_mb"]))
+            record[f"{method}: {name}"] = {"step_s": r["median"], "first_step_s": r["first_step_s"],
+                                           "cpu_s_per_step": r["cpu_s_per_step"],
+                                           "cpu_speedup": base_cpu / r["cpu_s_per_step"]}
+        add_speedups(rows, baseline="cwarp-train default")
+    print()
+    print(format_table(rows))
+    print(f"\n{torch.get_num_threads()} threads; each lever alone in its own process, alternating; no floor")
+    if args.json:
+        write_json(args.json, rows, extra={"levers": record, "flags": {k: v[0] for k, v in LEVERS.items()}})
+    return 0
+
+
 def rendering(args) -> int:
     """cwarp-train's step (views rendered on the fly) against a loop fed pre-rendered views."""
     cfg, trainer, images, labels, landmarks = _trainer(args, [])
@@ -156,6 +214,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3, help="timed steps per contender and round")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds; each contender keeps its best")
     p.add_argument("--rendering", action="store_true", help="on-the-fly vs pre-rendered views instead")
+    p.add_argument("--levers", action="store_true", help="the default step against each cheaper-step option")
     p.add_argument("--min-run-time", type=float, default=3.0, help="seconds per --rendering contender")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", default=None)
@@ -165,6 +224,8 @@ def main(argv=None):
             p.error(f"--{name.replace('_', '-')}: expected >= 1, got {getattr(args, name)}")
     if args.worker is not None:
         return worker(args)
+    if args.levers:
+        return levers(args)
     return rendering(args) if args.rendering else compare(args)
 
 

@@ -4,19 +4,25 @@
 # cwarp-probe scores), then the collections of images without labels and the
 # tar shards, whose .cls labels are optional. The last three are always read
 # from disk batch by batch (streamed); the labelled ones are held in memory
-# while they fit (cwarp.data.files.CACHE_LIMIT_BYTES).
-LABELLED_FORMATS = ("synthetic", "rafdb", "fer2013", "imagefolder")
+# while they fit (cwarp.data.files.CACHE_LIMIT_BYTES). "synthetic-hard" is
+# SyntheticFaces(difficulty="hard").
+SYNTHETIC_FORMATS = ("synthetic", "synthetic-hard")
+LABELLED_FORMATS = SYNTHETIC_FORMATS + ("rafdb", "fer2013", "imagefolder")
 UNLABELLED_FORMATS = ("folder", "list")
 STREAMED_FORMATS = ("folder", "list", "webdataset")
 FORMATS = LABELLED_FORMATS + STREAMED_FORMATS
 
 # The backbones cwarp.models.build_backbone builds itself; TIMM_PREFIX + NAME
 # ("timm:resnet10t") is any model of the optional timm package.
-ARCHS = ("resnet18", "resnet50", "resnet18-small", "convnet-small")
+ARCHS = ("resnet18", "resnet50", "resnet18-small", "convnet-small", "convnet-small-s2")
 TIMM_PREFIX = "timm:"
 
 # cwarp.local_warp's warp kinds (docs/api.md, "The math").
 WARP_KINDS = ("translate", "gaussian")
+
+# ContraWarpAugment's controls: where the negatives' warps sit, and what makes a negative differ from pos2.
+WARP_CENTERS = ("landmarks", "uniform")
+NEGATIVE_KINDS = ("local", "affine")
 
 # The library's default warp sizes, (min, max) in normalized units of the
 # image being warped (2 = its width): sample_local_warps, ContraWarpAugment and

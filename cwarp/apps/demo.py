@@ -10,11 +10,12 @@ On a CPU, with nothing downloaded, it
    the reference trained with the labels (what the budget allows at all);
 3. probes them, plus a randomly initialized backbone and raw pixels, with a
    linear classifier on frozen features (train split -> test split);
-4. prints one table and what it means, and writes results/demo/summary.json,
-   loss_curves.png (with ContraWarping's warp_acc: whether the network tells
-   a view from its warped copies), learning_curves.png (the online kNN
-   accuracy on held-out faces that cwarp-train --eval-every logs once per
-   epoch), accuracy.png and views.png.
+4. prints one table, ContraWarping - BYOL with its uncertainty over the test
+   faces (a paired bootstrap interval and McNemar's test) and a line on what
+   one seed does and does not show, and writes results/demo/summary.json,
+   loss_curves.png (the training loss, and ContraWarping's pretext accuracy
+   warp_acc: whether the network tells a view from its warped copies),
+   accuracy.png (the final probe with 95 % intervals) and views.png.
 
 Finished pretrainings whose settings match are reused when the demo runs
 again, and one stopped half-way (Ctrl-C) resumes; ``--fresh`` starts over.
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -33,7 +33,8 @@ from typing import Dict, List, Optional, Sequence
 
 from cwarp.train.config import compact_arch
 
-__all__ = ["main", "demo_config", "pretrain", "pretrain_in_worker", "probe_all", "DEMO_RECIPE", "DEMO_METHODS"]
+__all__ = ["main", "demo_config", "pretrain", "pretrain_in_worker", "probe_all", "gap_to_byol", "DEMO_RECIPE",
+           "DEMO_METHODS"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -156,12 +157,12 @@ def pretrain(argv: Sequence[str], *, fresh: bool = False) -> Dict[str, object]:
     return res
 
 
-def pretrain_in_worker(argv: Sequence[str], threads: int) -> str:
-    """``pretrain(argv, fresh=True)`` with ``threads`` CPU threads, for a process pool; returns its status."""
+def pretrain_in_worker(argv: Sequence[str], threads: int, fresh: bool = True) -> str:
+    """``pretrain(argv, fresh=fresh)`` with ``threads`` CPU threads, for a process pool; returns its status."""
     import torch
 
     torch.set_num_threads(threads)
-    return str(pretrain(argv, fresh=True)["status"])
+    return str(pretrain(argv, fresh=fresh)["status"])
 
 
 def probe_all(runs: Dict[str, str], *, arch: str, image_size: int, num_train: int, num_test: int,
@@ -172,6 +173,8 @@ def probe_all(runs: Dict[str, str], *, arch: str, image_size: int, num_train: in
     runs: {name: checkpoint path}. The probe's train split is the pretraining
     set (labels are used only here); the test split is SyntheticFaces' held-out
     split, rendered from a different random stream. Nothing is tuned on it.
+    Each result carries the probe's per-face ``predictions`` and the test
+    ``labels``, for paired comparisons.
     """
     import torch
 
@@ -195,41 +198,73 @@ def probe_all(runs: Dict[str, str], *, arch: str, image_size: int, num_train: in
     for name, path in runs.items():
         backbone, config = backbone_from_checkpoint(path)
         results[name] = probe(backbone, config)
-    if not baselines:
-        return results
-    torch.manual_seed(seed)
-    results["random_init"] = probe(build_backbone(arch, train_ds.channels, image_size), config)
-    px = lambda t: t.flatten(1).float() / 255.0  # noqa: E731
-    results["raw_pixels"] = evaluate_features(px(tr_i), tr_y, px(te_i), te_y, n_cls, seed=seed)
+    if baselines:
+        torch.manual_seed(seed)
+        results["random_init"] = probe(build_backbone(arch, train_ds.channels, image_size), config)
+        px = lambda t: t.flatten(1).float() / 255.0  # noqa: E731
+        results["raw_pixels"] = evaluate_features(px(tr_i), tr_y, px(te_i), te_y, n_cls, seed=seed)
+    for r in results.values():
+        r["labels"] = te_y.tolist()
     return results
 
 
+def _correct(result: dict) -> List[bool]:
+    return [p == y for p, y in zip(result["predictions"], result["labels"])]
+
+
+def gap_to_byol(results: Dict[str, dict]) -> Optional[dict]:
+    """ContraWarping - BYOL on one seed's test faces: the gap in points, its 95 % paired bootstrap interval
+    over the faces, and McNemar's exact test (faces only ContraWarping gets right, only BYOL, p)."""
+    from cwarp.eval.stats import mcnemar, paired_bootstrap_ci
+
+    if "contrawarp" not in results or "byol" not in results:
+        return None
+    a, b = _correct(results["contrawarp"]), _correct(results["byol"])
+    lo, hi = paired_bootstrap_ci(a, b)
+    only_a, only_b, p = mcnemar(a, b)
+    gap = 100 * (results["contrawarp"]["linear_acc"] - results["byol"]["linear_acc"])
+    return {"points": gap, "ci95": [100 * lo, 100 * hi], "only_contrawarp": only_a, "only_byol": only_b,
+            "mcnemar_p": p}
+
+
+def _wilson(acc: float, n: int, z: float = 1.96):
+    """The 95 % Wilson interval of an accuracy measured on n faces, in points."""
+    centre = (acc + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((acc * (1 - acc) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return 100 * (centre - half), 100 * (centre + half)
+
+
 def _table(results: Dict[str, dict]) -> str:
-    """Method, linear accuracy, and its gap to BYOL and to random init, in points."""
+    """Method, linear accuracy with its 95 % interval over the test faces, and its gap to BYOL and to random
+    init, in points."""
     acc = {name: 100 * r["linear_acc"] for name, r in results.items()}
 
     def gap(name: str, to: str) -> str:
         return "" if name == to or to not in acc else f"{acc[name] - acc[to]:+.1f}"
 
-    head = f"{'representation':<14} {'linear acc':>10} {'vs BYOL':>8} {'vs random init':>15}"
+    head = f"{'representation':<14} {'linear acc':>10} {'95 % interval':>14} {'vs BYOL':>8} {'vs random init':>15}"
     lines = [head, "-" * len(head)]
-    for name in results:
-        lines.append(f"{name:<14} {acc[name]:>9.1f}% {gap(name, 'byol'):>8} {gap(name, 'random_init'):>15}")
+    for name, r in results.items():
+        lo, hi = _wilson(r["linear_acc"], int(r["n_test"]))
+        lines.append(f"{name:<14} {acc[name]:>9.1f}% {f'{lo:.1f}-{hi:.1f}':>14} {gap(name, 'byol'):>8} "
+                     f"{gap(name, 'random_init'):>15}")
     return "\n".join(lines)
 
 
+def _gap_line(gap: dict, n_test: int) -> str:
+    lo, hi = gap["ci95"]
+    holds = "excludes 0" if lo > 0 or hi < 0 else "includes 0: on these faces the two are not told apart"
+    return (f"ContraWarping - BYOL = {gap['points']:+.1f} points, 95 % interval over the {n_test:,} test faces "
+            f"{lo:+.1f} to {hi:+.1f} ({holds}); McNemar: {gap['only_contrawarp']} faces only ContraWarping "
+            f"gets right, {gap['only_byol']} only BYOL, p = {gap['mcnemar_p']:.3g}")
+
+
 def _meaning(results: Dict[str, dict], recipe: dict, steps: Optional[int]) -> str:
-    """What the table says, in one sentence: ContraWarping's gaps and how large a gap noise makes."""
-    n_test = int(next(iter(results.values()))["n_test"])
-    noise = 200 * math.sqrt(CHANCE * (1 - CHANCE) / n_test)   # two binomial standard errors, in points
+    """What one seed shows and what it does not, in one line."""
     budget = f"{steps} steps" if steps else f"{recipe['epochs']} epochs"
-    acc = {name: 100 * r["linear_acc"] for name, r in results.items()}
-    gaps = [f"{acc['contrawarp'] - acc[other]:+.1f} points against {label}"
-            for other, label in (("byol", "BYOL"), ("random_init", "a random init")) if other in acc]
-    return (f"After {budget} of pretraining, ContraWarping's features classify {n_test:,} held-out faces' "
-            f"expressions at {acc['contrawarp']:.1f}% (chance {100 * CHANCE:.1f}%), {' and '.join(gaps)}; "
-            f"gaps under {noise:.1f} points are this test sample's noise, and seeds vary more "
-            f"(benchmarks/ablation.py runs three).")
+    return (f"This is one seed after {budget}: the interval covers which test faces were drawn, not how the "
+            f"pretraining varies from seed to seed, which is larger; whether ContraWarping leads BYOL across "
+            f"seeds is docs/experiments.md's question (benchmarks/ablation.py, 8 seeds).")
 
 
 def _loss_plot(path: str, run_dirs: Dict[str, str]) -> str:
@@ -270,31 +305,12 @@ def _loss_plot(path: str, run_dirs: Dict[str, str]) -> str:
 
 
 def online_knn(run_dir: str) -> List[List[float]]:
-    """[[step, kNN accuracy], ...] of a run's online evaluation (its log.jsonl rows with knn_acc)."""
+    """[[step, kNN accuracy], ...] of a run's online evaluation (its log.jsonl rows with knn_acc). Kept in
+    summary.json, not plotted: on the demo's eval_size held-out faces a kNN accuracy's standard error is about
+    3 points, as large as the differences it would show."""
     with open(os.path.join(run_dir, "log.jsonl")) as f:
         rows = [json.loads(x) for x in f if x.strip()]
     return [[r["step"], r["knn_acc"]] for r in rows if "knn_acc" in r]
-
-
-def _learning_curve_plot(path: str, curves: Dict[str, List[List[float]]]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, points in curves.items():
-        if points:
-            ax.plot([p[0] for p in points], [100 * p[1] for p in points], "o-", markersize=4, label=name)
-    ax.axhline(100 * CHANCE, ls="--", c="k", lw=0.8, label="chance (7 classes)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("online kNN accuracy (%)")
-    ax.set_title("Held-out synthetic faces during training (--eval-every)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def _accuracy_plot(path: str, results: Dict[str, dict]) -> str:
@@ -308,12 +324,15 @@ def _accuracy_plot(path: str, results: Dict[str, dict]) -> str:
     accs = [100 * results[n]["linear_acc"] for n in names]
     palette = {"contrawarp": "tab:red", "byol": "tab:blue", "supervised": "tab:green", "random_init": "tab:gray",
                "raw_pixels": "tab:olive"}
-    bars = ax.bar(names, accs, color=[palette.get(n, "tab:purple") for n in names])
-    for b, a in zip(bars, accs):
-        ax.text(b.get_x() + b.get_width() / 2, a + 0.5, f"{a:.1f}", ha="center")
+    intervals = [_wilson(results[n]["linear_acc"], int(results[n]["n_test"])) for n in names]
+    errors = [[a - lo for a, (lo, _) in zip(accs, intervals)], [hi - a for a, (_, hi) in zip(accs, intervals)]]
+    bars = ax.bar(names, accs, color=[palette.get(n, "tab:purple") for n in names], yerr=errors, capsize=4)
+    for b, a, (_, hi) in zip(bars, accs, intervals):
+        ax.text(b.get_x() + b.get_width() / 2, hi + 0.5, f"{a:.1f}", ha="center")
     ax.axhline(100 * CHANCE, ls="--", c="k", lw=0.8, label="chance (7 classes)")
     ax.set_ylabel("linear-probe accuracy (%)")
-    ax.set_title("SyntheticFaces test split")
+    n_test = int(next(iter(results.values()))["n_test"])
+    ax.set_title(f"SyntheticFaces test split, one seed ({n_test:,} faces; bars: 95 % intervals)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -399,23 +418,22 @@ def _run(args) -> int:
                         num_test=int(recipe["probe_test"]), seed=args.seed)
     timings["probe_s"] = time.perf_counter() - t1
     print("\n" + _table(results) + "\n")
+    gap = gap_to_byol(results)
+    if gap is not None:
+        print(_gap_line(gap, int(results["contrawarp"]["n_test"])))
     print(_meaning(results, recipe, trained["contrawarp"]["step"]))
     curves = {m: online_knn(d) for m, d in run_dirs.items()}
-    for m in (m for m, points in curves.items() if not points):
-        print(f"[demo] {run_dirs[m]} has no online evaluation in its log (a run from before it); --fresh retrains "
-              f"it with one", flush=True)
     plots = [_loss_plot(os.path.join(args.out, "loss_curves.png"), run_dirs),
-             _learning_curve_plot(os.path.join(args.out, "learning_curves.png"), curves),
              _accuracy_plot(os.path.join(args.out, "accuracy.png"), results),
              save_views(os.path.join(args.out, "views.png"), run_dirs["contrawarp"], args.seed)]
     timings["total_s"] = time.perf_counter() - t0
-    _write_summary(args, results, recipe, trained, timings, plots, speed, curves)
+    _write_summary(args, results, recipe, trained, timings, plots, speed, curves, gap)
     print(f"\n[demo] done in {timings['total_s'] / 60:.1f} min; wrote {args.out}/summary.json and "
           f"{', '.join(os.path.basename(x) for x in plots)}")
     return 0
 
 
-def _write_summary(args, results, recipe, trained, timings, plots, speed, curves) -> None:
+def _write_summary(args, results, recipe, trained, timings, plots, speed, curves, gap) -> None:
     import torch
 
     from cwarp.train.trainer import autocast_dtype
@@ -425,7 +443,8 @@ def _write_summary(args, results, recipe, trained, timings, plots, speed, curves
                for key in ("linear_acc", "knn_acc", "map_at_r", "per_class_acc", "n_train", "n_test")}
     autocast = autocast_dtype(cfg.precision, torch.device(cfg.device))
     summary.update(recipe=recipe, seed=args.seed, arch=cfg.arch, timings=timings, autocast=str(autocast or "fp32"),
-                   warp_speed=speed, plots=[os.path.basename(x) for x in plots], online_knn=curves)
+                   warp_speed=speed, plots=[os.path.basename(x) for x in plots], online_knn=curves,
+                   contrawarp_minus_byol=gap)
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=float)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Optional, Union
 
-from cwarp._constants import FORMATS
+from cwarp._constants import FORMATS, SYNTHETIC_FORMATS
 
 from .common import FaceDataset, check_image_size, check_split
 from .fer2013 import load_fer2013
@@ -25,7 +25,8 @@ def build_dataset(format: str, path: Optional[str], split: str, image_size: int,
                   ) -> Union[FaceDataset, "ShardFaces"]:   # noqa: F821 - cwarp.data.shards
     """The ``split`` ("train", "val" or "test") of a data set, images resized to image_size x image_size.
 
-    format: "synthetic" (path is None or a cache folder), "rafdb" (RAF-DB's
+    format: "synthetic" (path is None or a cache folder), "synthetic-hard" (the
+    same with SyntheticFaces(difficulty="hard")), "rafdb" (RAF-DB's
     basic/ folder), "fer2013" (the Kaggle csv) or "imagefolder"
     (path/train/CLASS/*, path/test/CLASS/*, optionally path/val/CLASS/*), the
     labelled formats; "folder" (every image under path), "list" (a text file
@@ -53,13 +54,14 @@ def build_dataset(format: str, path: Optional[str], split: str, image_size: int,
                                     or num_samples < 1):
         raise ValueError(f"num_samples must be a positive int or None, got {num_samples!r}")
     if outside_subset is not None and format not in ("rafdb", "imagefolder"):
-        why = "has a validation split" if format in ("synthetic", "fer2013") else "is only a training set"
+        why = "has a validation split" if format in SYNTHETIC_FORMATS + ("fer2013",) else "is only a training set"
         raise ValueError(f"outside_subset is for rafdb and imagefolder; {format} {why}")
-    if format == "synthetic":
+    if format in SYNTHETIC_FORMATS:
         if path is not None and os.path.exists(path) and not os.path.isdir(path):
-            raise ValueError(f"synthetic: path {path} is a file; give a cache folder or no path")
+            raise ValueError(f"{format}: path {path} is a file; give a cache folder or no path")
         count = num_samples if num_samples is not None else SYNTHETIC_SIZES[split]
-        return SyntheticFaces(count, image_size, seed, split=split, cache_dir=path if cache else None)
+        return SyntheticFaces(count, image_size, seed, split=split, cache_dir=path if cache else None,
+                              difficulty="hard" if format == "synthetic-hard" else "standard")
     if path is None:
         raise ValueError(f"format {format!r} needs a data path")
     path = os.fspath(path)

@@ -46,8 +46,8 @@ def _chunks(count: int, size: int, seed: int, split: str) -> Iterator[Tuple[int,
     torch.set_num_threads(1)   # as SyntheticFaces: the renderer's operations are too small for more
     try:
         for c in range((count + CHUNK - 1) // CHUNK):
-            images, labels, landmarks, _ = render_chunk(seed, split, c, size, min(CHUNK, count - c * CHUNK),
-                                                        workspace)
+            images, labels, landmarks, _, _ = render_chunk(seed, split, c, size, min(CHUNK, count - c * CHUNK),
+                                                           workspace)
             yield c * CHUNK, images, labels, landmarks
     finally:
         torch.set_num_threads(threads)

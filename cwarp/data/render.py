@@ -349,6 +349,80 @@ def _draw_upper(cv: _Canvas, p: Dict[str, Tensor], g: Dict[str, Tensor]) -> None
         r.paint(_ramp_(frame, k), p["frame"], p["glasses_on"])
 
 
+def _soft_ellipse(dx: Tensor, dy: Tensor, ax: Scalar, ay: Scalar) -> Tensor:
+    """A blurred ellipse's coverage: 1 inside (dx/ax)^2 + (dy/ay)^2 <= 0.75, fading out by 1.25 (shading, not a
+    shape)."""
+    return (0.5 - 2.0 * ((dx / ax).square() + (dy / ay).square() - 1.0)).clamp(0.0, 1.0)
+
+
+def _paint_halves(cv: _Canvas, spec, side: Tensor, draw) -> None:
+    """Paint a mirror pair of marks, each half with its own strength.
+
+    ``draw(x, y, k)`` gives, on a window of the right half (x >= 0), a list of
+    (coverage (B, h, w), colour (B, 3), opacity (B,)). The right half paints
+    them with opacity * (1 + side), the left half mirrored with opacity *
+    (1 - side): one face's two halves differ. Marks stay on the head (the
+    canvas's coverage so far).
+    """
+    x_max, (y0, y1) = spec
+    c1 = min(cv.half, int(math.ceil(x_max / cv.px)))
+    r0 = max(0, int(math.floor((y0 - _Y_TOP) / cv.px)))
+    r1 = min(cv.height, int(math.ceil((y1 - _Y_TOP) / cv.px)))
+    x = cv.xs[:c1].view(1, 1, -1)
+    y = cv.ys[r0:r1].view(1, -1, 1)
+    b = cv.rgba.shape[0]
+    halves = ((cv.rgba[:, :, r0:r1, cv.half:cv.half + c1], 1.0 + side, False),
+              (cv.rgba[:, :, r0:r1, cv.half - c1:cv.half], 1.0 - side, True))
+    for cover, color, opacity in draw(x, y, cv.inv_px):
+        for dst, weight, flip in halves:
+            c = cover.flip(-1) if flip else cover
+            c = (c * _c(opacity * weight)).clamp_(0.0, 1.0) * dst[:, 3]
+            target = torch.cat([color.reshape(b, 3), color.new_ones(b, 1)], dim=1).view(b, 4, 1, 1)
+            dst.lerp_(target.expand_as(dst), c.unsqueeze(1).expand_as(dst))
+
+
+def _draw_texture(cv: _Canvas, p: Dict[str, Tensor], g: Dict[str, Tensor]) -> None:
+    """The texture half of a "hard" face's expression (p["tex_au"]): forehead wrinkles (brow raise), crow's
+    feet, cheek highlight and teeth (smile, lip stretch), shadows under the brows and flushed cheeks (brow
+    lowering), shadows under the eyes (lip corner depression), each half of the face with its own strength
+    (p["side"])."""
+    au, skin, side = p["tex_au"].clamp(0.0, 1.3), p["skin"], p["side"]
+    lines, shadow, light = skin * 0.6, skin * 0.72, (skin * 1.18).clamp(max=1.0)
+    flush = (skin * torch.tensor([1.15, 0.75, 0.75])).clamp(max=1.0)
+    teeth = torch.tensor(_TEETH).expand_as(skin)
+    eye_dx, eye_y = _c(p["eye_dx"]), _c(p["eye_y"])
+
+    def upper(x, y, k):
+        brow_y = eye_y - _c(p["brow_gap"])
+        rows = torch.stack([(y - (brow_y - d)).abs() for d in (0.1, 0.17, 0.24)]).amin(0)
+        forehead = _ramp(rows - 0.012, k) * _ramp(x - 0.38, k)
+        feet = []
+        corner_x = eye_dx + _c(p["eye_w"]) + 0.025
+        for slope in (-0.45, 0.0, 0.45):
+            along = (x - corner_x).clamp(0.0, 0.07)
+            feet.append(((y - eye_y) - slope * along).abs() + (x - corner_x - along).abs())
+        crow = _ramp(torch.stack(feet).amin(0) - 0.01, k)
+        brow_shadow = _soft_ellipse(x - (eye_dx - 0.05), y - (eye_y - 0.065), 0.16, 0.035)
+        under_eye = _soft_ellipse(x - eye_dx, y - (eye_y + 0.075), 0.09, 0.025)
+        return [(forehead, lines, 0.7 * (au[:, BR] + 0.7 * au[:, IBR]).clamp(0, 1)),
+                (crow, lines, 0.8 * au[:, LCP].clamp(0, 1)),
+                (brow_shadow, shadow, 0.7 * au[:, BL].clamp(0, 1)),
+                (under_eye, shadow, 0.6 * au[:, LCD].clamp(0, 1))]
+
+    def lower(x, y, k):
+        cheek = _soft_ellipse(x - 0.34, y - 0.33, 0.13, 0.09)
+        hw = _c(g["mouth_hw"])
+        t2 = (x / hw).square().clamp(max=1.0)
+        mid = _c(p["mouth_y"]) + _c(g["corner_dy"]) * t2
+        band = _ramp((y - mid).abs() - 0.018, k) * _ramp(x - 0.7 * hw, k)
+        return [(cheek, light, 0.6 * au[:, LCP].clamp(0, 1)),
+                (cheek, flush, 0.6 * au[:, BL].clamp(0, 1)),
+                (band, teeth, 0.9 * (0.6 * au[:, LCP] + 0.6 * au[:, LS]).clamp(0, 1))]
+
+    _paint_halves(cv, _UPPER, side, upper)
+    _paint_halves(cv, _LOWER, side, lower)
+
+
 def _light(cv: _Canvas, p: Dict[str, Tensor], sym: Tensor, anti: Tensor) -> None:
     """Multiply the mirrored canvas by the head's light: ambient + (1 - ambient) * clamp(n.l)."""
     amb = _c(p["ambient"])
@@ -423,6 +497,8 @@ def _render_batch(ws: _Workspace, p: Dict[str, Tensor], out: Tensor, noise: Tens
     _draw_lower(cv, p, g)
     _draw_upper(cv, p, g)
     cv.mirror()
+    if "tex_au" in p:
+        _draw_texture(cv, p, g)
     _light(cv, p, sym, anti)
     face = _place(cv, p, size)
 

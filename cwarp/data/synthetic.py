@@ -5,6 +5,14 @@ intensities around a class prototype, and independently an identity, a pose, a
 lighting, a background and a noise level. The expression lives in small shape
 changes of brows, eyes, nose and mouth; everything else varies a lot, so raw
 pixels are a poor representation and a linear probe on them does badly.
+
+``difficulty="hard"`` takes away what makes the standard faces easy for
+ContraWarping, whose warps sit on the five landmarks: identity moves the
+landmarks as far as expression does; expression moves the geometry at
+GEOMETRY_SHARE of its strength and the rest is texture (wrinkles, teeth,
+shading) that differs between the face's two halves; the classes are
+imbalanced as in RAF-DB; and LABEL_NOISE of the labels name another
+expression than the one drawn (``true_labels`` keeps it).
 """
 from __future__ import annotations
 
@@ -44,6 +52,26 @@ INTENSITY = (0.35, 1.1)
 AU_NOISE = 0.22
 # Bump when the sampling changes what faces a seed gives, so stale caches are not reused.
 SAMPLER_VERSION = 1
+
+DIFFICULTIES = ("standard", "hard")
+# The hard faces. Identity's spread of the landmark positions (eye spacing and
+# height, nose height, mouth height and width) is IDENTITY_SPREAD times the
+# standard one, which puts identity's spread of the mouth corners at or above
+# expression's. Expression moves the geometry at GEOMETRY_SHARE of its action
+# units; its texture takes them at full strength, each half of the face with
+# a strength of 1 +- ASYMMETRY at most. Classes are drawn in RAF-DB's
+# proportions (its basic train split: surprise, fear, disgust, happiness,
+# sadness, anger, neutral), and LABEL_NOISE of the labels are another class,
+# uniformly.
+IDENTITY_SPREAD = 1.8
+GEOMETRY_SHARE = 0.6
+ASYMMETRY = 0.8
+RAFDB_CLASS_COUNTS = (1290, 281, 717, 4772, 1982, 705, 2524)
+LABEL_NOISE = 0.1
+HARD_SAMPLER_VERSION = 1
+# (parameter, centre of its standard range): identity parameters that place landmarks.
+_LANDMARK_IDENTITY = (("eye_dx", 0.315), ("eye_y", -0.0785), ("nose_y", 0.281), ("mouth_y", 0.6485),
+                      ("mouth_hw", 0.261 * 0.99), ("brow_gap", 0.15))
 
 _HAIR_COLORS = torch.tensor([[0.08, 0.07, 0.06], [0.25, 0.15, 0.08], [0.45, 0.30, 0.15], [0.85, 0.72, 0.45],
                              [0.60, 0.25, 0.10], [0.65, 0.65, 0.65]])
@@ -118,24 +146,63 @@ def sample_face_params(labels: Tensor, g: torch.Generator) -> Dict[str, Tensor]:
     return {key: value.to(torch.float32).contiguous() for key, value in p.items()}
 
 
+def harden_face_params(p: Dict[str, Tensor], g: torch.Generator) -> Dict[str, Tensor]:
+    """The hard variant of standard face parameters (see the module's docstring): the landmark-placing identity
+    parameters spread IDENTITY_SPREAD times as far about their centres, the geometric action units at
+    GEOMETRY_SHARE, the full ones in "tex_au" for the texture, and each face's asymmetry "side" in
+    [-ASYMMETRY, ASYMMETRY]."""
+    p = dict(p)
+    for name, centre in _LANDMARK_IDENTITY:
+        p[name] = centre + IDENTITY_SPREAD * (p[name] - centre)
+    p["tex_au"] = p["au"]
+    p["au"] = GEOMETRY_SHARE * p["au"]
+    p["side"] = ASYMMETRY * (2 * torch.rand(p["au"].shape[0], generator=g) - 1)
+    return p
+
+
+def chunk_labels(g: torch.Generator, difficulty: str) -> Tensor:
+    """The expressions of one chunk's CHUNK faces, in a random order: balanced (standard), or in RAF-DB's
+    proportions (hard; the counts by largest remainder, so every chunk has the same ones)."""
+    if difficulty == "standard":
+        return (torch.arange(CHUNK) % len(EXPRESSIONS))[torch.randperm(CHUNK, generator=g)]
+    share = torch.tensor(RAFDB_CLASS_COUNTS, dtype=torch.float64)
+    exact = CHUNK * share / share.sum()
+    counts = exact.floor().long()
+    counts[torch.argsort(exact - counts, descending=True)[:CHUNK - int(counts.sum())]] += 1
+    return torch.repeat_interleave(torch.arange(len(counts)), counts)[torch.randperm(CHUNK, generator=g)]
+
+
+def noisy_labels(labels: Tensor, g: torch.Generator) -> Tensor:
+    """labels with LABEL_NOISE of them (each independently) replaced by another class, uniformly."""
+    k = len(EXPRESSIONS)
+    flip = torch.rand(labels.shape, generator=g) < LABEL_NOISE
+    other = (labels + torch.randint(1, k, labels.shape, generator=g)) % k
+    return torch.where(flip, other, labels)
+
+
 def chunk_generator(seed: int, split: str, chunk: int) -> torch.Generator:
     state = np.random.SeedSequence(entropy=seed, spawn_key=(_SPLIT_STREAM[split], chunk)).generate_state(
         1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
 
 
-def render_chunk(seed: int, split: str, chunk: int, image_size: int, count: int = CHUNK, workspace=None):
-    """The first ``count`` faces of one chunk: uint8 images, labels, landmarks and action units."""
+def render_chunk(seed: int, split: str, chunk: int, image_size: int, count: int = CHUNK, workspace=None,
+                 difficulty: str = "standard"):
+    """The first ``count`` faces of one chunk: uint8 images, labels, landmarks, action units and the labels of
+    the expressions drawn (the labels but for the hard faces' noise)."""
     g = chunk_generator(seed, split, chunk)
-    # Balanced classes within every chunk, in a random order.
-    labels = (torch.arange(CHUNK) % len(EXPRESSIONS))[torch.randperm(CHUNK, generator=g)]
+    labels = chunk_labels(g, difficulty)
     params = sample_face_params(labels, g)
+    if difficulty == "hard":
+        params = harden_face_params(params, g)
     params = {key: value[:count] for key, value in params.items()}
     # Noise for the whole chunk, so that a face's pixels never depend on how many follow it.
     noise = torch.randn(CHUNK, image_size, image_size, generator=g)[:count]
     images, landmarks = render_faces(params, image_size, noise=noise, workspace=workspace)
     images = images.mul_(255.0).round_().to(torch.uint8)
-    return images, labels[:count], landmarks, params["au"]
+    shown = noisy_labels(labels, g) if difficulty == "hard" else labels
+    aus = params["tex_au"] if difficulty == "hard" else params["au"]
+    return images, shown[:count], landmarks, aus, labels[:count]
 
 
 class SyntheticFaces(TensorFaces):
@@ -143,21 +210,26 @@ class SyntheticFaces(TensorFaces):
 
     The train, val and test splits come from different random streams, so they
     share no face. Beyond the FaceDataset interface it keeps the ground truth:
-    ``landmarks`` (N, 5, 2) and ``action_units`` (N, 9), named by ACTION_UNITS.
-    With ``cache_dir`` the rendered tensors are saved there and reused.
+    ``landmarks`` (N, 5, 2), ``action_units`` (N, 9), named by ACTION_UNITS, and
+    ``true_labels`` (N,), the expressions drawn (the labels but for the hard
+    faces' label noise). ``difficulty``: "standard" or "hard" (the module's
+    docstring). With ``cache_dir`` the rendered tensors are saved there and reused.
     """
 
     ACTION_UNITS = ACTION_UNITS
 
     def __init__(self, num_samples: int, image_size: int = 64, seed: int = 0, *, split: str = "train",
-                 cache_dir: Optional[str] = None):
+                 cache_dir: Optional[str] = None, difficulty: str = "standard"):
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         check_image_size(image_size)
+        if difficulty not in DIFFICULTIES:
+            raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
         self.split = check_split(split)
         self.seed = seed
+        self.difficulty = difficulty
         data = self._load_cache(cache_dir, num_samples, image_size) if cache_dir else None
         if data is None:
             data = self._render(num_samples, image_size)
@@ -165,6 +237,7 @@ class SyntheticFaces(TensorFaces):
                 self._save_cache(cache_dir, num_samples, image_size, data)
         super().__init__(data["images"], data["labels"], EXPRESSIONS, data["landmarks"])
         self.action_units: Tensor = data["action_units"]
+        self.true_labels: Tensor = data["true_labels"]
 
     def _render(self, num_samples: int, image_size: int) -> Dict[str, Tensor]:
         workspace = new_workspace()
@@ -174,15 +247,18 @@ class SyntheticFaces(TensorFaces):
         torch.set_num_threads(1)
         try:
             parts = [render_chunk(self.seed, self.split, c, image_size, min(CHUNK, num_samples - c * CHUNK),
-                                  workspace) for c in range((num_samples + CHUNK - 1) // CHUNK)]
+                                  workspace, self.difficulty) for c in range((num_samples + CHUNK - 1) // CHUNK)]
         finally:
             torch.set_num_threads(threads)
-        images, labels, landmarks, aus = zip(*parts)
+        images, labels, landmarks, aus, true_labels = zip(*parts)
         return {"images": torch.cat(images), "labels": torch.cat(labels), "landmarks": torch.cat(landmarks),
-                "action_units": torch.cat(aus)}
+                "action_units": torch.cat(aus), "true_labels": torch.cat(true_labels)}
 
     def _cache_file(self, cache_dir: str, num_samples: int, image_size: int) -> str:
-        return os.path.join(cache_dir, f"synthetic-v{RENDER_VERSION}.{SAMPLER_VERSION}-{self.split}-n{num_samples}-"
+        version = f"v{RENDER_VERSION}.{SAMPLER_VERSION}"
+        if self.difficulty == "hard":
+            version = f"hard-{version}.{HARD_SAMPLER_VERSION}"
+        return os.path.join(cache_dir, f"synthetic-{version}-{self.split}-n{num_samples}-"
                                        f"s{image_size}-seed{self.seed}.pt")
 
     def _load_cache(self, cache_dir: str, num_samples: int, image_size: int) -> Optional[Dict[str, Tensor]]:
@@ -193,6 +269,8 @@ class SyntheticFaces(TensorFaces):
             data = torch.load(path, map_location="cpu", weights_only=True)
             if data["images"].shape != (num_samples, 3, image_size, image_size):
                 raise ValueError(f"images of shape {tuple(data['images'].shape)}")
+            if "true_labels" not in data:   # written before the labels and the expressions drawn were told apart
+                data["true_labels"] = data["labels"]
             return data
         except Exception as err:  # an unreadable cache is rebuilt, never trusted
             warnings.warn(f"synthetic: ignoring unreadable cache file {path} ({err}); rendering again",

@@ -19,7 +19,7 @@ import time
 from typing import Optional, Sequence
 
 from cwarp import _cli
-from cwarp._constants import ARCHS, LABELLED_FORMATS, TIMM_PREFIX
+from cwarp._constants import ARCHS, LABELLED_FORMATS, SYNTHETIC_FORMATS, TIMM_PREFIX
 
 __all__ = ["main", "build_parser", "run"]
 
@@ -73,7 +73,7 @@ def _check_paths(args: argparse.Namespace) -> None:
     # Checked before the slow imports, so that a typo fails at once.
     if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
         raise _cli.InputError(f"checkpoint {args.checkpoint} does not exist")
-    if args.format != "synthetic":
+    if args.format not in SYNTHETIC_FORMATS:
         if args.data is None:
             raise _cli.InputError(f"--format {args.format} needs --data PATH")
         if not os.path.exists(args.data):

@@ -304,8 +304,10 @@ def evaluate_features(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: 
 
     Returns a dict with linear_acc, knn_acc, map_at_r, per_class_acc (linear,
     by class name; None for a class absent from test), confusion (linear,
-    rows = true class), weight_decay, val_acc (per weight decay tried),
-    n_train, n_test, feature_dim.
+    rows = true class), predictions (the linear probe's class for each test
+    row, in order: what paired tests between two representations compare),
+    weight_decay, val_acc (per weight decay tried), n_train, n_test,
+    feature_dim.
     """
     with one_thread():
         return _evaluate(train_x, train_y, test_x, test_y, num_classes, seed, class_names)
@@ -341,6 +343,7 @@ def _evaluate(train_x, train_y, test_x, test_y, num_classes, seed, class_names) 
         "map_at_r": mean_ap,
         "per_class_acc": per_class,
         "confusion": confusion.tolist(),
+        "predictions": linear_pred.tolist(),
         "classes": names,
         "weight_decay": wd,
         "val_acc": val_acc,

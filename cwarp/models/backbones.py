@@ -5,6 +5,8 @@
 (as for CIFAR), so a 64x64 face keeps an 8x8 map at the last stage.
 "resnet18-small" is ResNet-18 at half width and "convnet-small" a plain stack
 of conv-BN-ReLU blocks (widths 32-64-128-256); both are for short CPU runs.
+"convnet-small-s2" is convnet-small whose stem convolution has stride 2: every
+map has a quarter of the pixels, for a quarter of the arithmetic.
 "timm:NAME" is any model of the optional timm package
 (cwarp.models.timm_backbone).
 """
@@ -27,11 +29,18 @@ SMALL_STEM_MAX = 96
 # With the small stem the network downsamples 8 times, so 16 pixels leave a
 # 2x2 last map; below that the deepest stage computes on padding.
 MIN_IMAGE_SIZE = 16
+# The backbones whose small stem has stride 2 (and so downsample 16 times).
+STRIDE2_STEM = ("convnet-small-s2",)
 
 
-def _stem(in_channels: int, width: int, image_size: int) -> List[nn.Module]:
+def _min_image_size(arch: str) -> int:
+    return 2 * MIN_IMAGE_SIZE if arch in STRIDE2_STEM else MIN_IMAGE_SIZE
+
+
+def _stem(in_channels: int, width: int, image_size: int, stride: int = 1) -> List[nn.Module]:
     if image_size <= SMALL_STEM_MAX:
-        return [nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        return [nn.Conv2d(in_channels, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True)]
     return [nn.Conv2d(in_channels, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
             nn.MaxPool2d(3, 2, 1)]
 
@@ -48,9 +57,10 @@ def check_backbone_args(arch: str, in_channels: int, image_size: int) -> None:
         raise ValueError(f"image_size must be an int, got {image_size!r}")
     if timm:
         timm_backbone.check_timm_arch(arch)
-    elif image_size < MIN_IMAGE_SIZE:
-        raise ValueError(f"image_size {image_size} is too small for {arch}: it needs at least {MIN_IMAGE_SIZE} "
-                         f"pixels (the last stage downsamples by 8)")
+    elif image_size < _min_image_size(arch):
+        factor = 16 if arch in STRIDE2_STEM else 8
+        raise ValueError(f"image_size {image_size} is too small for {arch}: it needs at least "
+                         f"{_min_image_size(arch)} pixels (it downsamples by {factor})")
 
 
 class Backbone(nn.Module):
@@ -101,9 +111,9 @@ def _resnet18_small(in_channels: int, image_size: int) -> Backbone:
     return Backbone(trunk, widths[-1], "resnet18-small", in_channels, image_size)
 
 
-def _convnet_small(in_channels: int, image_size: int) -> Backbone:
+def _convnet_small(in_channels: int, image_size: int, arch: str = "convnet-small") -> Backbone:
     widths = (32, 64, 128, 256)
-    layers: List[nn.Module] = _stem(in_channels, widths[0], image_size)
+    layers: List[nn.Module] = _stem(in_channels, widths[0], image_size, 2 if arch in STRIDE2_STEM else 1)
     in_width = widths[0]
     for stage, width in enumerate(widths):
         stride = 1 if stage == 0 else 2
@@ -112,7 +122,7 @@ def _convnet_small(in_channels: int, image_size: int) -> Backbone:
         in_width = width
     trunk = nn.Sequential(*layers)
     _init(trunk)
-    return Backbone(trunk, widths[-1], "convnet-small", in_channels, image_size)
+    return Backbone(trunk, widths[-1], arch, in_channels, image_size)
 
 
 def _init(module: nn.Module) -> None:
@@ -138,7 +148,7 @@ def build_backbone(arch: str, in_channels: int = 3, image_size: int = 64) -> nn.
         return _torchvision_resnet(arch, in_channels, image_size)
     if arch == "resnet18-small":
         return _resnet18_small(in_channels, image_size)
-    return _convnet_small(in_channels, image_size)
+    return _convnet_small(in_channels, image_size, arch)
 
 
 def convert_sync_batchnorm(model: nn.Module, arch: str) -> nn.Module:

@@ -48,7 +48,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from cwarp._constants import DEFAULT_WARP_MAGNITUDE, DEFAULT_WARP_RADIUS, IMAGENET_MEAN, IMAGENET_STD
+from cwarp._constants import (DEFAULT_WARP_MAGNITUDE, DEFAULT_WARP_RADIUS, IMAGENET_MEAN, IMAGENET_STD,
+                              NEGATIVE_KINDS, WARP_CENTERS)
 from cwarp.ops import _checks
 from cwarp.ops._checks import check_range
 from cwarp.ops.augment_views.api import augment_views
@@ -64,6 +65,12 @@ _INPUT_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torc
 # Landmarks further than this from the image centre (in normalized units, the
 # image spans [-1, 1]) are taken for a mistake: pixel coordinates, or garbage.
 LANDMARK_BOUND = 2.0
+# An affine negative: pos2 turned by up to this many degrees and scaled by up
+# to this factor either way about the view's centre, then shifted by a
+# warp_magnitude (the warps' displacement range, so the two kinds move content
+# by comparable amounts).
+AFFINE_NEGATIVE_ROTATION = 10.0
+AFFINE_NEGATIVE_SCALE = 1.1
 
 
 @dataclasses.dataclass
@@ -170,6 +177,10 @@ class ContraWarpAugment(nn.Module):
         warps_per_negative: K local warps per negative.
         warp_radius, warp_magnitude: ranges of the warps, in view units.
         kind: "translate" or "gaussian" (docs/api.md).
+        warp_centers: "landmarks" (the warps sit on the landmarks, or on
+            FACE_LANDMARKS_5 without them) or "uniform" (anywhere in the view).
+        negative_kind: "local" (K local warps of pos2) or "affine" (pos2
+            under one random similarity transform, no local warp).
         padding_mode: how samples beyond the source's edge read: "border"
             (default), "zeros" or "reflection".
         out_dtype: torch.float32 or torch.bfloat16.
@@ -190,7 +201,8 @@ class ContraWarpAugment(nn.Module):
                  flip_p: float = 0.5, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, jitter_p: float = 0.8,
                  grayscale_p: float = 0.2, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  num_negatives: int = 2, warps_per_negative: int = 2, warp_radius=DEFAULT_WARP_RADIUS,
-                 warp_magnitude=DEFAULT_WARP_MAGNITUDE, kind: str = "translate", *, padding_mode: str = "border",
+                 warp_magnitude=DEFAULT_WARP_MAGNITUDE, kind: str = "translate", *, warp_centers: str = "landmarks",
+                 negative_kind: str = "local", padding_mode: str = "border",
                  out_dtype: torch.dtype = torch.float32, backend: str = "auto",
                  value_range: Tuple[float, float] = (0.0, 1.0)):
         super().__init__()
@@ -224,6 +236,9 @@ class ContraWarpAugment(nn.Module):
         self.warp_radius = check_range(_WHERE, "warp_radius", warp_radius, low=0.0, low_open=True)
         self.warp_magnitude = check_range(_WHERE, "warp_magnitude", warp_magnitude, low=0.0)
         _checks.check_choice(_OP, "kind", kind, _checks.KINDS)
+        _checks.check_choice(_OP, "warp_centers", warp_centers, WARP_CENTERS)
+        _checks.check_choice(_OP, "negative_kind", negative_kind, NEGATIVE_KINDS)
+        self.warp_centers, self.negative_kind = warp_centers, negative_kind
         _checks.check_choice(_OP, "padding_mode", padding_mode, _checks.PADDING_MODES)
         if out_dtype not in _checks.OUT_DTYPES:
             raise TypeError(f"{_OP}(): expected out_dtype torch.float32 or torch.bfloat16, got {out_dtype}")
@@ -236,7 +251,8 @@ class ContraWarpAugment(nn.Module):
     def extra_repr(self) -> str:
         return (f"size={self.size}, crop_scale={self.crop_scale}, rotation={self.rotation}, flip_p={self.flip_p}, "
                 f"num_negatives={self.num_negatives}, warps_per_negative={self.warps_per_negative}, "
-                f"kind={self.kind!r}, backend={self.backend!r}")
+                f"kind={self.kind!r}, warp_centers={self.warp_centers!r}, negative_kind={self.negative_kind!r}, "
+                f"backend={self.backend!r}")
 
     # ------------------------------------------------------------------ input
 
@@ -338,15 +354,34 @@ class ContraWarpAugment(nn.Module):
         color = torch.cat([color2, color2[:, 1:2].expand(B, N, 5)], dim=1)
         warps = torch.zeros(B, 2 + N, K, 5, **f32)
         warps[..., 2] = 1.0  # r = 1, d = 0: a warp that does nothing (pos1, pos2)
-        if N > 0 and K > 0:
-            centers = self._view_centers(source_landmarks, theta2[:, 1], B, gdev)
-            neg = draw_local_warps(B, N * K, self.warp_radius, self.warp_magnitude, centers, DEFAULT_CENTER_JITTER,
-                                   generator, device=gdev)
+        if N > 0 and self.negative_kind == "affine":
+            theta = torch.cat([theta2, _compose(theta2[:, 1:2], self._negative_affines(B, N, generator, gdev))], 1)
+        elif N > 0 and K > 0:
+            if self.warp_centers == "landmarks":
+                centers, jitter = self._view_centers(source_landmarks, theta2[:, 1], B, gdev), DEFAULT_CENTER_JITTER
+            else:   # as many uniform points as warps: each warp picks one, none is jittered off the view
+                centers, jitter = 2 * torch.rand(B, N * K, 2, generator=generator, **f32) - 1, 0.0
+            neg = draw_local_warps(B, N * K, self.warp_radius, self.warp_magnitude, centers, jitter, generator,
+                                   device=gdev)
             warps[:, 2:] = neg.view(B, N, K, 5)
         return AugmentParams(theta=theta.to(device), warps=warps.to(device), color=color.to(device),
                              crop=torch.stack([x0, y0, w, h], dim=-1).to(device), angle=angle.to(device),
                              flip=flip.to(device),
                              landmarks=None if source_landmarks is None else source_landmarks.to(device))
+
+    def _negative_affines(self, B: int, N: int, generator, gdev) -> torch.Tensor:
+        """(B, N, 2, 3) similarity transforms of view positions: rotation, scale, shift of a warp's magnitude."""
+        f32 = dict(device=gdev, dtype=torch.float32)
+        u = torch.rand(B, N, 4, generator=generator, **f32)
+        angle = torch.deg2rad(AFFINE_NEGATIVE_ROTATION * (2 * u[..., 0] - 1))
+        scale = torch.exp(math.log(AFFINE_NEGATIVE_SCALE) * (2 * u[..., 1] - 1))
+        lo, hi = self.warp_magnitude
+        shift = lo + (hi - lo) * u[..., 2]
+        phi = 2 * math.pi * u[..., 3]
+        cos, sin = scale * torch.cos(angle), scale * torch.sin(angle)
+        row0 = torch.stack([cos, -sin, shift * torch.cos(phi)], dim=-1)
+        row1 = torch.stack([sin, cos, shift * torch.sin(phi)], dim=-1)
+        return torch.stack([row0, row1], dim=-2)
 
     def _source_landmarks(self, landmarks, B: int, gdev) -> torch.Tensor:
         """The user's landmarks as a checked float32 (B, L, 2) on the generator's device."""
@@ -431,6 +466,12 @@ def _check_landmark_values(pts: torch.Tensor) -> None:
     raise ValueError(f"{_OP}(): expected landmarks in normalized coordinates within [-{LANDMARK_BOUND:g}, "
                      f"{LANDMARK_BOUND:g}] (the image spans [-1, 1]), got {pts[b, j].tolist()} at "
                      f"landmarks[{b}, {j}]; pixel coordinates u map to 2 * (u + 0.5) / W - 1")
+
+
+def _compose(theta: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """theta (..., 2, 3) after inner (..., 2, 3), both output -> source: s = theta(inner(p))."""
+    a = theta[..., :2]
+    return torch.cat([a @ inner[..., :2], (a @ inner[..., 2:]) + theta[..., 2:]], dim=-1)
 
 
 def _crop_theta(x0, y0, w, h, angle_deg, flip, H: int, W: int) -> torch.Tensor:

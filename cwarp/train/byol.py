@@ -14,6 +14,8 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor, nn
 
+from cwarp.train.batch_stats import BatchStats
+
 __all__ = ["mlp", "BYOL", "Embeddings", "cosine_momentum"]
 
 
@@ -90,7 +92,7 @@ class BYOL(nn.Module):
                 yield name, p
 
     def forward(self, pos1: Tensor, pos2: Tensor, negatives: Optional[Tensor] = None, *,
-                online_negatives: bool = False) -> Embeddings:
+                online_negatives: bool = False, detach_negatives: bool = False) -> Embeddings:
         """Embeddings of the views and negatives. With ``online_negatives`` the
         negatives go through the online backbone and projector, with gradient,
         instead of the target: the loss then pushes the online network's own
@@ -99,25 +101,41 @@ class BYOL(nn.Module):
         Their positives are then the online projections of the views
         (z1_online, z2_online), not the target's: scored against the target's
         view and the online network's copies, the InfoNCE could be lowered by
-        telling the two networks apart, without looking at any warp."""
+        telling the two networks apart, without looking at any warp.
+
+        ``negatives`` (H, N, C, S, S) belong to the first H <= B anchors.
+        ``detach_negatives`` (with ``online_negatives``) embeds them without
+        gradient, in a second call whose BatchNorm layers use the views'
+        batch statistics (cwarp.train.batch_stats), so that they differ from
+        view 2 by the warps alone; the views keep their gradient."""
         B = pos1.shape[0]
         n = negatives.shape[1] if negatives is not None else 0
+        h = negatives.shape[0] if n else 0
         online_negatives = online_negatives and n > 0
+        joint = online_negatives and not detach_negatives
         zneg = z1_online = z2_online = None
         # The views in one backbone call: BN sees the whole batch once, as in
         # the reference BYOL implementation, and the conv runs on one big batch.
-        online = [pos1, pos2] + ([negatives.flatten(0, 1)] if online_negatives else [])
-        z_online = self.projector(self.backbone(torch.cat(online)))
+        online = [pos1, pos2] + ([negatives.flatten(0, 1)] if joint else [])
+        if online_negatives and not joint:
+            with BatchStats(self.backbone) as bb_stats, BatchStats(self.projector) as proj_stats:
+                z_online = self.projector(self.backbone(torch.cat(online)))
+            with torch.no_grad():
+                zneg = proj_stats.apply(self.projector, bb_stats.apply(self.backbone, negatives.flatten(0, 1)))
+            zneg = zneg.view(h, n, -1)
+        else:
+            z_online = self.projector(self.backbone(torch.cat(online)))
         p1, p2 = self.predictor(z_online[:2 * B]).split(B)
         if online_negatives:
             z1_online, z2_online = z_online[:B], z_online[B:2 * B]
-            zneg = z_online[2 * B:].view(B, n, -1)
+            if joint:
+                zneg = z_online[2 * B:].view(h, n, -1)
         with torch.no_grad():
             views = [pos1, pos2] + ([negatives.flatten(0, 1)] if n and not online_negatives else [])
             z = self.target_projector(self.target_backbone(torch.cat(views)))
             z1, z2 = z[:B], z[B:2 * B]
             if n and not online_negatives:
-                zneg = z[2 * B:].view(B, n, -1)
+                zneg = z[2 * B:].view(h, n, -1)
         return Embeddings(p1, p2, z1, z2, zneg, z1_online, z2_online)
 
     @torch.no_grad()

@@ -25,13 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple
 
 from cwarp._cli import arch_expected, arch_type, is_arch
-from cwarp._constants import (ARCHS, FORMATS, KNN_K, KNN_TEMPERATURE, LABELLED_FORMATS, TIMM_PREFIX, UNLABELLED_FORMATS,
+from cwarp._constants import (ARCHS, FORMATS, KNN_K, KNN_TEMPERATURE, LABELLED_FORMATS, NEGATIVE_KINDS,
+                              SYNTHETIC_FORMATS, TIMM_PREFIX, UNLABELLED_FORMATS, WARP_CENTERS,
                               WARP_KINDS)
 
 __all__ = ["RunConfig", "DataConfig", "OptimConfig", "ByolConfig", "NegativesConfig", "ViewsConfig",
            "BookkeepingConfig", "EvalConfig", "ConfigError", "METHODS", "FORMATS", "ARCHS", "PRECISIONS", "OPTIMIZERS",
-           "NEGATIVE_NETWORKS", "NCE_PREDICTIONS", "WARP_KINDS", "EVAL_FORMATS", "DEFAULTS", "METHOD_DEFAULTS",
-           "defaults_for", "FORMER_DEFAULTS", "RESUME_MUTABLE", "CONFIG_VERSION", "DECODE_DEVICES", "default_workers",
+           "NEGATIVE_NETWORKS", "NCE_PREDICTIONS", "WARP_KINDS", "WARP_CENTERS", "NEGATIVE_KINDS", "MEMORY_FORMATS",
+           "EVAL_FORMATS", "DEFAULTS", "METHOD_DEFAULTS", "defaults_for", "FORMER_DEFAULTS", "RESUME_MUTABLE",
+           "CONFIG_VERSION", "DECODE_DEVICES", "default_workers",
            "build_parser", "parse_command_line", "config_from_argv", "load_config_file", "validate", "migrate",
            "run_differences", "config_differences", "compact_arch", "resolve_arch", "write_config_files"]
 
@@ -47,12 +49,14 @@ NEGATIVE_NETWORKS = ("target", "online")
 # (also p2 -> z1, where they share the anchor's own global view, so p2 beats
 # them without seeing any warp).
 NCE_PREDICTIONS = ("p1", "both")
+MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
 AUTO_ARCH = "auto"
 # What --eval-format reads: the formats with labels.
 EVAL_FORMATS = LABELLED_FORMATS
 # The version of the flat config written into checkpoints and config.json.
 # 3: "workers" became DataLoader worker processes; the CPU threads it meant before are "threads".
-CONFIG_VERSION = 3
+# 4: the fields of ADDED_IN_4 (controls and cheaper steps).
+CONFIG_VERSION = 4
 
 
 class ConfigError(ValueError):
@@ -162,6 +166,21 @@ class NegativesConfig:
         "p1", "which predictions meet the warped negatives (copies of view 2): p1 alone, whose positive (view 2's "
               "target) they differ from by the local warps only, or both halves of the symmetric loss (p2 beats "
               "copies of its own view without seeing a warp)", choices=NCE_PREDICTIONS)
+    warp_centers: str = _opt(
+        "landmarks", "where the local warps sit: on the face's landmarks (the data set's, else the canonical five), "
+                     "or uniform over the whole view (a control: warps away from where the expression is)",
+        choices=WARP_CENTERS)
+    negative_kind: str = _opt(
+        "local", "how a negative differs from view 2: local warps, or one global similarity transform (rotation "
+                 "within 10 degrees, scale within 10 %%, a shift of --warp-magnitude; a control: a change of the "
+                 "whole view instead of the face's local geometry)", choices=NEGATIVE_KINDS)
+    detach_negatives: bool = _opt(
+        False, "with --negatives-through online: embed the negatives without gradient (their BatchNorm layers "
+               "normalize with the views' batch statistics, so that only the warps tell them from view 2); the "
+               "anchor and its positive keep theirs: a cheaper step (true/false)", type=_bool)
+    negative_anchors: float = _opt(
+        1.0, "fraction of each batch's anchors that get warped negatives (the first of the shuffled batch); the "
+             "BYOL term keeps every anchor: a cheaper step", type=float)
 
 
 @dataclass(frozen=True)
@@ -237,6 +256,10 @@ class RunConfig:
     device: str = _opt("cpu", "training device", choices=DEVICES)
     precision: str = _opt("auto", "autocast dtype of the networks; auto: bf16 on CUDA, fp32 on the CPU (bf16 "
                                   "there is opt-in)", choices=PRECISIONS)
+    memory_format: str = _opt("auto", "layout of the networks' weights and inputs; auto: channels_last on CUDA, "
+                                      "contiguous on the CPU", choices=MEMORY_FORMATS)
+    compile: bool = _opt(False, "torch.compile the backbones (online and target) before the first step "
+                                "(true/false)", type=_bool)
     reuse_freed_memory: bool = _opt(True, "keep host memory freed by a step for the next one instead of returning "
                                           "it to the OS, which makes every CPU step fault its buffers in anew "
                                           "(glibc's malloc; elsewhere no effect) (true/false)", type=_bool)
@@ -320,6 +343,11 @@ def defaults_for(method: str) -> Dict[str, Any]:
 FORMER_DEFAULTS: Dict[str, Any] = {"nce_on": "both", "negatives_through": "target", "crop_scale": (0.5, 1.0),
                                    "rotation": 10.0, "jitter_strength": 1.0, "warp_radius": (0.15, 0.35),
                                    "warp_magnitude": (0.05, 0.15)}
+
+# Fields added in config_version 4, with the value every run before them had: a saved config of an
+# earlier version ran with these, whatever today's defaults are.
+ADDED_IN_4: Dict[str, Any] = {"warp_centers": "landmarks", "negative_kind": "local", "detach_negatives": False,
+                              "negative_anchors": 1.0, "memory_format": "auto", "compile": False}
 
 # Fields a resumed run may change; every other field must match the checkpoint.
 RESUME_MUTABLE = {"device", "precision", "reuse_freed_memory", "resume", "threads", "workers", "decode_device",
@@ -581,6 +609,11 @@ def _value_checks(c: Dict[str, Any]) -> Iterable[Tuple[bool, str, str]]:
     yield c["negatives_through"] in NEGATIVE_NETWORKS, "negatives_through", f"expected one of {NEGATIVE_NETWORKS}"
     yield c["nce_on"] in NCE_PREDICTIONS, "nce_on", f"expected one of {NCE_PREDICTIONS}"
     yield c["warp_kind"] in WARP_KINDS, "warp_kind", f"expected one of {WARP_KINDS}"
+    yield c["warp_centers"] in WARP_CENTERS, "warp_centers", f"expected one of {WARP_CENTERS}"
+    yield c["negative_kind"] in NEGATIVE_KINDS, "negative_kind", f"expected one of {NEGATIVE_KINDS}"
+    yield c["memory_format"] in MEMORY_FORMATS, "memory_format", f"expected one of {MEMORY_FORMATS}"
+    yield (math.isfinite(c["negative_anchors"]) and 0 < c["negative_anchors"] <= 1, "negative_anchors",
+           "expected a fraction in (0, 1]")
     yield is_arch(c["arch"], (AUTO_ARCH,) + ARCHS), "arch", arch_expected((AUTO_ARCH,) + ARCHS)
     yield c["image_size"] >= 16, "image_size", "expected >= 16"
     yield c["epochs"] >= 1, "epochs", "expected >= 1"
@@ -653,6 +686,12 @@ def _resolve_method(c: Dict[str, Any]) -> None:
     elif c["num_negatives"] == 0:
         raise ConfigError("--num-negatives: --method contrawarp needs at least one warped negative, got 0 "
                           "(use --method byol for the baseline)")
+    if c["detach_negatives"] and c["negatives_through"] != "online":
+        raise ConfigError("--detach-negatives: only with --negatives-through online (the target embeds them "
+                          "without gradient already)")
+    if c["negative_anchors"] < 1 and c["in_batch"]:
+        raise ConfigError(f"--negative-anchors: --in-batch takes every anchor's positive as a key; drop one of "
+                          f"them, got --negative-anchors {c['negative_anchors']!r}")
     if c["num_negatives"] == 0 and not c["in_batch"]:
         c["nce_weight"] = 0.0   # InfoNCE with the positive alone is identically 0
     if c["byol_weight"] == 0 and c["nce_weight"] == 0:
@@ -669,7 +708,7 @@ def _check_evaluation_set(c: Mapping[str, Any]) -> None:
             raise ConfigError(f"--eval-every: --format {c['format']} has no labels to score; score a labelled set "
                               f"with --eval-data PATH --eval-format FORMAT, or pass --eval-every 0")
         return
-    if path is None and fmt != "synthetic":
+    if path is None and fmt not in SYNTHETIC_FORMATS:
         raise ConfigError(f"--eval-format: {fmt} needs --eval-data PATH")
     same_path = (path is None and c["data"] is None) or (
         path is not None and c["data"] is not None and os.path.realpath(path) == os.path.realpath(c["data"]))
@@ -741,7 +780,8 @@ def migrate(saved: Mapping[str, Any]) -> RunConfig:
     A config from before config_version 2 lacks the fields added since: those
     ran with the value they had then (FORMER_DEFAULTS where the default has
     changed, else today's default). Before version 3, ``workers`` meant CPU
-    threads: it becomes ``threads``.
+    threads: it becomes ``threads``. Before version 4, the fields of
+    ADDED_IN_4 ran with the values given there.
     """
     if not isinstance(saved, Mapping):
         raise ConfigError(f"a saved config must be a dict, got a {type(saved).__name__}")
@@ -760,4 +800,6 @@ def _upgrade(saved: Mapping[str, Any]) -> Dict[str, Any]:
         flat = {**FORMER_DEFAULTS, **flat}
     if version < 3 and "workers" in flat:
         flat["threads"] = flat.pop("workers")   # the CPU threads; the loader's worker processes are new
+    if version < 4:
+        flat = {**ADDED_IN_4, **flat}
     return flat

@@ -23,7 +23,7 @@ from cwarp.train.config import RunConfig
 from cwarp.train.supervised import SupervisedReference
 
 __all__ = ["Method", "BYOLMethod", "ContraWarping", "Supervised", "METHOD_CLASSES", "build_method",
-           "warp_accuracy"]
+           "warp_accuracy", "negative_anchor_count"]
 
 
 class Method:
@@ -80,8 +80,12 @@ class BYOLMethod(Method):
         return BYOL(backbone, proj_dim=b.proj_dim, hidden_dim=b.hidden_dim, head_batch_norm=b.head_bn)
 
     def step_loss(self, net, pos1, pos2, neg, labels, autocast):
+        n = self.cfg.negatives
+        if neg is not None and n.negative_anchors < 1:
+            neg = neg[:negative_anchor_count(pos1.shape[0], n.negative_anchors)]
         with autocast:
-            emb = net(pos1, pos2, neg, online_negatives=self.cfg.negatives.negatives_through == "online")
+            emb = net(pos1, pos2, neg, online_negatives=n.negatives_through == "online",
+                      detach_negatives=n.detach_negatives)
             return self.loss(*emb)
 
     def after_step(self, model, step, total_steps):
@@ -121,18 +125,22 @@ class BYOLMethod(Method):
         # positive is view 2's embedding. For p2 they are copies of its own
         # view, so --nce-on p1 (the default) leaves them out of that half.
         zneg2 = zneg if n.nce_on == "both" else None
-        if not online:
+        h = zneg.shape[0] if zneg is not None else p1.shape[0]   # the anchors that have negatives
+        if not online and h == p1.shape[0]:
             loss = 0.5 * (cwarp.contrastive_loss(p1, z2, zneg, **kw) + cwarp.contrastive_loss(p2, z1, zneg2, **kw))
             nce_pos = z2
         else:
-            # The same sum, with the BYOL term against the target and the
-            # InfoNCE against online embeddings: two calls of the fused loss.
+            # The same sum, with the BYOL term over every anchor against the
+            # target and the InfoNCE over the anchors with negatives (against
+            # online embeddings with --negatives-through online): two calls of
+            # the fused loss each.
+            key1, key2 = (z1_online, z2_online) if online else (z1, z2)
             byol = dict(kw, nce_weight=0.0, in_batch=False)  # no InfoNCE here: no keys needed
             nce = dict(kw, byol_weight=0.0)
             loss = 0.5 * (cwarp.contrastive_loss(p1, z2, None, **byol) + cwarp.contrastive_loss(p2, z1, None, **byol)
-                          + cwarp.contrastive_loss(p1, z2_online, zneg, **nce)
-                          + cwarp.contrastive_loss(p2, z1_online, zneg2, **nce))
-            nce_pos = z2_online
+                          + cwarp.contrastive_loss(p1[:h], key2[:h], zneg, **nce)
+                          + cwarp.contrastive_loss(p2[:h], key1[:h], zneg2, **nce))
+            nce_pos = key2
         self.last_loss_inputs = tuple(t.detach() if t is not None else None
                                       for t in (p1, p2, z1, z2, zneg, loss, nce_pos))
         return loss
@@ -167,7 +175,8 @@ class BYOLMethod(Method):
         if n.nce_weight > 0:
             terms["nce_term"] = (loss - n.byol_weight * terms["byol_term"]) / n.nce_weight
         if zneg is not None:
-            terms["warp_acc"] = warp_accuracy(p1, z2 if nce_pos is None else nce_pos, zneg)
+            h = zneg.shape[0]
+            terms["warp_acc"] = warp_accuracy(p1[:h], (z2 if nce_pos is None else nce_pos)[:h], zneg)
         return terms
 
 
@@ -185,6 +194,11 @@ def build_method(cfg: RunConfig, info: cdist.DistInfo) -> Method:
     if cfg.method not in METHOD_CLASSES:
         raise ValueError(f"--method: expected one of {tuple(METHOD_CLASSES)}, got {cfg.method!r}")
     return METHOD_CLASSES[cfg.method](cfg, info)
+
+
+def negative_anchor_count(batch: int, fraction: float) -> int:
+    """How many of a batch's anchors get warped negatives under --negative-anchors (at least one)."""
+    return max(1, min(batch, round(fraction * batch)))
 
 
 @torch.no_grad()

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from cwarp.data import TensorFaces, build_dataset
+from cwarp._constants import SYNTHETIC_FORMATS
 from cwarp.data.common import FaceDataset
 from cwarp.eval import probe
 from cwarp.train.config import RunConfig
@@ -47,7 +48,7 @@ FEATURE_BATCH = 256
 
 
 def _has_validation_split(format: str, path: Optional[str]) -> bool:
-    return format in ("synthetic", "fer2013") or (
+    return format in SYNTHETIC_FORMATS + ("fer2013",) or (
         format == "imagefolder" and path is not None and os.path.isdir(os.path.join(path, "val")))
 
 

@@ -22,7 +22,7 @@ from cwarp.train.config import RunConfig
 from cwarp.train.methods import build_method
 from cwarp.train.optim import WarmupCosine, build_optimizer
 
-__all__ = ["Trainer", "build_augment", "autocast_dtype"]
+__all__ = ["Trainer", "build_augment", "channels_last", "autocast_dtype"]
 
 
 def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
@@ -66,7 +66,15 @@ def build_augment(cfg: RunConfig, num_negatives: Optional[int] = None):
         brightness=0.4 * s, contrast=0.4 * s, saturation=0.2 * s, hue=0.1 * s, grayscale_p=v.grayscale_p,
         num_negatives=n.num_negatives if num_negatives is None else num_negatives,
         warps_per_negative=n.warps_per_negative, warp_radius=tuple(n.warp_radius),
-        warp_magnitude=tuple(n.warp_magnitude), kind=n.warp_kind)
+        warp_magnitude=tuple(n.warp_magnitude), kind=n.warp_kind, warp_centers=n.warp_centers,
+        negative_kind=n.negative_kind)
+
+
+def channels_last(cfg: RunConfig, device: torch.device) -> bool:
+    """Whether the networks run in channels_last: --memory-format, auto meaning on CUDA only (on the CPU,
+    torch's BatchNorm in channels_last computes its statistics less accurately; docs/experiments.md)."""
+    fmt = cfg.memory_format
+    return fmt == "channels_last" or (fmt == "auto" and device.type == "cuda")
 
 
 class Trainer:
@@ -91,11 +99,14 @@ class Trainer:
         if cfg.byol.sync_bn:
             model = convert_sync_batchnorm(model, cfg.arch)
         model = model.to(device)
-        # channels_last only on CUDA: on the CPU, torch's fp32 backward of the
-        # whole backbone in channels_last at 16 px is far less accurate than
-        # the contiguous one.
-        if device.type == "cuda":
+        self.channels_last = channels_last(cfg, device)
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if cfg.compile:
+            # In place (nn.Module.compile): parameters, buffers and state_dict keys stay the module's own.
+            for name in ("backbone", "target_backbone"):
+                if hasattr(model, name):
+                    getattr(model, name).compile()
         self.model = model
         self.ddp = None
         if info.enabled:
@@ -125,10 +136,13 @@ class Trainer:
             landmarks = landmarks.to(self.device, non_blocking=True)
         views = self.augment(images, landmarks=landmarks, generator=self.aug_gen)
         pos1, pos2, neg = views.pos1, views.pos2, views.negatives
-        if self.device.type == "cuda":
-            pos1 = pos1.contiguous(memory_format=torch.channels_last)
-            pos2 = pos2.contiguous(memory_format=torch.channels_last)
-        return pos1, pos2, (neg if neg is not None and neg.shape[1] > 0 else None)
+        neg = neg if neg is not None and neg.shape[1] > 0 else None
+        if self.channels_last:
+            cl = torch.channels_last
+            pos1, pos2 = pos1.contiguous(memory_format=cl), pos2.contiguous(memory_format=cl)
+            if neg is not None:   # (B, N, C, S, S) whose flatten(0, 1) is channels_last
+                neg = neg.flatten(0, 1).contiguous(memory_format=cl).unflatten(0, neg.shape[:2])
+        return pos1, pos2, neg
 
     def train_step(self, pos1, pos2, neg, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """One optimisation step; returns the (detached) loss tensor, no host sync.

@@ -94,7 +94,7 @@ def test_loss_plot_shows_contrawarp_warp_accuracy_against_its_chance(tmp_path, m
 
 
 @pytest.mark.slow
-def test_demo_runs_evaluate_once_per_epoch_and_the_learning_curve_plots_them(tmp_path, monkeypatch):
+def test_demo_runs_evaluate_once_per_epoch_and_the_loss_plot_leaves_the_evaluations_out(tmp_path, monkeypatch):
     import matplotlib.axes
 
     assert demo.demo_config("byol", "x")[demo.demo_config("byol", "x").index("--eval-every") + 1] == "48"
@@ -106,10 +106,7 @@ def test_demo_runs_evaluate_once_per_epoch_and_the_learning_curve_plots_them(tmp
     real_plot = matplotlib.axes.Axes.plot
     monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda self, *a, **k: lines.append(a) or real_plot(self, *a, **k))
     demo._loss_plot(str(tmp_path / "loss.png"), {"byol": str(out)})      # the evaluation rows have no loss
-    assert list(lines[0][0]) == [1, 2, 3, 4]
-    path = demo._learning_curve_plot(str(tmp_path / "curve.png"), {"byol": curve, "old run": []})
-    assert os.path.getsize(path) > 0
-    assert list(lines[1][0]) == [2, 4] and list(lines[1][1]) == [100 * acc for _, acc in curve] and len(lines) == 2
+    assert list(lines[0][0]) == [1, 2, 3, 4] and len(lines) == 1
 
 
 def test_benchmark_summary_sentence():
@@ -121,18 +118,34 @@ def test_benchmark_summary_sentence():
     assert "3.0x with the backward pass" in text and "NOT met" not in text
 
 
-def test_table_and_meaning():
-    results = {name: {"linear_acc": acc, "n_test": 1400} for name, acc in
-               (("contrawarp", 0.16), ("byol", 0.15), ("supervised", 0.30), ("random_init", 0.15),
-                ("raw_pixels", 0.14))}
+def _result(correct, n=1400):
+    labels = [i % 7 for i in range(n)]
+    return {"linear_acc": correct / n, "n_test": n, "labels": labels,
+            "predictions": [y if i < correct else (y + 1) % 7 for i, y in enumerate(labels)]}
+
+
+def test_table_gap_and_meaning():
+    results = {name: _result(correct) for name, correct in
+               (("contrawarp", 224), ("byol", 210), ("supervised", 420), ("random_init", 210), ("raw_pixels", 196))}
     table = demo._table(results).splitlines()
-    assert table[0].split() == ["representation", "linear", "acc", "vs", "BYOL", "vs", "random", "init"]
+    assert table[0].split() == ["representation", "linear", "acc", "95", "%", "interval", "vs", "BYOL", "vs",
+                                "random", "init"]
     cw = next(line for line in table if line.startswith("contrawarp")).split()
-    assert cw == ["contrawarp", "16.0%", "+1.0", "+1.0"]
+    assert cw[:2] == ["contrawarp", "16.0%"] and cw[3:] == ["+1.0", "+1.0"]
+    lo, hi = (float(x) for x in cw[2].split("-"))
+    assert lo < 16.0 < hi and hi - lo == pytest.approx(3.8, abs=0.3)     # about two binomial errors either way
+    gap = demo.gap_to_byol(results)
+    # Faces 210..223: only ContraWarping right; none only BYOL.
+    assert gap["points"] == pytest.approx(1.0) and (gap["only_contrawarp"], gap["only_byol"]) == (14, 0)
+    assert gap["mcnemar_p"] == pytest.approx(2 * 0.5 ** 14) and gap["ci95"][0] > 0
+    line = demo._gap_line(gap, 1400)
+    assert line.startswith("ContraWarping - BYOL = +1.0 points") and "excludes 0" in line
+    tie = demo.gap_to_byol({"contrawarp": _result(210), "byol": _result(210)})
+    assert "includes 0" in demo._gap_line(tie, 1400) and tie["mcnemar_p"] == 1.0
     meaning = demo._meaning(results, demo.DEMO_RECIPE, 336)
-    assert meaning.startswith("After 336 steps of pretraining") and "1,400 held-out" in meaning
-    assert "16.0% (chance 14.3%), +1.0 points against BYOL and +1.0 points against a random init" in meaning
-    assert "gaps under 1.9 points" in meaning and ". " not in meaning   # one sentence
+    assert meaning.startswith("This is one seed after 336 steps") and "seed to seed" in meaning
+    assert meaning.count(". ") == 0 and "\n" not in meaning                 # one line
+    assert demo.gap_to_byol({"contrawarp": _result(210)}) is None
 
 
 def test_the_demo_pretrains_two_methods_and_the_reference_on_request(monkeypatch, tmp_path):

@@ -12,7 +12,8 @@ def script(load_script):
 def _fake(times):
     def run(args, method, flags):
         t = times[(method, flags == [])]
-        return {"times_s": [t, t, t], "peak_rss_mb": 100.0, "negatives": "N=2x4 online", "dtype": "float32"}
+        return {"times_s": [t, t, t], "first_step_s": 2 * t, "peak_rss_mb": 100.0, "negatives": "N=2x4 online",
+                "dtype": "float32"}
     return run
 
 
@@ -27,6 +28,32 @@ def test_floor_verdicts_and_exit_status(script, monkeypatch, tmp_path, capsys, c
     assert record["former_flags"] == script.FORMER
     text = capsys.readouterr().out
     assert ("MISSES the 3x floor" in text) == (code == 1)
+
+
+def test_levers_each_against_the_default_step(script, monkeypatch, tmp_path, capsys):
+    seen = []
+
+    def run(args, method, flags):
+        seen.append((method, tuple(flags)))
+        t = 4.0 if flags else 8.0
+        return {"times_s": [t, t, t], "first_step_s": 30.0 if "--compile" in flags else t, "peak_rss_mb": 1.0,
+                "negatives": "", "dtype": "float32", "cpu_s_per_step": t / 2}
+
+    monkeypatch.setattr(script, "_run_contender", run)
+    out = tmp_path / "levers.json"
+    assert script.main(["--levers", "--rounds", "1", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    byol = {name for name, (_, methods) in script.LEVERS.items() if "byol" in methods}
+    assert len(seen) == len(script.LEVERS) + len(byol)
+    assert ("byol", ("--detach-negatives", "true")) not in seen     # no negatives to detach
+    assert record["levers"]["contrawarp: torch.compile"] == {"step_s": 4.0, "first_step_s": 30.0,
+                                                             "cpu_s_per_step": 2.0, "cpu_speedup": 2.0}
+    speedups = {r["contender"]: r["speedup"] for r in record["rows"] if r["case"].startswith("contrawarp")}
+    assert speedups["cwarp-train default"] == 1.0 and speedups["stride-2 stem"] == 2.0
+    assert "no floor" in capsys.readouterr().out
+    for flags, _ in script.LEVERS.values():
+        from cwarp.train.config import config_from_argv
+        config_from_argv(["--out", "x"] + flags)                   # every lever is a valid cwarp-train option
 
 
 def test_the_former_step_is_the_former_defaults_and_the_system_malloc(script):
@@ -44,7 +71,7 @@ def test_one_contender_process_times_real_steps(script):
 
     args = argparse.Namespace(arch="convnet-small", image_size=16, batch_size=4, steps=2, device="cpu")
     r = script._run_contender(args, "contrawarp", ["--hidden-dim", "32", "--proj-dim", "16"])
-    assert len(r["times_s"]) == 2 and all(t > 0 for t in r["times_s"])
+    assert len(r["times_s"]) == 2 and all(t > 0 for t in r["times_s"]) and r["cpu_s_per_step"] > 0
     assert r["dtype"] == "float32" and r["peak_rss_mb"] > 0 and r["negatives"].startswith("N=")
 
 

@@ -44,6 +44,19 @@ def test_separable_features_score_perfectly():
     assert result["per_class_acc"] == {"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0}
     assert (result["n_train"], result["n_test"], result["feature_dim"]) == (120, 40, 16)
     assert result["confusion"] == [[10 if i == j else 0 for j in range(4)] for i in range(4)]
+    assert result["predictions"] == test_y.tolist()
+
+
+def test_predictions_agree_with_the_accuracy_and_the_confusion():
+    train_x, train_y = blobs(30, 16, 4, seed=0, spread=12.0)
+    test_x, test_y = blobs(10, 16, 4, seed=1, spread=12.0)
+    result = evaluate_features(train_x, train_y, test_x, test_y, 4)
+    pred = torch.tensor(result["predictions"])
+    assert pred.shape == test_y.shape and 0.25 < result["linear_acc"] < 1.0
+    assert (pred == test_y).float().mean().item() == result["linear_acc"]
+    for i in range(4):
+        for j in range(4):
+            assert result["confusion"][i][j] == int(((test_y == i) & (pred == j)).sum())
 
 
 def test_absent_test_class_has_no_accuracy():
@@ -244,7 +257,8 @@ def test_help_lists_every_option_with_its_default(capsys):
     options = [a for a in build_parser()._actions if a.option_strings and a.dest != "help"]
     assert len(options) == 17
     flat = " ".join(out.split())  # help lines wrap with the terminal width
-    assert "{synthetic,rafdb,fer2013,imagefolder}" in flat and "(default: 256)" in flat and "(default: 0)" in flat
+    assert "{synthetic,synthetic-hard,rafdb,fer2013,imagefolder}" in flat
+    assert "(default: 256)" in flat and "(default: 0)" in flat
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without CUDA")

@@ -147,6 +147,24 @@ def test_migrate_an_old_checkpoint_config():
         C.migrate(dict(cfg.to_flat(), config_version=C.CONFIG_VERSION + 1))
 
 
+def test_a_version_3_config_ran_without_the_fields_added_in_4(tmp_path, monkeypatch):
+    v3 = {k: v for k, v in C.RunConfig().replace(out="x").to_flat().items() if k not in C.ADDED_IN_4}
+    v3["config_version"] = 3
+    # A version-3 run had local warps on the landmarks, negatives with gradient for every anchor, the layout of
+    # its device and no compilation: migrate takes ADDED_IN_4's values for them, not today's defaults.
+    cfg = C.migrate(v3)
+    assert (cfg.negatives.warp_centers, cfg.negatives.negative_kind) == ("landmarks", "local")
+    assert cfg.negatives.detach_negatives is False and cfg.negatives.negative_anchors == 1.0
+    assert cfg.memory_format == "auto" and cfg.compile is False
+    monkeypatch.setitem(C.ADDED_IN_4, "negative_anchors", 0.5)     # as if version 3 had run with half
+    assert C.migrate(v3).negatives.negative_anchors == 0.5
+    assert C.migrate(dict(v3, config_version=4)).negatives.negative_anchors == 1.0   # version 4: today's default
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(dict(v3, in_channels=3)))
+    assert C.load_config_file(str(path))["negative_anchors"] == 0.5
+    assert set(C.ADDED_IN_4) <= set(C.DEFAULTS)
+
+
 def test_run_differences_ignore_what_a_resume_may_change():
     a = C.validate(C.RunConfig().replace(out="a"))
     assert C.run_differences(a, a.replace(out="b", device="cpu", log_every=3, in_channels=3)) == {}
