@@ -72,7 +72,11 @@ def measure(run: str, *, faces: int, num_negatives: int, warps_per_negative: int
     state = ckpt.load_checkpoint(run)
     cfg = migrate(state["config"])
     method = cfg.method
-    ds, images, labels, landmarks = load_data(cfg)
+    data = load_data(cfg)
+    if not data.in_memory:
+        raise ValueError(f"{run}: its {cfg.data.format} training set is streamed, not held in memory; "
+                         f"this script measures runs on in-memory sets (synthetic, fer2013, small labelled folders)")
+    ds, images, labels, landmarks = data.dataset, data.images, data.labels, data.landmarks
     n = min(faces, len(images))
     trainer = T.Trainer(cfg, cdist.init_from_env("cpu"), torch.device("cpu"), cfg.data.in_channels, 1,
                         num_classes=len(ds.classes))
