@@ -211,7 +211,7 @@ def test_imagefolder_errors(tmp_path):
 # ---------------------------------------------------------------- build_dataset
 
 def test_build_dataset_rejects_bad_arguments(tmp_path):
-    with pytest.raises(ValueError, match="unknown format 'affectnet'.*synthetic, rafdb, fer2013, imagefolder"):
+    with pytest.raises(ValueError, match="unknown format 'affectnet'.*synthetic, synthetic-hard, rafdb, fer2013, imagefolder, folder, list, webdataset"):
         build_dataset("affectnet", str(tmp_path), "train", 32)
     with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
         build_dataset("rafdb", str(tmp_path / "nowhere"), "train", 32)
