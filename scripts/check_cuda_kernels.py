@@ -55,16 +55,19 @@ REQUIRED_KERNELS = (
 class Budget(NamedTuple):
     """Least resident blocks per SM on sm_90 (BUDGET_ARCH) for the
     instantiations that compute in float (float, half, bfloat16 data) and for
-    those in double."""
+    those in double; ``min_blocks_int64``, where given, for the float ones
+    with 64-bit offsets (tensors of 2^31 elements or more), whose offsets take
+    register pairs."""
     min_blocks: int
     min_blocks_fp64: int
+    min_blocks_int64: Optional[int] = None
 
 
 BUDGET_ARCH = 90
 # The kernels whose run time scales with the data. The rest (reductions of a
 # few hundred values, scalar set-up) only must not spill.
 BUDGETS = {
-    "local_warp_forward_kernel": Budget(4, 2),
+    "local_warp_forward_kernel": Budget(4, 2, 3),
     "local_warp_backward_kernel": Budget(3, 1),
     "augment_views_kernel": Budget(4, 2),
     "forward_rows_kernel": Budget(12, 8),
@@ -196,11 +199,18 @@ def demangle(names: List[str]) -> Dict[str, str]:
     return pretty
 
 
-def _budget_of(func: str, pretty: str):
-    """(Budget or None, is_fp64) of a mangled cwarp kernel."""
+def _budget_of(func: str, pretty: str) -> Optional[int]:
+    """The least blocks per SM a mangled cwarp kernel must reach on BUDGET_ARCH, or None."""
     name = next((k for k in BUDGETS if k in func), None)
+    if name is None:
+        return None
+    budget = BUDGETS[name]
     args = pretty.split("<", 1)[1] if "<" in pretty else ""
-    return (BUDGETS[name] if name else None), "double" in args
+    if "double" in args:
+        return budget.min_blocks_fp64
+    if budget.min_blocks_int64 is not None and re.search(r"\b(long|int64_t)\b", args):
+        return budget.min_blocks_int64
+    return budget.min_blocks
 
 
 def table(usage: Dict[int, Dict[str, Dict[str, int]]], threads: Dict[int, Dict[str, int]],
@@ -213,10 +223,7 @@ def table(usage: Dict[int, Dict[str, Dict[str, int]]], threads: Dict[int, Dict[s
                 continue
             n = threads.get(arch, {}).get(func)
             occ = blocks_per_sm(arch, res["REG"], n, res["SHARED"]) if n else None
-            budget, fp64 = _budget_of(func, pretty.get(func, func))
-            need = None
-            if budget is not None and arch == BUDGET_ARCH:
-                need = budget.min_blocks_fp64 if fp64 else budget.min_blocks
+            need = _budget_of(func, pretty.get(func, func)) if arch == BUDGET_ARCH else None
             rows.append({"arch": arch, "kernel": pretty.get(func, func), "mangled": func, **res, "threads": n,
                          "blocks": occ.blocks if occ else None, "occupancy": occ.fraction if occ else None,
                          "limiter": occ.limiter if occ else None, "budget": need})

@@ -68,6 +68,13 @@ def test_checker_holds_hot_kernels_to_their_occupancy_budget():
     as_fp64 = dict(pretty, **{fwd: "cwarp::cuda::local_warp_forward_kernel<double, int>"})
     fits = {90: dict(usage[90], **{fwd: dict(ok, REG=regs_fp64)})}
     assert check_cuda_kernels.check(fits, [90], threads=threads, pretty=as_fp64) == []
+    # The 64-bit-offset instantiation is held to its own budget, one block below the 32-bit one's.
+    regs_int64 = 65536 // (256 * budget.min_blocks_int64) // 8 * 8   # registers are allocated 8 at a time
+    as_int64 = dict(pretty, **{fwd: "cwarp::cuda::local_warp_forward_kernel<float, long>"})
+    fits = {90: dict(usage[90], **{fwd: dict(ok, REG=regs_int64)})}
+    assert check_cuda_kernels.check(fits, [90], threads=threads, pretty=as_int64) == []
+    problems = check_cuda_kernels.check(fits, [90], threads=threads, pretty=pretty)
+    assert len(problems) == 1 and "local_warp_forward_kernel<float, int>" in problems[0]
     # A kernel without __launch_bounds__ has no known block size: reported.
     no_bounds = {90: {m: n for m, n in threads[90].items() if m != fwd}}
     problems = check_cuda_kernels.check(usage, [90], threads=no_bounds, pretty=pretty)

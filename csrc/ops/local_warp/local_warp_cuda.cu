@@ -208,10 +208,13 @@ __device__ __forceinline__ T interpolate(const scalar_t* src, const Sample<index
 // compiler works to (65536 / (blocks * kThreads) per thread). Left at one
 // block, ptxas spends registers freely and the SM holds too few warps to hide
 // the gathers' latency; double needs twice the registers for the same code.
+// 64-bit offsets take register pairs: the instantiation for tensors of 2^31
+// elements or more gets one block less rather than spilling.
 // scripts/check_cuda_kernels.py holds the resulting occupancy to a budget.
-template <typename scalar_t>
+template <typename scalar_t, typename index_t>
 constexpr int forward_min_blocks() {
-  return std::is_same<compute_t<scalar_t>, double>::value ? 2 : 4;
+  if (std::is_same<compute_t<scalar_t>, double>::value) return 2;
+  return sizeof(index_t) == 8 ? 3 : 4;
 }
 
 // A thread's two values of a channel as one aligned store.
@@ -224,7 +227,7 @@ struct alignas(2 * sizeof(scalar_t)) StorePair {
 // image, the last two grid-striding past CUDA's 65535: a pixel's row and
 // column come from the block and thread indices, without a division.
 template <typename scalar_t, typename index_t>
-__global__ void __launch_bounds__(kThreads, forward_min_blocks<scalar_t>()) local_warp_forward_kernel(
+__global__ void __launch_bounds__(kThreads, forward_min_blocks<scalar_t, index_t>()) local_warp_forward_kernel(
     const scalar_t* __restrict__ in, scalar_t* __restrict__ out, const compute_t<scalar_t>* __restrict__ params,
     const compute_t<scalar_t>* __restrict__ theta, WarpConfig cfg, Strides<index_t> in_s, Strides<index_t> out_s,
     bool pair_stores) {
