@@ -132,12 +132,12 @@ def test_toy_ablation_runs_then_reuses_its_runs_and_probes(script, tmp_path, mon
 
 @pytest.mark.slow
 def test_side_by_side_pretrainings_finish_each_run(script, tmp_path):
-    jobs = [script.job("compare", m, 0, {"num_train": 64, "epochs": 1, "image_size": 16, "batch_size": 32},
+    jobs = [script.job(m, m, 0, {"num_train": 64, "epochs": 1, "image_size": 16, "batch_size": 32},
                        str(tmp_path)) for m in ("byol", "supervised")]
     jobs = [(out, argv + ["--hidden-dim", "32", "--proj-dim", "16", "--eval-every", "0"]) for out, argv in jobs]
-    script.pretrain_runs(jobs, parallel=2)
+    script.protocol.pretrain_runs(jobs, parallel=2)
     for out, _ in jobs:
-        assert (tmp_path / "compare" / out.split("/")[-1] / "checkpoint.pt").exists()
+        assert os.path.exists(os.path.join(out, "checkpoint.pt"))
 
 
 def test_a_stopped_run_stops_the_runs_after_it(script, monkeypatch):

@@ -346,7 +346,9 @@ def test_resume_a_checkpoint_from_before_precision_negatives_through_and_nce_on(
     state = torch.load(path, weights_only=False)
     for key in ("precision", "negatives_through", "nce_on", "config_version", "skip_corrupt"):
         del state["config"][key]
-    del state["checksum"]       # nor had such checkpoints a checksum
+    # Nor had such checkpoints the loader's worker processes: their "workers" were the CPU threads.
+    state["config"]["workers"] = state["config"].pop("threads")
+    del state["checksum"]       # nor a checksum
     torch.save(state, path)
     # Asking for today's default explicitly contradicts what the checkpoint ran with.
     with pytest.raises(C.ConfigError, match=r"--nce-on \(e.g. nce_on: checkpoint has 'both', command line has 'p1'\)"):
