@@ -261,9 +261,10 @@ __global__ void __launch_bounds__(kThreads, forward_min_blocks<scalar_t, index_t
           // One warp of threads per table, so that the staging warps do not diverge.
           const int t = rank % kWarpSize, w = rank / kWarpSize;
           if (w == 1 && t < 6) {
-            const Affine<T> I = identity_affine<T>();
-            const T id[6] = {I.a, I.b, I.c, I.d, I.e, I.f};
-            sh.affine[t] = theta != nullptr ? __ldg(theta + 6 * b + t) : id[t];
+            // The identity's entry t (a, e are 1) by a select: a local array
+            // indexed by t would live in the stack frame.
+            const T identity = (t == 0 || t == 4) ? T(1) : T(0);
+            sh.affine[t] = theta != nullptr ? __ldg(theta + 6 * b + t) : identity;
           } else if (w == 2 && t < kFwdThreadsY) {
             sh.rows[t] = base_coord<T>(i0 + t, cfg.Ho, cfg.align_corners);
           } else if (w == 3 && t < kFwdTileW) {
