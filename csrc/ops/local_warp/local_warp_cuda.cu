@@ -209,12 +209,18 @@ __device__ __forceinline__ T interpolate(const scalar_t* src, const Sample<index
 // block, ptxas spends registers freely and the SM holds too few warps to hide
 // the gathers' latency; double needs twice the registers for the same code.
 // 64-bit offsets take register pairs: the instantiation for tensors of 2^31
-// elements or more gets one block less rather than spilling.
+// elements or more gets one block less rather than spilling. So does uint8
+// on sm_80, whose rounding and clamping before the store take a few
+// registers more than sm_90's code (the occupancy budget is sm_90's).
 // scripts/check_cuda_kernels.py holds the resulting occupancy to a budget.
 template <typename scalar_t, typename index_t>
 constexpr int forward_min_blocks() {
   if (std::is_same<compute_t<scalar_t>, double>::value) return 2;
-  return sizeof(index_t) == 8 ? 3 : 4;
+  if (sizeof(index_t) == 8) return 3;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  if (std::is_same<scalar_t, uint8_t>::value) return 3;
+#endif
+  return 4;
 }
 
 // A thread's two values of a channel as one aligned store.
