@@ -263,7 +263,7 @@ def check(usage: Dict[int, Dict[str, Dict[str, int]]], archs: List[int],
 
 
 def format_table(rows: List[Dict[str, object]]) -> str:
-    lines = [f"{'arch':5s} {'REG':>3s} {'LOCAL':>5s} {'SHARED':>6s} {'threads':>7s} {'blocks/SM':>9s} "
+    lines = [f"{'arch':5s} {'REG':>3s} {'LOCAL':>5s} {'STACK':>5s} {'SHARED':>6s} {'threads':>7s} {'blocks/SM':>9s} "
              f"{'occupancy':>9s} {'budget':>6s}  kernel"]
     for r in rows:
         blocks = "-" if r["blocks"] is None else str(r["blocks"])
@@ -271,7 +271,7 @@ def format_table(rows: List[Dict[str, object]]) -> str:
         budget = "" if r["budget"] is None else f">={r['budget']}"
         status = "" if r["budget"] is None or r["blocks"] is None else (" ok" if r["blocks"] >= r["budget"]
                                                                          else " BELOW")
-        lines.append(f"sm_{r['arch']:<2d} {r['REG']:3d} {r['LOCAL']:5d} {r['SHARED']:6d} "
+        lines.append(f"sm_{r['arch']:<2d} {r['REG']:3d} {r['LOCAL']:5d} {r['STACK']:5d} {r['SHARED']:6d} "
                      f"{r['threads'] if r['threads'] else '-':>7} {blocks:>9s} {occ:>9s} {budget:>6s}  "
                      f"{r['kernel']}{status}")
     return "\n".join(lines)
