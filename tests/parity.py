@@ -84,6 +84,21 @@ def random_theta(batch, gen, dtype=torch.float32) -> torch.Tensor:
     return theta.to(dtype)
 
 
+def poisoned_warp_inputs(where, value, gen, dtype=torch.float64):
+    """(image, params, theta) of a batch of 2 whose image 1 gets `value` in one parameter
+    (`where`: "cx", "cy", "r", "dx", "dy" of its second warp, or "thetaN", entry N of its
+    affine); image 0 stays clean."""
+    B, C, H, W = 2, 3, 9, 11
+    image = random_image((B, C, H, W), gen, dtype)
+    params = random_params(B, 3, gen, torch.float64)
+    theta = random_theta(B, gen, torch.float64)
+    if where.startswith("theta"):
+        theta.view(B, 6)[1, int(where[-1])] = value
+    else:
+        params[1, 1, "cx cy r dx dy".split().index(where)] = value
+    return image, params, theta
+
+
 # ---- the backend axis: one test body, run for every backend ----
 #
 # As torchvision's test_ops runs one body per device, cwarp's op tests run one

@@ -18,16 +18,14 @@ build/cuda_emulation afterwards); every test here is marked slow.
 from __future__ import annotations
 
 import itertools
-import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import cwarp
 from cwarp import reference
-from parity import (TOL, assert_close_verbose, deterministic_algorithms, random_image, random_images, random_params,
-                    random_theta)
+from parity import (TOL, assert_close_verbose, deterministic_algorithms, poisoned_warp_inputs, random_image, random_images,
+                    random_params, random_theta)
 
 pytestmark = pytest.mark.slow
 
@@ -443,14 +441,8 @@ def test_deterministic_mode_is_bitwise_under_every_order(cuda, kind, padding, dt
 @pytest.mark.parametrize("bad,where,kind,padding", list(itertools.product(
     [float("nan"), float("inf"), -1e30], ["cx", "r", "dx", "theta0", "theta2"], KINDS, PADDINGS)))
 def test_nonfinite_parameters_as_the_cpu_kernel(cuda, bad, where, kind, padding, gen):
-    B, C, H, W, out = 2, 3, 9, 11, (10, 12)
-    image = random_image((B, C, H, W), gen, torch.float64)
-    params = random_params(B, 3, gen, torch.float64)
-    theta = random_theta(B, gen, torch.float64)
-    if where.startswith("theta"):
-        theta.view(B, 6)[1, int(where[-1])] = bad
-    else:
-        params[1, 1, "cx cy r dx dy".split().index(where)] = bad
+    out = (10, 12)
+    image, params, theta = poisoned_warp_inputs(where, bad, gen)
     args = (image, params, theta, *out, kind, padding, False)
     got, want = cuda.ops.local_warp(*args), torch.ops.cwarp.local_warp(*args)
     # Reflecting a coordinate of 1e29 leaves no meaningful bits (the contract
@@ -461,7 +453,7 @@ def test_nonfinite_parameters_as_the_cpu_kernel(cuda, bad, where, kind, padding,
     assert_close_verbose(got[checked], want[checked], *TOL[torch.float64], what=f"forward {where}={bad}")
     if meaningless:
         assert bool(((got[1] >= image[1].min()) & (got[1] <= image[1].max())).all())
-    grad_out = torch.randn(B, C, *out, dtype=torch.float64, generator=gen)
+    grad_out = torch.randn(got.shape, dtype=torch.float64, generator=gen)
     bargs = (grad_out, image, params, theta, kind, padding, False, ALL)
     for name, a, e in zip(NAMES, cuda.ops.local_warp_backward(*bargs), torch.ops.cwarp.local_warp_backward(*bargs)):
         a, e = a[checked], e[checked]
@@ -554,7 +546,7 @@ def test_contrastive_loss_backward_beyond_the_grid(cuda, gen):
     fwd = cuda.ops.contrastive_loss_forward(p, z, None, 0.2, False)
     g = torch.rand(B, generator=gen)
     gp, gz, _ = cuda.ops.contrastive_loss_backward(g, -g, p, z, None, *fwd[2:], 0.2, False, ALL)
-    assert f"grid=(65535,1,1)" in [line for line in cuda.launched() if "backward_rows_kernel" in line][0]
+    assert "grid=(65535,1,1)" in [line for line in cuda.launched() if "backward_rows_kernel" in line][0]
     xs = [p.double().requires_grad_(), z.double().requires_grad_()]
     nce, s_pos = per_row_reference(*xs, None, 0.2, False)
     want = torch.autograd.grad((g.double() * nce - g.double() * s_pos).sum(), xs)

@@ -26,7 +26,7 @@ import cwarp
 from cwarp import reference
 from cwarp.ops.local_warp.reference import nan_samples
 from cwarp.ops.warp_points.reference import MAX_WARPS
-from parity import (TOL, assert_close_verbose, backend_grid, grid, input_grads, random_image,
+from parity import (TOL, assert_close_verbose, backend_grid, input_grads, poisoned_warp_inputs, random_image,
                     random_params, random_theta)
 
 KINDS = ("translate", "gaussian")
@@ -37,19 +37,6 @@ NAN, INF = float("nan"), float("inf")
 BAD = [("theta0", NAN), ("dx", INF), ("r", NAN), ("r", -INF), ("theta2", INF)]
 BAD_EVERYWHERE = [(where, value) for where in ("cx", "cy", "r", "dx", "dy", *(f"theta{i}" for i in range(6)))
                   for value in (NAN, INF, -INF, 1e30, -1e30)]
-
-
-def _poisoned(where, value, gen, dtype=torch.float64):
-    """Image 1 of a batch of 2 gets `value` in one parameter; image 0 stays clean."""
-    B, C, H, W = 2, 3, 9, 11
-    image = random_image((B, C, H, W), gen, dtype)
-    params = random_params(B, 3, gen, torch.float64)
-    theta = random_theta(B, gen, torch.float64)
-    if where.startswith("theta"):
-        theta.view(B, 6)[1, int(where[-1])] = value
-    else:
-        params[1, 1, "cx cy r dx dy".split().index(where)] = value
-    return image, params, theta
 
 
 def _huge_reflection(params, theta, out, kind, padding):
@@ -67,7 +54,7 @@ def _huge_reflection(params, theta, out, kind, padding):
                                       for kind, padding in itertools.product(KINDS, PADDINGS)],
     small=[(*bad, "translate", padding) for bad in BAD for padding in PADDINGS]))
 def test_nonfinite_positions_sample_as_the_reference_does(be, where, value, kind, padding, gen):
-    image, params, theta = _poisoned(where, value, gen)
+    image, params, theta = poisoned_warp_inputs(where, value, gen)
     out = (10, 12)   # even: no base coordinate is 0, so theta = inf never meets a q of exactly 0
     got = cwarp.local_warp(*be.put(image, params, theta), out_size=out, kind=kind, padding_mode=padding,
                            backend=be.name).cpu()
@@ -85,7 +72,7 @@ def test_nonfinite_positions_sample_as_the_reference_does(be, where, value, kind
                                       for kind, padding in itertools.product(KINDS, PADDINGS)],
     small=[("theta0", NAN, "gaussian", "zeros"), ("dx", INF, "translate", "border")]))
 def test_nonfinite_positions_have_the_references_gradients(be, where, value, kind, padding, gen):
-    image, params, theta = _poisoned(where, value, gen)
+    image, params, theta = poisoned_warp_inputs(where, value, gen)
     grad_out = random_image((2, 3, 10, 12), gen, torch.float64)
 
     def fn(backend):
@@ -104,7 +91,7 @@ def test_nonfinite_positions_have_the_references_gradients(be, where, value, kin
     "dtype,where,value", full=[(dtype, *bad) for dtype in (torch.float32, torch.bfloat16, torch.float16) for bad in BAD],
     names=("cpp", "cuda-cpp")))
 def test_nonfinite_positions_low_precision(be, dtype, where, value, gen):
-    image, params, theta = _poisoned(where, value, gen, dtype)
+    image, params, theta = poisoned_warp_inputs(where, value, gen, dtype)
     for padding, kind in itertools.product(PADDINGS, KINDS):
         got = cwarp.local_warp(*be.put(image, params.float(), theta.float()), kind=kind, padding_mode=padding,
                                backend=be.name).cpu()
