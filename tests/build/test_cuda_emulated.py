@@ -338,6 +338,30 @@ def test_backward_parity_float64(cuda, kind, padding, align, with_theta, determi
         assert kernels(cuda) == [f"{LW}local_warp_backward_kernel<double, int>"]
 
 
+# The image gradient's shared-memory tile (local_warp_cuda.cu's
+# ImageGradTile): tile_words() 64-bit words, so 1,024 double sums in either
+# mode. With align_corners, no theta, warps that displace nothing and one
+# block per image (at most 1,024 output pixels), a block's samples reach
+# both corners of the image, so its footprint is the whole H x W image.
+# With only the image gradient asked for, a block's barriers per image are
+# then two (the footprint's reduction) plus three per pass over the channels
+# through the tile, and just the two when the footprint does not fit.
+@pytest.mark.parametrize("H,W,C,passes", [(16, 16, 3, 1), (20, 24, 3, 2), (32, 32, 2, 2), (40, 40, 3, None)])
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_backward_image_grad_tile_passes(cuda, H, W, C, passes, deterministic, gen):
+    B, out_size = 2, (27, 31)
+    image = random_image((B, C, H, W), gen, torch.float64)
+    params = random_params(B, 2, gen, torch.float64, magnitude=(0.0, 0.0))
+    grad_out = torch.randn(B, C, *out_size, dtype=torch.float64, generator=gen)
+    with deterministic_algorithms(deterministic):
+        got = backward(cuda, grad_out, image, params, None, "gaussian", "border", True, mask=[True, False, False])[0]
+    want = input_grads_reference(image, params, None, grad_out, out_size, "gaussian", "border", True)[0]
+    tol = TOL[torch.float32] if deterministic else TOL[torch.float64]
+    assert_close_verbose(got, want, *tol, what=f"grad image, {H}x{W}x{C}")
+    per_image = 2 + 3 * (passes or 0)
+    assert cuda.stats()["block_barriers"] == B * per_image, f"expected {per_image} barriers per image"
+
+
 @pytest.mark.parametrize("K", [5, 6, 12])
 @pytest.mark.parametrize("deterministic", [False, True])
 def test_backward_reduction_flushes(cuda, K, deterministic, gen):

@@ -17,11 +17,17 @@
 // blockIdx.x * blockDim.x + threadIdx.x = output pixel of that image; a few
 // output pixels per thread (backward_pixels_per_thread), whose normalized
 // coordinates it computes once and keeps in shared memory for every image
-// and every warp. For each pixel it scatters w * g into the image gradient
-// (atomics) and computes dL/ds, from which the theta gradient and the
-// parameter gradient of every warp k follow; those are summed over the
-// thread's pixels in registers, then over the block in one pass
-// (BlockReduction), and added once per block.
+// and every warp. Per image, a first pass warps each pixel (q, the loop over
+// the warps), keeps q in shared memory too, and bounds the rectangle of
+// source pixels the block's samples touch. Then the image gradient: w * g
+// scattered through a shared-memory tile of that rectangle where it fits
+// (ImageGradTile: shared atomics, then one global atomic per source pixel of
+// the rectangle per block, or per pass over the channels when only some fit
+// at once), straight into global memory with atomics where it does not.
+// Then dL/ds per pixel, from which the theta gradient and the parameter
+// gradient of every warp k follow; those are summed over the thread's
+// pixels in registers, then over the block in one pass (BlockReduction),
+// and added once per block.
 //
 // Determinism (torch.use_deterministic_algorithms): float atomics sum in an
 // arbitrary order, so in that mode the image gradient is accumulated in 64-bit
@@ -42,6 +48,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -343,6 +350,66 @@ struct ImageGradSink {
   }
 };
 
+// The shared-memory tile of a block's image gradient: a rectangle of
+// source columns [x0, x0 + w) and rows [y0, y0 + h) for `channels` channels
+// from `c0` on, entry ((c - c0) * h + y - y0) * w + x - x0, holding T sums
+// (float atomics) or 64-bit fixed-point ones (deterministic mode: integer
+// addition is associative, so the block's sums, and the global ones they
+// are added to, do not depend on the order). Its size in bytes is the same
+// for both; double gets half as many entries as float.
+template <typename T>
+constexpr int tile_words() {
+  return sizeof(T) == 4 ? 2048 : 1024;
+}
+
+template <typename T>
+struct ImageGradTile {
+  unsigned long long* words;  // tile_words<T>() words of shared memory
+  int x0, y0, w, h;
+  int64_t c0;
+  int channels;
+
+  __device__ __forceinline__ static int capacity(bool fixed_point) {
+    return fixed_point ? tile_words<T>() : tile_words<T>() * int(sizeof(unsigned long long) / sizeof(T));
+  }
+
+  __device__ __forceinline__ void add(const ImageGradSink<T>& sink, int entry, T v, double sc) const {
+    if (sink.acc != nullptr) {
+      atomicAdd(reinterpret_cast<T*>(words) + entry, v);
+    } else {
+      atomicAdd(words + entry, static_cast<unsigned long long>(__double2ll_rn(static_cast<double>(v) * sc)));
+    }
+  }
+
+  // Zeroes the words that hold this pass's entries; the caller's barrier
+  // follows.
+  __device__ __forceinline__ void clear(bool fixed_point) const {
+    const int entries = w * h * channels;
+    const int n = fixed_point ? entries : (entries * int(sizeof(T)) + 7) / 8;
+    for (int e = threadIdx.x; e < n; e += kThreads) words[e] = 0ull;
+  }
+
+  // One global atomic per nonzero entry (a sum that is exactly zero adds
+  // nothing), at the image offset `image_base` plus the entry's pixel.
+  template <typename index_t>
+  __device__ __forceinline__ void flush(const ImageGradSink<T>& sink, int64_t image_base, index_t sc_,
+                                        index_t sh_, index_t sw_) const {
+    const int plane = w * h;
+    for (int e = threadIdx.x; e < plane * channels; e += kThreads) {
+      const int c = e / plane, yx = e - c * plane, y = yx / w, x = yx - y * w;
+      const int64_t o = image_base + (c0 + c) * static_cast<int64_t>(sc_) + static_cast<int64_t>(y0 + y) * sh_ +
+                        static_cast<int64_t>(x0 + x) * sw_;
+      if (sink.acc != nullptr) {
+        const T v = reinterpret_cast<const T*>(words)[e];
+        if (v != T(0)) atomicAdd(sink.acc + o, v);
+      } else {
+        const unsigned long long q = words[e];
+        if (q != 0ull) atomicAdd(sink.fix + o, q);
+      }
+    }
+  }
+};
+
 // Where a block's sum of one gradient component goes: a double atomic, or,
 // in deterministic mode, its own slot of the partials buffer
 // (B, blocks_x, n_components), reduced in order by reduce_partials_kernel.
@@ -445,6 +512,107 @@ __device__ __forceinline__ index_t backward_pixel(int p) {
          static_cast<index_t>(threadIdx.x);
 }
 
+// Images whose sides fit this take the shared-memory tile: a footprint's
+// corner coordinates then fit an int, the tile's arithmetic included.
+constexpr int64_t kTileMaxSide = int64_t(1) << 30;
+
+// A thread's bounds on the source corners of its samples, min-reduced over
+// the block: {lowest column, -highest column, lowest row, -highest row}, the
+// columns and rows clamped as corner_base_offset clamps them. Sample p's
+// corners span columns [x0, x0 + 1] and rows [y0, y0 + 1].
+struct CornerBounds {
+  int v[4] = {INT_MAX, INT_MAX, INT_MAX, INT_MAX};
+
+  template <typename index_t, typename T>
+  __device__ __forceinline__ void include(const Bilinear<index_t, T>& bl, const WarpConfig& cfg) {
+    const int x0 = clamp_corner(bl.x0, cfg.W), y0 = clamp_corner(bl.y0, cfg.H);
+    v[0] = x0 < v[0] ? x0 : v[0];
+    v[1] = -(x0 + 1) < v[1] ? -(x0 + 1) : v[1];
+    v[2] = y0 < v[2] ? y0 : v[2];
+    v[3] = -(y0 + 1) < v[3] ? -(y0 + 1) : v[3];
+  }
+
+  template <typename index_t>
+  __device__ __forceinline__ static int clamp_corner(index_t c, int64_t n) {
+    return c < index_t(-1) ? -1 : (static_cast<int64_t>(c) > n ? static_cast<int>(n) : static_cast<int>(c));
+  }
+
+  // The block's bounds, the same in every thread, through `parked`,
+  // kWarpsPerBlock * 4 ints of shared memory, which the second barrier
+  // frees for the next call. Every thread of the block must call it.
+  __device__ __forceinline__ void reduce_over_block(int* parked) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+      for (int off = kWarpSize / 2; off > 0; off /= 2) {
+        const int o = __shfl_xor_sync(0xffffffffu, v[i], off);
+        v[i] = o < v[i] ? o : v[i];
+      }
+      if (threadIdx.x % kWarpSize == 0) parked[(threadIdx.x / kWarpSize) * 4 + i] = v[i];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      for (int w = 0; w < kWarpsPerBlock; ++w) v[i] = parked[w * 4 + i] < v[i] ? parked[w * 4 + i] : v[i];
+    }
+    __syncthreads();
+  }
+};
+
+// Scatters w * g of channels [c0, c0 + n) of the thread's pixels into the
+// image gradient: into `tile` (entries relative to its corner) when ToTile,
+// into global memory otherwise. The samples are recomputed from the warped
+// positions the thread parked in `qpos`. (A template flag rather than a
+// tile pointer that may be null: taking the tile's address would put it on
+// the stack.)
+template <bool ToTile, int P, typename index_t, typename T, typename scalar_t>
+__device__ __forceinline__ void scatter_image_grad(const ImageGradSink<T>& gimg, const ImageGradTile<T>& tile,
+                                                   const T (&qpos)[2 * P][kThreads], const Affine<T>& A,
+                                                   const WarpConfig& cfg, const scalar_t* grad_out,
+                                                   const Strides<index_t>& go_s, const Strides<index_t>& in_s,
+                                                   int64_t b, int64_t c0, int64_t n, double sc) {
+  const index_t n_pix = static_cast<index_t>(cfg.Ho * cfg.Wo);
+  const index_t wo = static_cast<index_t>(cfg.Wo);
+  const int64_t gbase = b * in_s.b;
+  // Not unrolled: the pixels' samples would be live together, past the
+  // register cap.
+#pragma unroll 1
+  for (int p = 0; p < P; ++p) {
+    const index_t pix = backward_pixel<index_t>(p);
+    if (pix >= n_pix) continue;
+    const index_t i = pix / wo, j = pix % wo;
+    const Sample<index_t, T> s =
+        sample_at<index_t>(cfg, A, qpos[2 * p][threadIdx.x], qpos[2 * p + 1][threadIdx.x], in_s.h, in_s.w);
+    const T w00 = s.bl.wx0 * s.bl.wy0, w01 = s.bl.wx1 * s.bl.wy0;
+    const T w10 = s.bl.wx0 * s.bl.wy1, w11 = s.bl.wx1 * s.bl.wy1;
+    const scalar_t* go = grad_out + b * go_s.b + i * go_s.h + j * go_s.w + c0 * static_cast<int64_t>(go_s.c);
+    if (ToTile) {
+      const int e = (CornerBounds::clamp_corner(s.bl.y0, cfg.H) - tile.y0) * tile.w +
+                    CornerBounds::clamp_corner(s.bl.x0, cfg.W) - tile.x0;
+      const int plane = tile.w * tile.h;
+      for (int c = 0; c < n; ++c) {
+        const T g = static_cast<T>(*go);
+        const int ec = e + c * plane;
+        if (s.bl.vx0 && s.bl.vy0) tile.add(gimg, ec, w00 * g, sc);
+        if (s.bl.vx1 && s.bl.vy0) tile.add(gimg, ec + 1, w01 * g, sc);
+        if (s.bl.vx0 && s.bl.vy1) tile.add(gimg, ec + tile.w, w10 * g, sc);
+        if (s.bl.vx1 && s.bl.vy1) tile.add(gimg, ec + tile.w + 1, w11 * g, sc);
+        go += go_s.c;
+      }
+    } else {
+      for (int64_t c = c0; c < c0 + n; ++c) {
+        const T g = static_cast<T>(*go);
+        const int64_t cbase = gbase + c * static_cast<int64_t>(in_s.c);
+        gimg.add(cbase, s.o00(), w00 * g, sc);
+        gimg.add(cbase, s.o01(), w01 * g, sc);
+        gimg.add(cbase, s.o10(), w10 * g, sc);
+        gimg.add(cbase, s.o11(), w11 * g, sc);
+        go += go_s.c;
+      }
+    }
+  }
+}
+
 template <typename scalar_t, typename index_t>
 __global__ void __launch_bounds__(kThreads, backward_min_blocks<scalar_t>()) local_warp_backward_kernel(
     const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ in,
@@ -472,46 +640,94 @@ __global__ void __launch_bounds__(kThreads, backward_min_blocks<scalar_t>()) loc
     coords[2 * p][threadIdx.x] = base_coord<T>(pix % wo, cfg.Wo, cfg.align_corners);
     coords[2 * p + 1][threadIdx.x] = base_coord<T>(pix / wo, cfg.Ho, cfg.align_corners);
   }
+  // The warped positions q of the thread's pixels in the current image, in
+  // its own column again: the image gradient's scatter (once the block knows
+  // its footprint) and the coordinate gradients sample them again without
+  // the loop over the warps; then dL/dq, for the parameter gradient.
+  __shared__ T qpos[2 * P][kThreads];
+  __shared__ int parked[kWarpsPerBlock * 4];
+  __shared__ unsigned long long tile_words_sh[tile_words<T>()];
+  const bool may_tile = gimg.active() && cfg.W < kTileMaxSide && cfg.H < kTileMaxSide;
 
   for (int64_t b = blockIdx.y; b < cfg.B; b += gridDim.y) {
     const T* prm = params + b * cfg.K * 5;
     const Affine<T> A = load_affine(theta, b);
-    // Per pixel, dL/dq = A^T dL/ds (zero for pixels past the end); summed
-    // over the pixels, the theta gradient sum dL/ds (x) (qx, qy, 1).
-    T gqx[P], gqy[P];
-    T gtheta[6] = {T(0), T(0), T(0), T(0), T(0), T(0)};
+    // Pass 1: the warped positions q (the loop over the warps), parked in
+    // shared memory for the passes below, and the block's footprint.
+    CornerBounds bounds;
 #pragma unroll
     for (int p = 0; p < P; ++p) {
-      gqx[p] = T(0);
-      gqy[p] = T(0);
       const index_t pix = backward_pixel<index_t>(p);
       if (pix >= n_pix) continue;
-      const index_t i = pix / wo, j = pix % wo;
       T qx, qy;
       warp_point(cfg, prm, coords[2 * p][threadIdx.x], coords[2 * p + 1][threadIdx.x], &qx, &qy);
-      const Sample<index_t, T> s = sample_at<index_t>(cfg, A, qx, qy, in_s.h, in_s.w);
-      const T w00 = s.bl.wx0 * s.bl.wy0, w01 = s.bl.wx1 * s.bl.wy0;
-      const T w10 = s.bl.wx0 * s.bl.wy1, w11 = s.bl.wx1 * s.bl.wy1;
+      qpos[2 * p][threadIdx.x] = qx;
+      qpos[2 * p + 1][threadIdx.x] = qy;
+      if (may_tile) bounds.include(sample_at<index_t>(cfg, A, qx, qy, in_s.h, in_s.w).bl, cfg);
+    }
+
+    // The image gradient: through the tile, as many channels at a time as
+    // fit, when the footprint fits it; straight to global memory otherwise.
+    // Every branch below is uniform across the block.
+    ImageGradTile<T> tile{tile_words_sh, 0, 0, 0, 0, 0, 0};
+    if (may_tile) {
+      bounds.reduce_over_block(parked);
+      tile.x0 = bounds.v[0] < 0 ? 0 : bounds.v[0];
+      tile.y0 = bounds.v[2] < 0 ? 0 : bounds.v[2];
+      const int x1 = -bounds.v[1] > cfg.W - 1 ? static_cast<int>(cfg.W - 1) : -bounds.v[1];
+      const int y1 = -bounds.v[3] > cfg.H - 1 ? static_cast<int>(cfg.H - 1) : -bounds.v[3];
+      tile.w = x1 - tile.x0 + 1;
+      tile.h = y1 - tile.y0 + 1;
+      const int capacity = ImageGradTile<T>::capacity(gimg.fix != nullptr);
+      if (tile.w <= 0 || tile.h <= 0) {
+        // No sample of the block has a corner inside the image.
+      } else if (static_cast<int64_t>(tile.w) * tile.h <= capacity) {
+        const int per_pass = capacity / (tile.w * tile.h);
+        for (int64_t c0 = 0; c0 < cfg.C; c0 += per_pass) {
+          tile.c0 = c0;
+          tile.channels = static_cast<int>(cfg.C - c0 < per_pass ? cfg.C - c0 : per_pass);
+          tile.clear(gimg.fix != nullptr);
+          __syncthreads();
+          scatter_image_grad<true, P>(gimg, tile, qpos, A, cfg, grad_out, go_s, in_s, b, c0, tile.channels, sc);
+          __syncthreads();
+          tile.flush(gimg, b * in_s.b, in_s.c, in_s.h, in_s.w);
+          __syncthreads();
+        }
+      } else {
+        scatter_image_grad<false, P>(gimg, tile, qpos, A, cfg, grad_out, go_s, in_s, b, 0, cfg.C, sc);
+      }
+    } else if (gimg.active()) {
+      scatter_image_grad<false, P>(gimg, tile, qpos, A, cfg, grad_out, go_s, in_s, b, 0, cfg.C, sc);
+    }
+    if (!need_coord) continue;  // uniform across the grid
+
+    // Pass 2, after the scatter so that its sums are not live across it: per
+    // pixel, dL/dq = A^T dL/ds, which replaces q in the thread's column of
+    // qpos (zero for pixels past the end); summed over the pixels, the theta
+    // gradient sum dL/ds (x) (qx, qy, 1). Not unrolled: the pixels' samples
+    // would be live together, past the register cap.
+    T gtheta[6] = {T(0), T(0), T(0), T(0), T(0), T(0)};
+#pragma unroll 1
+    for (int p = 0; p < P; ++p) {
+      const index_t pix = backward_pixel<index_t>(p);
+      if (pix >= n_pix) {
+        qpos[2 * p][threadIdx.x] = T(0);
+        qpos[2 * p + 1][threadIdx.x] = T(0);
+        continue;
+      }
+      const index_t i = pix / wo, j = pix % wo;
+      const Sample<index_t, T> s =
+          sample_at<index_t>(cfg, A, qpos[2 * p][threadIdx.x], qpos[2 * p + 1][threadIdx.x], in_s.h, in_s.w);
       const scalar_t* src = in + b * in_s.b;
       const scalar_t* go = grad_out + b * go_s.b + i * go_s.h + j * go_s.w;
-      const int64_t gbase = b * in_s.b;
       T d_ix = T(0), d_iy = T(0);
       for (int64_t c = 0; c < cfg.C; ++c) {
         const T g = static_cast<T>(*go);
-        const int64_t cbase = gbase + c * static_cast<int64_t>(in_s.c);
-        if (gimg.active()) {
-          gimg.add(cbase, s.o00(), w00 * g, sc);
-          gimg.add(cbase, s.o01(), w01 * g, sc);
-          gimg.add(cbase, s.o10(), w10 * g, sc);
-          gimg.add(cbase, s.o11(), w11 * g, sc);
-        }
-        if (need_coord) {
-          T gx, gy;
-          bilinear_coord_grad(s.bl, corner_value<T>(src, s.o00()), corner_value<T>(src, s.o01()),
-                              corner_value<T>(src, s.o10()), corner_value<T>(src, s.o11()), &gx, &gy);
-          d_ix += g * gx;
-          d_iy += g * gy;
-        }
+        T gx, gy;
+        bilinear_coord_grad(s.bl, corner_value<T>(src, s.o00()), corner_value<T>(src, s.o01()),
+                            corner_value<T>(src, s.o10()), corner_value<T>(src, s.o11()), &gx, &gy);
+        d_ix += g * gx;
+        d_iy += g * gy;
         go += go_s.c;
         src += in_s.c;
       }
@@ -522,10 +738,9 @@ __global__ void __launch_bounds__(kThreads, backward_min_blocks<scalar_t>()) loc
       gtheta[3] += gsy * s.qx;
       gtheta[4] += gsy * s.qy;
       gtheta[5] += gsy;
-      gqx[p] = A.a * gsx + A.d * gsy;
-      gqy[p] = A.b * gsx + A.e * gsy;
+      qpos[2 * p][threadIdx.x] = A.a * gsx + A.d * gsy;
+      qpos[2 * p + 1][threadIdx.x] = A.b * gsx + A.e * gsy;
     }
-    if (!need_coord) continue;  // uniform across the grid
 
     BlockReduction<T> sums(slots, gth, gprm, b);
     if (gth.n > 0) {
@@ -544,8 +759,9 @@ __global__ void __launch_bounds__(kThreads, backward_min_blocks<scalar_t>()) loc
           const T ex = coords[2 * p][threadIdx.x] - cx;
           const T ey = coords[2 * p + 1][threadIdx.x] - cy;
           // Most pixels lie outside most discs: no divisions for them.
-          if (translate && translate_param_grad_vanishes(ex, ey, r, dx, dy, gqx[p], gqy[p])) continue;
-          warp_param_grad(cfg.kind, ex, ey, r, dx, dy, gqx[p], gqy[p], acc);
+          const T gqx = qpos[2 * p][threadIdx.x], gqy = qpos[2 * p + 1][threadIdx.x];
+          if (translate && translate_param_grad_vanishes(ex, ey, r, dx, dy, gqx, gqy)) continue;
+          warp_param_grad(cfg.kind, ex, ey, r, dx, dy, gqx, gqy, acc);
         }
 #pragma unroll
         for (int t = 0; t < 5; ++t) sums.add(acc[t]);
