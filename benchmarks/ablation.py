@@ -42,6 +42,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))   # this checkout's cwarp, not an installed one
 import protocol  # noqa: E402
+import select_recipe  # noqa: E402
 from common import write_record  # noqa: E402
 
 from cwarp.eval import stats as ps  # noqa: E402
@@ -53,6 +54,10 @@ ARMS = {
     "contrawarp": ("contrawarp", []),
     "byol": ("byol", []),
     "byol_wallclock": ("byol", []),          # --wallclock-epochs instead of the demo's
+    # BYOL with the settings its own search chose on the validation faces (SEARCHED_BYOL), at the same steps and
+    # at ContraWarping's wall-clock.
+    "byol_searched": ("byol", select_recipe.SEARCHED_BYOL),
+    "byol_searched_wallclock": ("byol", select_recipe.SEARCHED_BYOL),
     # --supervised-epochs instead of the demo's, its online evaluation on 1,000 validation faces (its standard
     # error about 1.2 points) to show whether its accuracy had stopped rising by the end.
     "supervised": ("supervised", ["--eval-size", "1000", "--eval-bank", "1536"]),
@@ -61,7 +66,7 @@ ARMS = {
     "infonce_only": ("contrawarp", ["--byol-weight", "0"]),
     "target_negatives": ("contrawarp", ["--negatives-through", "target", "--detach-negatives", "false"]),
 }
-MAIN_ARMS = ("contrawarp", "byol", "byol_wallclock")
+MAIN_ARMS = ("contrawarp", "byol", "byol_wallclock", "byol_searched", "byol_searched_wallclock")
 CONTROLS = ("uniform_centres", "affine_negatives", "infonce_only", "target_negatives")
 # The size sweep: (--warp-radius, --warp-magnitude): the former warps, today's
 # (wide) warps and wider still. A translate warp moves content by at most
@@ -105,7 +110,7 @@ def arm_jobs(args, over, common):
         for arm in args.arms:
             method, flags = ARMS[arm]
             arm_over = dict(over)
-            if arm == "byol_wallclock":
+            if arm.endswith("_wallclock"):
                 arm_over["epochs"] = args.wallclock_epochs
             elif arm == "supervised":
                 arm_over["epochs"] = args.supervised_epochs
@@ -186,13 +191,14 @@ def _parser():
     p.add_argument("--quick", action="store_true", help="a tenth of the budget (a smoke run, not a measurement)")
     p.add_argument("--epochs", type=int, default=None, help="the demo's budget with N epochs instead")
     p.add_argument("--wallclock-epochs", type=int, default=12,
-                   help="byol_wallclock's epochs: ContraWarping's wall-clock over BYOL's step time "
-                        "(docs/experiments.md measures the ratio)")
-    p.add_argument("--supervised-epochs", type=int, default=33,
-                   help="the supervised reference's epochs: ContraWarping's wall-clock over its step time")
+                   help="the *_wallclock arms' epochs: the demo's 7 times ContraWarping's step time over BYOL's, "
+                        "1.75 at the demo's scale (benchmarks/train_throughput.py --levers; docs/experiments.md)")
+    p.add_argument("--supervised-epochs", type=int, default=29,
+                   help="the supervised reference's epochs: the demo's 7 times ContraWarping's step time over its "
+                        "own, 4.1 at the demo's scale")
     p.add_argument("--num-train", type=int, default=None, help="pretrain on N faces instead of the demo's 1,536")
     p.add_argument("--image-size", type=int, default=None,
-                   help="pretrain and probe at S pixels instead of the demo's 48 (a smaller scale, for every arm)")
+                   help="pretrain and probe at S pixels instead of the demo's (every arm)")
     p.add_argument("--arch", default=None, help="every arm's backbone instead of cwarp-train's default")
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--negatives", type=int, nargs="+", default=[1, 2, 4])

@@ -2,7 +2,7 @@
 validation faces only (benchmarks/protocol.py), so the choice can be rerun.
 
     python benchmarks/select_recipe.py --search contrawarp|byol|levers|supervised [--seeds 0 1] [--jobs 2]
-                                       [--out results/select] [--json PATH]
+                                       [--image-size S] [--arch ARCH] [--out results/select] [--json PATH]
 
 SEARCHES holds each search's configurations as (label, cwarp-train --method,
 flags); a configuration's flags are added to cwarp-train's defaults for its
@@ -33,9 +33,15 @@ MILD = ["--crop-scale", "0.8,1", "--rotation", "5", "--jitter-strength", "0.5"]
 FORMER_WARPS = ["--warp-radius", "0.15,0.35", "--warp-magnitude", "0.05,0.15"]
 FLIPS_ONLY = ["--crop-scale", "1,1", "--rotation", "0", "--jitter-strength", "0", "--grayscale-p", "0"]
 
+# What `--search byol --image-size 32 --arch convnet-small-s2 --seeds 0 1` chose on the validation faces
+# (docs/experiments.md, "BYOL tuned, and the supervised reference to its plateau"): BYOL's flags on top of its
+# cwarp-train defaults, for benchmarks/ablation.py's byol_searched arms.
+SEARCHED_BYOL = MILD
+
 # search: [(label, method, flags)]. "contrawarp" is docs/experiments.md's recipe search (five
-# configurations); "byol" gives BYOL as many (its two view sets, learning rate and base EMA); "levers" the
-# cheaper steps, each judged by the accuracy it keeps; "supervised" the labels' two view sets.
+# configurations, at the former demo scale: --image-size 48 --arch convnet-small); "byol" gives BYOL as many
+# (its two view sets, learning rate and base EMA); "levers" the cheaper steps, each judged by the accuracy it
+# keeps (the demo's stride-2 stem among them, against the plain stem); "supervised" the labels' two view sets.
 SEARCHES = {
     "contrawarp": [
         ("strong views, former warps", "contrawarp", STRONG + FORMER_WARPS),
@@ -58,8 +64,7 @@ SEARCHES = {
         ("detached, half the anchors", "contrawarp", ["--detach-negatives", "true", "--negative-anchors", "0.5"]),
         ("channels_last", "contrawarp", ["--memory-format", "channels_last"]),
         ("torch.compile", "contrawarp", ["--compile", "true"]),
-        ("stride-2 stem", "contrawarp", ["--arch", "convnet-small-s2"]),
-        ("BYOL, stride-2 stem", "byol", ["--arch", "convnet-small-s2"]),
+        ("plain stem (convnet-small)", "contrawarp", ["--arch", "convnet-small"]),
     ],
     "supervised": [
         ("flips only", "supervised", FLIPS_ONLY),
@@ -68,7 +73,7 @@ SEARCHES = {
 }
 
 
-def search_jobs(search, seeds, out_root, fmt="synthetic", over=None):
+def search_jobs(search, seeds, out_root, fmt="synthetic", over=None, arch=None):
     """{(label, seed): (out, argv)}, seed-major so that the first seed's table fills first. A run's folder is
     named by its settings (protocol.run_key), so that searches sharing a configuration share its runs."""
     from cwarp.apps import demo
@@ -76,7 +81,7 @@ def search_jobs(search, seeds, out_root, fmt="synthetic", over=None):
     jobs = {}
     for seed in seeds:
         for label, method, flags in SEARCHES[search]:
-            argv = demo.demo_config(method, "unset", seed=seed, overrides=over) + ["--progress", "false",
+            argv = demo.demo_config(method, "unset", seed=seed, arch=arch, overrides=over) + ["--progress", "false",
                                                                                    "--format", fmt] + flags
             out = os.path.join(out_root, "runs", protocol.run_key(argv), f"seed{seed}")
             jobs[(label, seed)] = (out, argv + ["--out", out])
@@ -120,6 +125,10 @@ def main(argv=None):
     p.add_argument("--only", nargs="+", default=None, metavar="LABEL",
                    help="run these configurations of the search only (their labels)")
     p.add_argument("--format", default="synthetic", choices=("synthetic", "synthetic-hard"))
+    p.add_argument("--image-size", type=int, default=None,
+                   help="pretrain and probe at S px instead of the demo's (benchmarks/ablation.py's smaller scale)")
+    p.add_argument("--arch", default=None, help="every configuration's backbone instead of the demo's "
+                                                "(a configuration's own --arch still wins)")
     p.add_argument("--out", default=os.path.join("results", "select"))
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
@@ -131,7 +140,10 @@ def main(argv=None):
     unknown = [x for x in args.only or [] if x not in labels]
     if unknown:
         p.error(f"--only: {unknown[0]!r} is not a configuration of --search {args.search} ({labels})")
-    jobs = search_jobs(args.search, args.seeds, args.out, args.format)
+    if args.image_size is not None and args.image_size < 8:
+        p.error(f"--image-size: expected >= 8, got {args.image_size}")
+    over = {} if args.image_size is None else {"image_size": args.image_size}
+    jobs = search_jobs(args.search, args.seeds, args.out, args.format, over, args.arch)
     if args.only:
         jobs = {k: v for k, v in jobs.items() if k[0] in args.only}
     try:   # refuse a bad configuration before an hour of pretraining
@@ -147,11 +159,13 @@ def main(argv=None):
         summaries[(label, seed)] = protocol.run_summary(out)
     print(f"\n--search {args.search}: validation split (data seed {protocol.VALIDATION.data_seed}, "
           f"{protocol.VALIDATION.test} faces), demo budget {demo.DEMO_RECIPE['epochs']} epochs of "
-          f"{demo.DEMO_RECIPE['num_train']} faces in batches of {demo.DEMO_RECIPE['batch_size']}")
+          f"{demo.DEMO_RECIPE['num_train']} faces in batches of {demo.DEMO_RECIPE['batch_size']}, "
+          f"{args.image_size or demo.DEMO_RECIPE['image_size']} px, {args.arch or demo.DEMO_RECIPE['arch']}")
     for line in table(args.search, args.seeds, results, summaries):
         print(line)
     if args.json:
         write_record(args.json, {"search": args.search, "seeds": args.seeds, "format": args.format,
+                                 "image_size": args.image_size, "arch": args.arch,
                                  "validation": vars(protocol.VALIDATION),
                                  "runs": {f"{label} / seed {seed}": dict(summaries[(label, seed)],
                                                                          val_acc=results[(label, seed)],

@@ -51,7 +51,7 @@ FORMER = ["--reuse-freed-memory", "false", "--num-negatives", "2", "--warps-per-
 CONTENDERS = {"former step": FORMER, "cwarp-train default": []}
 # The cheaper-step options of cwarp-train, each alone, and the two that cut the negatives' work together;
 # the methods each applies to (the negatives' options do nothing without negatives).
-LEVERS = {"cwarp-train default": ([], ("contrawarp", "byol")),
+LEVERS = {"cwarp-train default": ([], ("contrawarp", "byol", "supervised")),
           "detached negatives": (["--detach-negatives", "true"], ("contrawarp",)),
           "negatives for half the anchors": (["--negative-anchors", "0.5"], ("contrawarp",)),
           "detached, half the anchors": (["--detach-negatives", "true", "--negative-anchors", "0.5"],
@@ -204,7 +204,9 @@ def rendering(args) -> int:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--methods", nargs="+", default=["contrawarp", "byol"], choices=("contrawarp", "byol"))
+    p.add_argument("--methods", nargs="+", default=["contrawarp", "byol"], choices=("contrawarp", "byol", "supervised"),
+                   help="the methods compared (supervised: --levers only, its default step, for the ratio of step "
+                        "times that equal wall-clock budgets are set from)")
     p.add_argument("--method", default="contrawarp", choices=("contrawarp", "byol", "supervised"),
                    help="the method of --rendering (and of a --worker)")
     p.add_argument("--arch", default="convnet-small")
@@ -222,6 +224,8 @@ def main(argv=None):
     for name in ("steps", "rounds", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}: expected >= 1, got {getattr(args, name)}")
+    if "supervised" in args.methods and not args.levers and not args.rendering:
+        p.error("--methods supervised: only with --levers (the former step is contrawarp's and byol's)")
     if args.worker is not None:
         return worker(args)
     if args.levers:

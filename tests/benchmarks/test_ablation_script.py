@@ -65,13 +65,19 @@ def test_default_seeds_are_fresh_and_paired(script):
 
 def test_arm_jobs_budgets_and_flags(script):
     args = script._parser().parse_args(["--seeds", "3", "--controls", "--arms", "contrawarp", "byol_wallclock",
-                                        "supervised", "--wallclock-epochs", "12", "--supervised-epochs", "30"])
+                                        "byol_searched", "byol_searched_wallclock", "supervised",
+                                        "--wallclock-epochs", "12", "--supervised-epochs", "30"])
     args.arms = list(dict.fromkeys(args.arms + list(script.CONTROLS)))
     jobs = script.arm_jobs(args, {}, [])
     from cwarp.train.config import config_from_argv
 
     cfg = {arm: config_from_argv(argv) for (arm, _), (_, argv) in jobs.items()}
     assert cfg["contrawarp"].optimisation.epochs == 7 and cfg["byol_wallclock"].optimisation.epochs == 12
+    assert cfg["byol_searched"].optimisation.epochs == 7 and cfg["byol_searched_wallclock"].optimisation.epochs == 12
+    searched = config_from_argv(["--method", "byol", "--out", "x"] + script.select_recipe.SEARCHED_BYOL)
+    for arm in ("byol_searched", "byol_searched_wallclock"):
+        assert cfg[arm].method == "byol" and cfg[arm].views == searched.views
+    assert cfg["byol_wallclock"].views != searched.views
     assert cfg["supervised"].optimisation.epochs == 30 and cfg["supervised"].method == "supervised"
     assert cfg["uniform_centres"].negatives.warp_centers == "uniform"
     assert cfg["affine_negatives"].negatives.negative_kind == "affine"
@@ -105,8 +111,9 @@ def test_gap_report_pairs_seeds_and_faces(script):
 def test_toy_ablation_runs_then_reuses_its_runs_and_probes(script, tmp_path, monkeypatch, capsys):
     from cwarp.apps import demo
 
-    monkeypatch.setattr(demo, "DEMO_RECIPE", dict(image_size=16, num_train=64, epochs=1, batch_size=32,
-                                                  warmup_epochs=0, probe_test=64, eval_bank=32, eval_size=32))
+    monkeypatch.setattr(demo, "DEMO_RECIPE", dict(image_size=16, arch="convnet-small", num_train=64, epochs=1,
+                                                  batch_size=32, warmup_epochs=0, probe_test=64, eval_bank=32,
+                                                  eval_size=32))
     p = script.protocol
     monkeypatch.setattr(p, "VALIDATION", p.Split("val", p.VALIDATION_DATA_SEED, 64, 48))
     monkeypatch.setattr(p, "TEST", p.Split("test", p.TEST_DATA_SEED, 64, 56))
@@ -132,7 +139,8 @@ def test_toy_ablation_runs_then_reuses_its_runs_and_probes(script, tmp_path, mon
 
 @pytest.mark.slow
 def test_side_by_side_pretrainings_finish_each_run(script, tmp_path):
-    jobs = [script.job(m, m, 0, {"num_train": 64, "epochs": 1, "image_size": 16, "batch_size": 32},
+    jobs = [script.job(m, m, 0, {"num_train": 64, "epochs": 1, "image_size": 16, "arch": "convnet-small",
+                                 "batch_size": 32},
                        str(tmp_path)) for m in ("byol", "supervised")]
     jobs = [(out, argv + ["--hidden-dim", "32", "--proj-dim", "16", "--eval-every", "0"]) for out, argv in jobs]
     script.protocol.pretrain_runs(jobs, parallel=2)

@@ -46,9 +46,24 @@ def test_table_marks_each_methods_best(script):
     (["--search", "byol", "--only", "no such thing"], "--only: 'no such thing' is not a configuration"),
     (["--search", "byol", "--jobs", "0"], "--jobs: expected >= 1"),
     (["--search", "swav"], "invalid choice"),
+    (["--search", "byol", "--image-size", "4"], "--image-size: expected >= 8, got 4"),
 ])
 def test_bad_values(script, monkeypatch, capsys, argv, match):
     monkeypatch.setattr(script.protocol, "pretrain_runs", lambda *a, **k: pytest.fail("pretraining started"))
     with pytest.raises(SystemExit) as e:
         script.main(argv)
     assert e.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_another_scale_reaches_every_run_and_a_configurations_own_arch_wins(script):
+    from cwarp.train.config import config_from_argv
+
+    jobs = script.search_jobs("levers", [0], "r", over={"image_size": 48}, arch="resnet18-small")
+    configs = {label: config_from_argv(argv) for (label, _), (_, argv) in jobs.items()}
+    assert {c.data.image_size for c in configs.values()} == {48}
+    assert configs["default step"].arch == "resnet18-small"
+    assert configs["plain stem (convnet-small)"].arch == "convnet-small"
+    default = script.search_jobs("levers", [0], "r")
+    from cwarp.apps import demo
+
+    assert config_from_argv(default[("default step", 0)][1]).arch == demo.DEMO_RECIPE["arch"]

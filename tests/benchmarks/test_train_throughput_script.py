@@ -56,6 +56,22 @@ def test_levers_each_against_the_default_step(script, monkeypatch, tmp_path, cap
         config_from_argv(["--out", "x"] + flags)                   # every lever is a valid cwarp-train option
 
 
+def test_supervised_is_timed_at_its_default_step_and_only_with_levers(script, monkeypatch, tmp_path, capsys):
+    seen = []
+
+    def run(args, method, flags):
+        seen.append((method, tuple(flags)))
+        return {"times_s": [1.0] * 3, "first_step_s": 1.0, "peak_rss_mb": 1.0, "negatives": "", "dtype": "float32",
+                "cpu_s_per_step": 0.5}
+
+    monkeypatch.setattr(script, "_run_contender", run)
+    assert script.main(["--levers", "--methods", "supervised", "--rounds", "1"]) == 0
+    assert seen == [("supervised", ())]
+    with pytest.raises(SystemExit) as e:
+        script.main(["--methods", "contrawarp", "supervised"])
+    assert e.value.code == 2 and "--methods supervised: only with --levers" in capsys.readouterr().err
+
+
 def test_the_former_step_is_the_former_defaults_and_the_system_malloc(script):
     from cwarp.train.config import config_from_argv
 
