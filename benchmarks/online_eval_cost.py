@@ -66,12 +66,13 @@ def main(argv=None) -> int:
                    help="a method to pretrain (repeatable; default: all three, at the demo's budget)")
     for flag in ("epochs", "num-train", "image-size", "batch-size", "eval-bank", "eval-size"):
         p.add_argument(f"--{flag}", type=int, default=None, help="override the demo's (a quicker, rougher look)")
+    p.add_argument("--arch", default=None, help="override the demo's backbone")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=float, default=LIMIT, help="the largest evaluation / training time allowed")
     p.add_argument("--json", metavar="PATH", help="also write the rows here")
     args = p.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items()
-                 if k in ("epochs", "num_train", "image_size", "batch_size", "eval_bank", "eval_size") and v}
+                 if k in ("epochs", "num_train", "image_size", "arch", "batch_size", "eval_bank", "eval_size") and v}
     rows = [measure(m, overrides, args.seed) for m in (args.method or METHODS)]
     if len(rows) > 1:
         total = {k: sum(r[k] for r in rows) for k in ("steps", "evaluations", "train_s", "eval_s")}

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 def test_demo_runs_every_method_and_writes_summary_and_plots(tmp_path, capsys):
     out = tmp_path / "demo"
     assert demo.main(["--skip-benchmark", "--supervised", "--epochs", "1", "--num-train", "256", "--probe-test",
-                      "128", "--image-size", "16", "--out", str(out)]) == 0
+                      "128", "--image-size", "16", "--arch", "convnet-small", "--out", str(out)]) == 0
     summary = json.load(open(out / "summary.json"))
     names = set(demo.DEMO_METHODS) | {"supervised", "random_init", "raw_pixels"}
     assert set(summary["linear_acc"]) == names

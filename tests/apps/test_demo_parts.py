@@ -9,7 +9,7 @@ from cwarp.apps import demo
 from cwarp.train import loop as T
 from cwarp.train.config import parse_command_line
 
-TINY = {"image_size": 16, "num_train": 8, "epochs": 2, "batch_size": 4}
+TINY = {"image_size": 16, "arch": "convnet-small", "num_train": 8, "epochs": 2, "batch_size": 4}
 
 
 def argv(out, **over):
