@@ -8,10 +8,12 @@
 Each seed pretrains every arm (ARMS) at the demo's budget
 (cwarp.apps.demo.DEMO_RECIPE) with cwarp-train's recipe for its --method and
 the arm's flags: ContraWarping; BYOL at the same steps and at ContraWarping's
-wall-clock (--wallclock-epochs); the supervised reference with the labels,
-for as long as ContraWarping's wall-clock (--supervised-epochs); and the
-controls (warps at uniform centres, affine negatives, InfoNCE alone, the
-negatives through the target). Every run is probed on the validation split
+wall-clock (--wallclock-epochs), with its default settings and with those
+its own validation search chose (select_recipe.SEARCHED_BYOL); the
+supervised reference with the labels, for as long as ContraWarping's
+wall-clock (--supervised-epochs); and the controls (warps at uniform
+centres, affine negatives, InfoNCE alone, the negatives through the
+target). Every run is probed on the validation split
 and on the test split of benchmarks/protocol.py, beside a random init and raw
 pixels: the test split's data seed (protocol.TEST_DATA_SEED) was scored by no
 run before the recipe was frozen.
@@ -199,7 +201,7 @@ def _parser():
     p.add_argument("--num-train", type=int, default=None, help="pretrain on N faces instead of the demo's 1,536")
     p.add_argument("--image-size", type=int, default=None,
                    help="pretrain and probe at S pixels instead of the demo's (every arm)")
-    p.add_argument("--arch", default=None, help="every arm's backbone instead of cwarp-train's default")
+    p.add_argument("--arch", default=None, help="every arm's backbone instead of the demo's")
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--negatives", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--warp-sizes", nargs="+", default=list(WARP_SIZES), metavar="RMIN,RMAX:MMIN,MMAX")
