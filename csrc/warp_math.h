@@ -351,18 +351,26 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE Bilinear<index_t, T> bilinear(T ix, T iy, int6
   return b;
 }
 
-// Offset of the top-left corner (x0, y0) for the image strides (sh, sw). A
-// corner inside the image has x0 in [-1, W - 1] and y0 in [-1, H - 1];
-// clamping to [-1, W] x [-1, H] changes none of those offsets and keeps a
-// far-away pixel's (x0 up to 2^31) from overflowing the product. Callers that
-// use 32-bit offsets leave room for the one row and column of overhang.
+// A top-left corner's column (or row) c clamped to [-1, n], n the image's
+// width (or height). A corner inside the image has c in [-1, n - 1], which
+// the clamp leaves as it is; a far-away pixel's (c up to 2^31) becomes small
+// enough for the offset products below and for a block's footprint
+// (local_warp_cuda.cu's CornerBounds).
+template <typename index_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE index_t clamp_corner(index_t c, int64_t n) {
+  const index_t in = static_cast<index_t>(n);
+  return c < index_t(-1) ? index_t(-1) : (c > in ? in : c);
+}
+
+// Offset of the top-left corner (x0, y0) for the image strides (sh, sw), the
+// corner clamped to [-1, W] x [-1, H] (clamp_corner): none of the offsets of
+// a corner inside the image changes, and the product cannot overflow.
+// Callers that use 32-bit offsets leave room for the one row and column of
+// overhang.
 template <typename index_t, typename T>
 C10_HOST_DEVICE C10_ALWAYS_INLINE index_t corner_base_offset(const Bilinear<index_t, T>& b, int64_t w, int64_t h,
                                                              index_t sh, index_t sw) {
-  const index_t iw = static_cast<index_t>(w), ih = static_cast<index_t>(h);
-  const index_t x0 = b.x0 < index_t(-1) ? index_t(-1) : (b.x0 > iw ? iw : b.x0);
-  const index_t y0 = b.y0 < index_t(-1) ? index_t(-1) : (b.y0 > ih ? ih : b.y0);
-  return y0 * sh + x0 * sw;
+  return clamp_corner(b.y0, h) * sh + clamp_corner(b.x0, w) * sw;
 }
 
 // The value at a corner's offset, or 0 for a corner outside the image

@@ -518,23 +518,20 @@ constexpr int64_t kTileMaxSide = int64_t(1) << 30;
 
 // A thread's bounds on the source corners of its samples, min-reduced over
 // the block: {lowest column, -highest column, lowest row, -highest row}, the
-// columns and rows clamped as corner_base_offset clamps them. Sample p's
+// columns and rows clamped as corner_base_offset clamps them (clamp_corner,
+// which keeps them within an int for images under kTileMaxSide). Sample p's
 // corners span columns [x0, x0 + 1] and rows [y0, y0 + 1].
 struct CornerBounds {
   int v[4] = {INT_MAX, INT_MAX, INT_MAX, INT_MAX};
 
   template <typename index_t, typename T>
   __device__ __forceinline__ void include(const Bilinear<index_t, T>& bl, const WarpConfig& cfg) {
-    const int x0 = clamp_corner(bl.x0, cfg.W), y0 = clamp_corner(bl.y0, cfg.H);
+    const int x0 = static_cast<int>(clamp_corner(bl.x0, cfg.W));
+    const int y0 = static_cast<int>(clamp_corner(bl.y0, cfg.H));
     v[0] = x0 < v[0] ? x0 : v[0];
     v[1] = -(x0 + 1) < v[1] ? -(x0 + 1) : v[1];
     v[2] = y0 < v[2] ? y0 : v[2];
     v[3] = -(y0 + 1) < v[3] ? -(y0 + 1) : v[3];
-  }
-
-  template <typename index_t>
-  __device__ __forceinline__ static int clamp_corner(index_t c, int64_t n) {
-    return c < index_t(-1) ? -1 : (static_cast<int64_t>(c) > n ? static_cast<int>(n) : static_cast<int>(c));
   }
 
   // The block's bounds, the same in every thread, through `parked`,
@@ -587,8 +584,8 @@ __device__ __forceinline__ void scatter_image_grad(const ImageGradSink<T>& gimg,
     const T w10 = s.bl.wx0 * s.bl.wy1, w11 = s.bl.wx1 * s.bl.wy1;
     const scalar_t* go = grad_out + b * go_s.b + i * go_s.h + j * go_s.w + c0 * static_cast<int64_t>(go_s.c);
     if (ToTile) {
-      const int e = (CornerBounds::clamp_corner(s.bl.y0, cfg.H) - tile.y0) * tile.w +
-                    CornerBounds::clamp_corner(s.bl.x0, cfg.W) - tile.x0;
+      const int e = (static_cast<int>(clamp_corner(s.bl.y0, cfg.H)) - tile.y0) * tile.w +
+                    static_cast<int>(clamp_corner(s.bl.x0, cfg.W)) - tile.x0;
       const int plane = tile.w * tile.h;
       for (int c = 0; c < n; ++c) {
         const T g = static_cast<T>(*go);
@@ -670,6 +667,7 @@ __global__ void __launch_bounds__(kThreads, backward_min_blocks<scalar_t>()) loc
     // fit, when the footprint fits it; straight to global memory otherwise.
     // Every branch below is uniform across the block.
     ImageGradTile<T> tile{tile_words_sh, 0, 0, 0, 0, 0, 0};
+    bool scattered = !gimg.active();
     if (may_tile) {
       bounds.reduce_over_block(parked);
       tile.x0 = bounds.v[0] < 0 ? 0 : bounds.v[0];
@@ -680,7 +678,7 @@ __global__ void __launch_bounds__(kThreads, backward_min_blocks<scalar_t>()) loc
       tile.h = y1 - tile.y0 + 1;
       const int capacity = ImageGradTile<T>::capacity(gimg.fix != nullptr);
       if (tile.w <= 0 || tile.h <= 0) {
-        // No sample of the block has a corner inside the image.
+        scattered = true;  // no sample of the block has a corner inside the image
       } else if (static_cast<int64_t>(tile.w) * tile.h <= capacity) {
         const int per_pass = capacity / (tile.w * tile.h);
         for (int64_t c0 = 0; c0 < cfg.C; c0 += per_pass) {
@@ -693,12 +691,10 @@ __global__ void __launch_bounds__(kThreads, backward_min_blocks<scalar_t>()) loc
           tile.flush(gimg, b * in_s.b, in_s.c, in_s.h, in_s.w);
           __syncthreads();
         }
-      } else {
-        scatter_image_grad<false, P>(gimg, tile, qpos, A, cfg, grad_out, go_s, in_s, b, 0, cfg.C, sc);
+        scattered = true;
       }
-    } else if (gimg.active()) {
-      scatter_image_grad<false, P>(gimg, tile, qpos, A, cfg, grad_out, go_s, in_s, b, 0, cfg.C, sc);
     }
+    if (!scattered) scatter_image_grad<false, P>(gimg, tile, qpos, A, cfg, grad_out, go_s, in_s, b, 0, cfg.C, sc);
     if (!need_coord) continue;  // uniform across the grid
 
     // Pass 2, after the scatter so that its sums are not live across it: per
