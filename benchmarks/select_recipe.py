@@ -34,7 +34,7 @@ FORMER_WARPS = ["--warp-radius", "0.15,0.35", "--warp-magnitude", "0.05,0.15"]
 FLIPS_ONLY = ["--crop-scale", "1,1", "--rotation", "0", "--jitter-strength", "0", "--grayscale-p", "0"]
 
 # What `--search byol --image-size 32 --arch convnet-small-s2 --seeds 0 1` chose on the validation faces
-# (docs/experiments.md, "BYOL tuned, and the supervised reference to its plateau"): BYOL's flags on top of its
+# (docs/experiments.md, section 21, "Fair baselines"): BYOL's flags on top of its
 # cwarp-train defaults, for benchmarks/ablation.py's byol_searched arms.
 SEARCHED_BYOL = MILD
 
@@ -117,7 +117,7 @@ def table(search, seeds, results, summaries) -> list:
 
 def main(argv=None):
     from cwarp.apps import demo
-    from cwarp.train.config import ConfigError, config_from_argv
+    from cwarp.train.config import ConfigError
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--search", required=True, choices=list(SEARCHES))
@@ -140,17 +140,13 @@ def main(argv=None):
     unknown = [x for x in args.only or [] if x not in labels]
     if unknown:
         p.error(f"--only: {unknown[0]!r} is not a configuration of --search {args.search} ({labels})")
-    if args.image_size is not None and args.image_size < 8:
-        p.error(f"--image-size: expected >= 8, got {args.image_size}")
     over = {} if args.image_size is None else {"image_size": args.image_size}
-    jobs = search_jobs(args.search, args.seeds, args.out, args.format, over, args.arch)
-    if args.only:
-        jobs = {k: v for k, v in jobs.items() if k[0] in args.only}
-    try:   # refuse a bad configuration before an hour of pretraining
-        for _, argv_ in jobs.values():
-            config_from_argv(argv_)
+    try:   # naming each run parses its configuration: a bad one is refused before an hour of pretraining
+        jobs = search_jobs(args.search, args.seeds, args.out, args.format, over, args.arch)
     except (ConfigError, ValueError) as e:
         p.error(str(e))
+    if args.only:
+        jobs = {k: v for k, v in jobs.items() if k[0] in args.only}
     protocol.pretrain_runs(list(jobs.values()), args.jobs, args.threads)
     results, summaries = {}, {}
     for (label, seed), (out, _) in jobs.items():

@@ -9,8 +9,8 @@ def script(load_script):
     return load_script("benchmarks/online_eval_cost.py")
 
 
-TOY = ["--method", "byol", "--epochs", "2", "--num-train", "16", "--image-size", "16", "--arch", "convnet-small", "--batch-size", "8",
-       "--eval-bank", "20", "--eval-size", "12"]   # a bank of all 16 training faces
+TOY = ["--method", "byol", "--epochs", "2", "--num-train", "16", "--image-size", "16", "--arch", "convnet-small",
+       "--batch-size", "8", "--eval-bank", "20", "--eval-size", "12"]   # a bank of all 16 training faces
 
 
 @pytest.mark.slow

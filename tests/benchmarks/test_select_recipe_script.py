@@ -46,7 +46,7 @@ def test_table_marks_each_methods_best(script):
     (["--search", "byol", "--only", "no such thing"], "--only: 'no such thing' is not a configuration"),
     (["--search", "byol", "--jobs", "0"], "--jobs: expected >= 1"),
     (["--search", "swav"], "invalid choice"),
-    (["--search", "byol", "--image-size", "4"], "--image-size: expected >= 8, got 4"),
+    (["--search", "byol", "--image-size", "4"], "--image-size: expected >= 16, got 4"),
 ])
 def test_bad_values(script, monkeypatch, capsys, argv, match):
     monkeypatch.setattr(script.protocol, "pretrain_runs", lambda *a, **k: pytest.fail("pretraining started"))
